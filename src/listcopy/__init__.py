@@ -1,0 +1,40 @@
+"""listcopy: train and dissect tiny attention-only transformers that copy a list through SEP.
+
+    >>> import listcopy
+    >>> config = listcopy.Config().override(["train.max_steps=2000"])
+    >>> run = listcopy.train(config)                 # one model, the seed's recipe
+    >>> model, config = listcopy.load("runs/3layer_100dig_8d")   # or a seed .pt file
+    >>> data = listcopy.dataset(config)              # the seed's split
+    >>> listcopy.evaluate(model, data)               # {'loss', 'acc', 'seq_acc', 'n_val'}
+
+Only the config is imported eagerly; everything that needs torch loads on first use.
+"""
+
+from .config import Config, ConfigError, ModelConfig, TaskConfig, TrainConfig, load_config
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "train": ("train", "train"),
+    "train_ensemble": ("train", "train_ensemble"),
+    "Run": ("train", "Run"),
+    "load": ("checkpoint", "load"),
+    "CheckpointError": ("checkpoint", "CheckpointError"),
+    "dataset": ("task", "dataset"),
+    "evaluate": ("metrics", "evaluate"),
+    "build_model": ("model", "build_model"),
+    "ListCopyTransformer": ("model", "ListCopyTransformer"),
+    "Ensemble": ("engine", "Ensemble"),
+}
+
+__all__ = ["Config", "ConfigError", "ModelConfig", "TaskConfig", "TrainConfig", "load_config",
+           *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(f".{module}", __name__), attr)
+    raise AttributeError(f"module 'listcopy' has no attribute {name!r}")

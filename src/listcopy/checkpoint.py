@@ -1,0 +1,268 @@
+"""Run directories (safetensors + JSON), seed ``.pt`` checkpoints, atomic writes.
+
+A run directory holds:
+
+    model.safetensors        the weights, as the seed's state dict (names, shapes, buffers)
+    run.json                 config, model name, step, status, metrics, history, package versions
+    train_state.safetensors  weights + AdamW moments + the batch generator's state, for --resume
+
+Every file is written to a temporary name, flushed to disk and renamed over the old one, so a kill
+at any moment leaves each file either the previous complete version or the new one. ``--resume``
+reads only ``train_state.safetensors``, which carries its own step and history: one file, one step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from .config import Config, ConfigError, load_config, parse_model_name
+
+MODEL_FILE = "model.safetensors"
+RUN_FILE = "run.json"
+STATE_FILE = "train_state.safetensors"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, corrupt, or does not fit its config. The message is one line."""
+
+
+# ---- atomic writes ---------------------------------------------------------------------------
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, fsync it, then rename it to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1) + "\n"))
+
+
+def save_tensors(path: Path, tensors: dict[str, Tensor], meta: dict[str, Any] | None = None) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    header = {"listcopy": json.dumps(meta)} if meta is not None else None
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
+
+
+def load_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+            header = fh.metadata() or {}
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: file not found") from None
+    except Exception as err:  # safetensors raises its own error types for corrupt files
+        raise CheckpointError(f"{path}: not a readable safetensors file ({_short(err)})") from None
+    meta = None
+    if "listcopy" in header:
+        try:
+            meta = json.loads(header["listcopy"])
+        except json.JSONDecodeError:
+            raise CheckpointError(f"{path}: corrupt listcopy metadata") from None
+    return tensors, meta
+
+
+def _short(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("listcopy", "torch", "transformer-lens", "safetensors", "numpy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+# ---- state dicts -----------------------------------------------------------------------------
+
+def expected_state(config: Config) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """The seed's state-dict names, shapes and dtypes for ``config``."""
+    from .model import ListCopyTransformer
+
+    return {k: (tuple(v.shape), v.dtype) for k, v in ListCopyTransformer(config).state_dict().items()}
+
+
+def check_state_dict(state: dict[str, Tensor], config: Config, source: str) -> None:
+    """Raise one ``CheckpointError`` naming ``source`` if ``state`` does not fit ``config``'s model."""
+    expected = expected_state(config)
+    missing = [k for k in expected if k not in state]
+    extra = [k for k in state if k not in expected]
+    if missing:
+        raise CheckpointError(f"{source}: missing tensor {missing[0]!r} for {config.name}"
+                              f" ({len(missing)} missing)")
+    if extra:
+        raise CheckpointError(f"{source}: unexpected tensor {extra[0]!r} for {config.name}"
+                              f" ({len(extra)} unexpected)")
+    for key, (shape, dtype) in expected.items():
+        value = state[key]
+        if not isinstance(value, Tensor):
+            raise CheckpointError(f"{source}: {key!r} is not a tensor")
+        if key.endswith(".mask") and value.dtype == torch.bool and value.dim() == 2 and (
+                value.numel() == 0 or value.shape[0] >= shape[0]):
+            continue  # TransformerLens 3.x saves an empty causal mask; checked on load
+        if tuple(value.shape) != shape:
+            raise CheckpointError(f"{source}: {key!r} has shape {tuple(value.shape)}, expected"
+                                  f" {shape} for {config.name}")
+        if value.is_floating_point() != dtype.is_floating_point:
+            raise CheckpointError(f"{source}: {key!r} has dtype {value.dtype}, expected {dtype}")
+        if value.is_floating_point() and not key.endswith("IGNORE") and not torch.isfinite(value).all():
+            raise CheckpointError(f"{source}: {key!r} holds non-finite values")
+
+
+def model_from_state(state: dict[str, Tensor], config: Config, source: str):
+    from .model import ListCopyTransformer
+
+    check_state_dict(state, config, source)
+    model = ListCopyTransformer(config)
+    model.load_state_dict({k: v.to(torch.float32) if v.is_floating_point() else v
+                           for k, v in state.items()})
+    return model.eval()
+
+
+# ---- seed .pt files --------------------------------------------------------------------------
+
+def load_seed_state(path: Path) -> dict[str, Tensor]:
+    """``torch.load(weights_only=True)``: a pickle that carries anything but tensors is refused."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: file not found") from None
+    except Exception as err:
+        raise CheckpointError(f"{path}: refused or unreadable as a weights-only state dict"
+                              f" ({_short(err)})") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise CheckpointError(f"{path}: not a state dict (a mapping of names to tensors)")
+    return state
+
+
+def seed_config(path: Path, overrides: tuple[str, ...] | list[str] = ()) -> Config:
+    """A seed checkpoint's config: its file name (``3layer_100dig_8d.pt``) if it is one, then ``--set``."""
+    base = Config()
+    try:
+        base = Config.from_dict(parse_model_name(path.stem))
+    except ConfigError:
+        pass  # not a seed-style name: defaults, then overrides
+    return load_config(None, overrides, base=base)
+
+
+def export_seed(state: dict[str, Tensor], path: Path) -> None:
+    """Write a state dict as the seed does (``torch.save``), loadable by TransformerLens 3.x."""
+    atomic_write(Path(path), lambda tmp: torch.save(dict(state), tmp))
+
+
+# ---- run directories -------------------------------------------------------------------------
+
+def is_run_dir(path: Path) -> bool:
+    return (Path(path) / RUN_FILE).is_file()
+
+
+def read_run_json(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / RUN_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: corrupt JSON ({_short(err)})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+        raise CheckpointError(f"{path}: no 'config' table")
+    return data
+
+
+def run_config(run_dir: Path, overrides: tuple[str, ...] | list[str] = ()) -> Config:
+    data = read_run_json(run_dir)
+    try:
+        return Config.from_dict(data["config"]).override(overrides)
+    except ConfigError as err:
+        raise CheckpointError(f"{Path(run_dir) / RUN_FILE}: {err}") from None
+
+
+def load(path: str | Path, overrides: tuple[str, ...] | list[str] = ()):
+    """A model and its config from a run directory or a seed ``.pt`` file.
+
+    For a run directory the config is the one it was trained with (``overrides`` may change
+    settings that do not touch the weights' shapes); for a ``.pt`` it comes from the file name and
+    ``overrides``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        config = run_config(path, overrides)
+        state, _ = load_tensors(path / MODEL_FILE)
+        return model_from_state(state, config, str(path / MODEL_FILE)), config
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such run directory or checkpoint file")
+    config = seed_config(path, overrides)
+    state = load_seed_state(path)
+    return model_from_state(state, config, str(path)), config
+
+
+def write_run(run_dir: Path, record: dict[str, Any], state: dict[str, Tensor],
+              train_state: dict[str, Tensor] | None) -> None:
+    """One checkpoint: the resume state first, then the weights, then run.json (each atomic)."""
+    run_dir = Path(run_dir)
+    record = {**record, "versions": versions()}
+    if train_state is not None:
+        save_tensors(run_dir / STATE_FILE, train_state, meta=record)
+    save_tensors(run_dir / MODEL_FILE, state, meta={"step": record["step"], "name": record["name"]})
+    write_json(run_dir / RUN_FILE, record)
+
+
+def read_train_state(run_dir: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    path = Path(run_dir) / STATE_FILE
+    tensors, meta = load_tensors(path)
+    if not isinstance(meta, dict) or "step" not in meta or "config" not in meta:
+        raise CheckpointError(f"{path}: no listcopy resume metadata")
+    return tensors, meta
+
+
+def safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text)

@@ -1,0 +1,281 @@
+"""Configuration: frozen dataclasses split by concern, validated once at construction.
+
+    Config
+      task:  TaskConfig   what is learned (digits, list length, split)
+      model: ModelConfig  the attention-only transformer's shape and constraints
+      train: TrainConfig  optimiser, schedule, early stop, seed, device
+
+Values come from the defaults, a TOML file (``[task]``, ``[model]``, ``[train]`` tables) and
+``section.key=value`` overrides, in that order. Every problem is raised as one ``ConfigError``
+whose message names the key and what is allowed. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+
+class ConfigError(ValueError):
+    """A configuration value, key or file that cannot be used. The message is one line."""
+
+
+def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key} = {value!r}: must be {allowed}")
+
+
+def _check_types(obj: Any, section: str) -> None:
+    """Refuse values whose type does not match the field (bools are not ints, ints are floats)."""
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        key = f"{section}.{f.name}"
+        kind = f.type if isinstance(f.type, str) else f.type.__name__
+        if kind == "bool":
+            _check(isinstance(value, bool), key, value, "true or false")
+        elif kind == "int":
+            _check(isinstance(value, int) and not isinstance(value, bool), key, value, "an integer")
+        elif kind == "float":
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            _check(ok and math.isfinite(value), key, value, "a finite number")
+        elif kind == "str":
+            _check(isinstance(value, str), key, value, "a string")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    n_digits: int = 100
+    list_len: int = 2
+    train_frac: float = 0.8
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_types(self, "task")
+        _check(self.n_digits >= 2, "task.n_digits", self.n_digits, "an integer >= 2")
+        _check(self.list_len >= 1, "task.list_len", self.list_len, "an integer >= 1")
+        _check(0 < self.train_frac < 1, "task.train_frac", self.train_frac, "in (0, 1)")
+        _check(self.split_seed >= 0, "task.split_seed", self.split_seed, "an integer >= 0")
+        _check(self.n_data <= 10**7, "task", f"{self.n_digits}**{self.list_len} lists",
+               "at most 10,000,000 lists (n_digits ** list_len)")
+        _check(1 <= self.n_train < self.n_data, "task.train_frac", self.train_frac,
+               f"such that both splits of {self.n_data} lists are non-empty")
+
+    @property
+    def seq_len(self) -> int:
+        """[d1 .. dL, SEP, o1 .. oL]"""
+        return 2 * self.list_len + 1
+
+    @property
+    def sep(self) -> int:
+        return self.n_digits
+
+    @property
+    def vocab(self) -> int:
+        return self.n_digits + 1
+
+    @property
+    def n_data(self) -> int:
+        return self.n_digits**self.list_len
+
+    @property
+    def n_train(self) -> int:
+        return int(self.train_frac * self.n_data)  # the seed's int(TRAIN_SPLIT * n_data)
+
+    @property
+    def n_val(self) -> int:
+        return self.n_data - self.n_train
+
+    @property
+    def output_slice(self) -> slice:
+        return slice(self.list_len + 1, self.seq_len)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    n_layers: int = 3
+    n_heads: int = 1
+    d_model: int = 8
+    ln: bool = False
+    use_bias: bool = False
+    freeze_wv: bool = True
+    freeze_wo: bool = True
+
+    def __post_init__(self) -> None:
+        _check_types(self, "model")
+        _check(self.n_layers >= 1, "model.n_layers", self.n_layers, "an integer >= 1")
+        _check(self.n_heads >= 1, "model.n_heads", self.n_heads, "an integer >= 1")
+        _check(self.d_model >= 1, "model.d_model", self.d_model, "an integer >= 1")
+        _check(self.d_model % self.n_heads == 0, "model.d_model", self.d_model,
+               f"divisible by model.n_heads = {self.n_heads}")
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def init_std(self) -> float:
+        """TransformerLens' default initializer_range for "gpt2" init."""
+        return 0.8 / math.sqrt(self.d_model)
+
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    batch_size: int = 128
+    max_steps: int = 300_000
+    eval_every: int = 100
+    early_stop_acc: float = 0.999
+    checkpoint_every: int = 50_000
+    seed: int = 0
+    device: str = "auto"
+    reshuffle: bool = False
+
+    def __post_init__(self) -> None:
+        _check_types(self, "train")
+        _check(self.lr > 0, "train.lr", self.lr, "> 0")
+        _check(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, ">= 0")
+        _check(self.batch_size >= 1, "train.batch_size", self.batch_size, "an integer >= 1")
+        _check(self.max_steps >= 1, "train.max_steps", self.max_steps, "an integer >= 1")
+        _check(self.eval_every >= 1, "train.eval_every", self.eval_every, "an integer >= 1")
+        _check(0 < self.early_stop_acc <= 1, "train.early_stop_acc", self.early_stop_acc, "in (0, 1]")
+        _check(self.checkpoint_every >= 1, "train.checkpoint_every", self.checkpoint_every,
+               "an integer >= 1")
+        _check(self.seed >= 0, "train.seed", self.seed, "an integer >= 0")
+        dev = self.device.split(":")[0]
+        _check(dev in DEVICES, "train.device", self.device, "one of " + ", ".join(DEVICES))
+
+
+SECTIONS: dict[str, type] = {"task": TaskConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+@dataclass(frozen=True)
+class Config:
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        n_train = self.task.n_train
+        _check(self.train.batch_size <= n_train, "train.batch_size", self.train.batch_size,
+               f"<= the {n_train} training lists")
+
+    # ---- dict round trip -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], base: "Config | None" = None) -> "Config":
+        """Build from ``{"task": {...}, ...}``; missing keys keep ``base``'s (default) values."""
+        base = base or cls()
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"config must be a table of sections, got {type(data).__name__}")
+        unknown = sorted(set(data) - set(SECTIONS))
+        if unknown:
+            raise ConfigError(f"unknown config section {unknown[0]!r}: allowed are "
+                              + ", ".join(SECTIONS))
+        parts = {}
+        for name, section_cls in SECTIONS.items():
+            values = data.get(name, {})
+            if not isinstance(values, Mapping):
+                raise ConfigError(f"config section {name!r} must be a table")
+            known = {f.name for f in fields(section_cls)}
+            for key in values:
+                if key not in known:
+                    raise ConfigError(f"unknown config key {name}.{key}: allowed are "
+                                      + ", ".join(sorted(known)))
+            parts[name] = dataclasses.replace(getattr(base, name), **dict(values))
+        return cls(**parts)
+
+    def override(self, assignments: Sequence[str]) -> "Config":
+        """Apply ``section.key=value`` strings (values in TOML syntax; bare words are strings)."""
+        return Config.from_dict(parse_overrides(assignments), base=self)
+
+    def replace(self, **sections: Mapping[str, Any]) -> "Config":
+        """``config.replace(model={"d_model": 16})``: a validated copy with some keys changed."""
+        return Config.from_dict(sections, base=self)
+
+    @property
+    def name(self) -> str:
+        return model_name(self)
+
+
+# ---- overrides and files -------------------------------------------------------------------
+
+def parse_value(text: str) -> Any:
+    """A TOML value (``8``, ``1e-3``, ``true``, ``"cpu"``); a bare word is taken as a string."""
+    text = text.strip()
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        if re.fullmatch(r"[A-Za-z_][\w:.\-]*", text):
+            return text
+        raise ConfigError(f"cannot parse value {text!r}") from None
+
+
+def parse_overrides(assignments: Sequence[str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not re.fullmatch(r"[a-z_]+\.[a-z_0-9]+", key):
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        section, name = key.split(".")
+        if section not in SECTIONS:
+            raise ConfigError(f"unknown config section {section!r} in {item!r}: allowed are "
+                              + ", ".join(SECTIONS))
+        out.setdefault(section, {})[name] = parse_value(value)
+    return out
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: invalid TOML: {err}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read: {err}") from None
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = (),
+                base: Config | None = None) -> Config:
+    """Defaults (or ``base``), then the TOML file at ``path``, then ``overrides``."""
+    config = base or Config()
+    if path is not None:
+        try:
+            config = Config.from_dict(load_toml(path), base=config)
+        except ConfigError as err:
+            msg = str(err)
+            raise ConfigError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
+    return config.override(overrides)
+
+
+# ---- the seed's model name -----------------------------------------------------------------
+
+_NAME = re.compile(r"(\d+)layer_(\d+)dig_(\d+)d")
+
+
+def model_name(config: Config) -> str:
+    """``3layer_100dig_8d``: layers, digits, d_model, as the seed names its checkpoints."""
+    return f"{config.model.n_layers}layer_{config.task.n_digits}dig_{config.model.d_model}d"
+
+
+def parse_model_name(name: str) -> dict[str, dict[str, int]]:
+    """The overrides a seed-style name stands for; ``ConfigError`` if it is not one."""
+    match = _NAME.fullmatch(name)
+    if not match:
+        raise ConfigError(f"{name!r} is not a model name like 3layer_100dig_8d")
+    layers, digits, d_model = (int(g) for g in match.groups())
+    return {"task": {"n_digits": digits}, "model": {"n_layers": layers, "d_model": d_model}}

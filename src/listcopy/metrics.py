@@ -1,0 +1,28 @@
+"""The seed's metrics, on output positions only: cross-entropy ``loss``, per-token ``acc`` (the
+number the notebook reports) and ``seq_acc`` (the whole list right)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .task import Dataset
+
+
+def output_metrics(logits: Tensor, targets: Tensor) -> dict[str, float]:
+    """logits (N, L, V) and targets (N, L) at the output positions -> loss, acc, seq_acc, n_val."""
+    right = logits.argmax(-1) == targets
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
+    return {"loss": loss.item(), "acc": right.float().mean().item(),
+            "seq_acc": right.all(-1).float().mean().item(), "n_val": int(targets.shape[0])}
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data: Dataset, batch_size: int = 4096) -> dict[str, float]:
+    """Validation metrics of a hooked model (any hooks attached by the caller stay in effect)."""
+    out = data.task.output_slice
+    device = next(model.parameters()).device
+    logits = torch.cat([model(data.val_inputs[i: i + batch_size].to(device))[:, out]
+                        for i in range(0, data.val_inputs.shape[0], batch_size)])
+    return output_metrics(logits, data.val_targets[:, out].to(device))

@@ -1,0 +1,263 @@
+"""The attention-only transformer of the seed, on TransformerLens' HookedRootModule / HookPoint.
+
+Same math, parameter names, state dict and hook names as TransformerLens 3.x ``HookedTransformer``
+with ``attn_only=True`` (the seed's model), with the seed's attention mask built in, so that
+``run_with_hooks``, ``run_with_cache`` and ``cache["pattern", 0]`` work as in the notebook.
+
+Glossary of shapes
+    B   batch                      T   positions, 2 * list_len + 1     V   vocabulary, n_digits + 1
+    D   d_model                    H   heads                           d   d_head = D // H
+    Q/K query and key positions (both T)
+
+Forward, for tokens (B, T):
+    resid = W_E[tokens] + W_pos                                   hook_embed, hook_pos_embed
+    per layer L:                                                  blocks.L.hook_resid_pre
+        x      = LN(resid) if ln else resid                       blocks.L.ln1.hook_scale / hook_normalized
+        q,k,v  = x @ W_Q + b_Q, x @ W_K + b_K, x @ W_V + b_V       attn.hook_q / hook_k / hook_v  (B,T,H,d)
+        scores = q.k / sqrt(d), causal mask, + the seed's mask    attn.hook_attn_scores (B,H,Q,K)
+        pattern = softmax(scores) (NaN -> 0)                      attn.hook_pattern     (B,H,Q,K)
+        z      = pattern @ v                                      attn.hook_z           (B,T,H,d)
+        out    = z @ W_O + b_O                                    blocks.L.hook_attn_out (B,T,D)
+        resid  = out + resid                                      blocks.L.hook_resid_post
+    logits = LN_final(resid) @ W_U + b_U                          ln_final.* when ln    (B,T,V)
+
+With ``freeze_wv`` / ``freeze_wo`` the value and output matrices are identity slices
+(``eye(D, d)``, ``eye(d, D)`` per head) and frozen; without ``use_bias`` every ``b_*`` is zero and
+frozen. Weights are initialised by :func:`init_weights` (TransformerLens' "gpt2" init, drawing from
+a given generator in ``named_parameters()`` order).
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformer_lens import ActivationCache, HookedRootModule
+from transformer_lens.hook_points import HookPoint
+
+from .config import Config, ModelConfig
+from .task import attention_mask, seed_generator
+
+LN_EPS = 1e-5  # TransformerLens' default cfg.eps
+
+
+class LayerNorm(nn.Module):
+    """TransformerLens "LN": centre, scale by sqrt(mean square + eps), then affine ``w``, ``b``."""
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(d_model))
+        self.b = nn.Parameter(torch.zeros(d_model))
+        self.hook_scale = HookPoint()  # (B, T, 1)
+        self.hook_normalized = HookPoint()  # (B, T, D)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x - x.mean(-1, keepdim=True)
+        scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + LN_EPS).sqrt())
+        return self.hook_normalized(x / scale * self.w + self.b)
+
+
+class Attention(nn.Module):
+    """One attention layer. Parameters are declared in TransformerLens' order (it fixes the init draws)."""
+
+    def __init__(self, cfg: ModelConfig, n_ctx: int, list_len: int):
+        super().__init__()
+        H, D, d = cfg.n_heads, cfg.d_model, cfg.d_head
+        self.n_heads, self.d_head = H, d
+        self.W_Q = nn.Parameter(torch.empty(H, D, d))
+        self.W_O = nn.Parameter(torch.empty(H, d, D))
+        self.b_Q = nn.Parameter(torch.zeros(H, d))
+        self.b_O = nn.Parameter(torch.zeros(D))
+        self.W_K = nn.Parameter(torch.empty(H, D, d))
+        self.W_V = nn.Parameter(torch.empty(H, D, d))
+        self.b_K = nn.Parameter(torch.zeros(H, d))
+        self.b_V = nn.Parameter(torch.zeros(H, d))
+        # TransformerLens' buffers, kept so the state dict matches the seed's.
+        self.register_buffer("mask", torch.tril(torch.ones(n_ctx, n_ctx, dtype=torch.bool)))
+        self.register_buffer("IGNORE", torch.tensor(-float("inf")))
+        # The seed's list mask (the notebook's perma-hook), built in; not part of the state dict.
+        self.register_buffer("list_mask", attention_mask(list_len), persistent=False)
+        self.hook_q = HookPoint()  # (B, T, H, d)
+        self.hook_k = HookPoint()  # (B, T, H, d)
+        self.hook_v = HookPoint()  # (B, T, H, d)
+        self.hook_attn_scores = HookPoint()  # (B, H, Q, K)
+        self.hook_pattern = HookPoint()  # (B, H, Q, K)
+        self.hook_z = HookPoint()  # (B, T, H, d)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Accept both causal-mask buffers: TransformerLens 2.x saves (n_ctx, n_ctx), 3.x (0, 0)."""
+        key = prefix + "mask"
+        mask = state_dict.get(key)
+        if mask is not None and mask.dtype == torch.bool and mask.dim() == 2:
+            n = mask.shape[0]
+            T = self.mask.shape[0]
+            if n == 0 or (n >= T and torch.equal(mask[:T, :T], self.mask.to(mask.device))):
+                state_dict[key] = self.mask.clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, T, _ = x.shape
+        q = self.hook_q(torch.einsum("btm,hmd->bthd", x, self.W_Q) + self.b_Q)
+        k = self.hook_k(torch.einsum("btm,hmd->bthd", x, self.W_K) + self.b_K)
+        v = self.hook_v(torch.einsum("btm,hmd->bthd", x, self.W_V) + self.b_V)
+        scores = q.transpose(1, 2) @ k.permute(0, 2, 3, 1) / math.sqrt(self.d_head)  # (B,H,Q,K)
+        scores = torch.where(self.mask[:T, :T], scores, self.IGNORE)
+        scores = self.hook_attn_scores(scores + self.list_mask[:T, :T])
+        pattern = F.softmax(scores, dim=-1)
+        pattern = self.hook_pattern(torch.where(pattern.isnan(), 0.0, pattern))
+        z = self.hook_z((pattern @ v.transpose(1, 2)).transpose(1, 2))  # (B, T, H, d)
+        return z.reshape(B, T, -1) @ self.W_O.reshape(-1, self.W_O.shape[-1]) + self.b_O
+
+
+class Block(nn.Module):
+    """resid_post = attn(LN(resid_pre)) + resid_pre: no MLP."""
+
+    def __init__(self, cfg: ModelConfig, n_ctx: int, list_len: int):
+        super().__init__()
+        self.ln1 = LayerNorm(cfg.d_model) if cfg.ln else nn.Identity()
+        self.attn = Attention(cfg, n_ctx, list_len)
+        self.hook_resid_pre = HookPoint()  # (B, T, D)
+        self.hook_attn_out = HookPoint()  # (B, T, D)
+        self.hook_resid_post = HookPoint()  # (B, T, D)
+
+    def forward(self, resid: Tensor) -> Tensor:
+        resid = self.hook_resid_pre(resid)
+        return self.hook_resid_post(self.hook_attn_out(self.attn(self.ln1(resid))) + resid)
+
+
+class Embed(nn.Module):
+    def __init__(self, d_vocab: int, d_model: int):
+        super().__init__()
+        self.W_E = nn.Parameter(torch.empty(d_vocab, d_model))
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.W_E[tokens]  # (B, T, D)
+
+
+class PosEmbed(nn.Module):
+    def __init__(self, n_ctx: int, d_model: int):
+        super().__init__()
+        self.W_pos = nn.Parameter(torch.empty(n_ctx, d_model))
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.W_pos[: tokens.shape[1]].expand(tokens.shape[0], -1, -1)  # (B, T, D)
+
+
+class Unembed(nn.Module):
+    def __init__(self, d_model: int, d_vocab: int):
+        super().__init__()
+        self.W_U = nn.Parameter(torch.empty(d_model, d_vocab))
+        self.b_U = nn.Parameter(torch.zeros(d_vocab))
+
+    def forward(self, resid: Tensor) -> Tensor:
+        return resid @ self.W_U + self.b_U  # (B, T, V)
+
+
+class ListCopyTransformer(HookedRootModule):
+    """The seed's model. ``config`` is a full :class:`listcopy.Config` (task and model sections)."""
+
+    def __init__(self, config: Config):
+        super().__init__()
+        self.config = config
+        cfg, task = config.model, config.task
+        self.embed = Embed(task.vocab, cfg.d_model)
+        self.hook_embed = HookPoint()  # (B, T, D)
+        self.pos_embed = PosEmbed(task.seq_len, cfg.d_model)
+        self.hook_pos_embed = HookPoint()  # (B, T, D)
+        self.blocks = nn.ModuleList(Block(cfg, task.seq_len, task.list_len)
+                                    for _ in range(cfg.n_layers))
+        self.ln_final = LayerNorm(cfg.d_model) if cfg.ln else nn.Identity()
+        self.unembed = Unembed(cfg.d_model, task.vocab)
+        set_trainable(self)
+        self.setup()
+
+    @property
+    def cfg(self) -> SimpleNamespace:
+        """The TransformerLens-style fields the seed's analyses read (``model.cfg.n_layers`` ...)."""
+        m, t = self.config.model, self.config.task
+        return SimpleNamespace(n_layers=m.n_layers, n_heads=m.n_heads, d_model=m.d_model,
+                               d_head=m.d_head, n_ctx=t.seq_len, d_vocab=t.vocab,
+                               d_vocab_out=t.vocab, attn_only=True,
+                               normalization_type="LN" if m.ln else None, device=self.W_E.device)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """tokens (B, T) int64 -> logits (B, T, V)."""
+        resid = self.hook_embed(self.embed(tokens)) + self.hook_pos_embed(self.pos_embed(tokens))
+        for block in self.blocks:
+            resid = block(resid)
+        return self.unembed(self.ln_final(resid))
+
+    def run_with_cache(self, *args, **kwargs) -> tuple[Tensor, ActivationCache]:
+        """As TransformerLens 3.x: the cache is an ``ActivationCache`` (``cache["pattern", 0]``)."""
+        out, cache = super().run_with_cache(*args, **kwargs)
+        has_batch = not kwargs.get("remove_batch_dim", False)
+        return out, ActivationCache(cache, self, has_batch_dim=has_batch)
+
+    # TransformerLens-style shortcuts
+    @property
+    def W_E(self) -> Tensor:
+        return self.embed.W_E
+
+    @property
+    def W_pos(self) -> Tensor:
+        return self.pos_embed.W_pos
+
+    @property
+    def W_U(self) -> Tensor:
+        return self.unembed.W_U
+
+    @property
+    def b_U(self) -> Tensor:
+        return self.unembed.b_U
+
+
+# ---- initialisation and the seed's constraints ------------------------------------------------
+
+def set_trainable(model: ListCopyTransformer) -> None:
+    """Freeze what the seed freezes: identity W_V / W_O, and every ``b_*`` without ``use_bias``."""
+    cfg = model.config.model
+    for name, param in model.named_parameters():
+        leaf = name.rsplit(".", 1)[-1]
+        frozen = ((leaf == "W_V" and cfg.freeze_wv) or (leaf == "W_O" and cfg.freeze_wo)
+                  or (leaf.startswith("b_") and not cfg.use_bias))
+        param.requires_grad_(not frozen)
+
+
+@torch.no_grad()
+def init_weights(model: ListCopyTransformer, generator: torch.Generator) -> None:
+    """TransformerLens' "gpt2" init from ``generator``, then the seed's identities and zero biases.
+
+    Every parameter whose name contains ``W_`` gets Normal(0, 0.8 / sqrt(d_model)) in
+    ``named_parameters()`` order, drawn on the CPU (so a given generator gives the same weights on
+    every device); frozen W_V / W_O are then overwritten (their draws still happen, as in the seed).
+    """
+    cfg = model.config.model
+    for name, param in model.named_parameters():
+        if "W_" in name:
+            draw = torch.empty(param.shape).normal_(0.0, cfg.init_std, generator=generator)
+            param.copy_(draw)
+        elif name.rsplit(".", 1)[-1].startswith("b_") or name.endswith(".b"):
+            param.zero_()
+        else:  # LayerNorm weights
+            param.fill_(1.0)
+    H, D, d = cfg.n_heads, cfg.d_model, cfg.d_head
+    for block in model.blocks:
+        if cfg.freeze_wv:
+            block.attn.W_V.copy_(torch.eye(D, d).expand(H, D, d))
+        if cfg.freeze_wo:
+            block.attn.W_O.copy_(torch.eye(d, D).expand(H, d, D))
+
+
+def build_model(config: Config, generator: torch.Generator | None = None,
+                device: torch.device | str = "cpu") -> ListCopyTransformer:
+    """A new model with weights drawn from ``generator``.
+
+    By default the generator is the one the notebook has at ``make_model()`` under
+    ``torch.manual_seed(config.train.seed)``: seeded, then used once for the split's randperm.
+    """
+    model = ListCopyTransformer(config)
+    init_weights(model, generator or seed_generator(config.task, config.train.seed))
+    return model.to(device)

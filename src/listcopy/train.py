@@ -1,0 +1,323 @@
+"""Training runs: one model or many at once, through one code path (the engine, E >= 1).
+
+Each member follows the seed's random-number discipline on its own generator, seeded with its
+``train.seed``: the split's ``randperm`` (a draw the notebook makes before building the model), the
+model's init, then the training DataLoader's two int64 draws (the loader's base seed, unused, then the
+sampler's seed, which seeds the ``randperm`` of the training set). ``itertools.cycle`` caches the
+first epoch, so by default the same ``n_train // batch_size`` batches repeat in the same order;
+with ``train.reshuffle`` each new epoch makes the two draws again, as a fresh DataLoader iterator would.
+
+A member stops at the first evaluation where its validation accuracy reaches ``early_stop_acc``,
+at ``max_steps``, or at a non-finite loss; stopped members are frozen while the rest go on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+from . import checkpoint as ckpt
+from .config import Config, ConfigError
+from .engine import Ensemble
+from .model import ListCopyTransformer, build_model
+from .task import Dataset, dataset, seed_generator
+
+# Settings every member of one ensemble must share (the rest may differ per member).
+SHARED_TRAIN_KEYS = ("batch_size", "eval_every", "checkpoint_every", "device", "reshuffle")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto``: cuda, then mps, then cpu."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+class BatchOrder:
+    """One member's batch sequence: the seed's DataLoader(shuffle=True, drop_last=True) order."""
+
+    def __init__(self, generator: torch.Generator, n_train: int, batch_size: int, reshuffle: bool):
+        self.generator = generator
+        self.n_train, self.batch_size, self.reshuffle = n_train, batch_size, reshuffle
+        self.n_batches = n_train // batch_size
+        self.epoch = -1
+        self.perm: Tensor | None = None
+
+    def epoch_of(self, step: int) -> int:
+        """Which epoch's permutation step ``step`` (0-based) draws from."""
+        return step // self.n_batches if self.reshuffle else 0
+
+    def batches(self, epoch: int) -> Tensor:
+        """Indices into the training set, int64 (n_batches, batch_size), for ``epoch``."""
+        while self.epoch < epoch:
+            torch.empty((), dtype=torch.int64).random_(generator=self.generator)  # loader base seed
+            seed = int(torch.empty((), dtype=torch.int64).random_(generator=self.generator))
+            perm = torch.randperm(self.n_train, generator=torch.Generator().manual_seed(seed))
+            self.perm = perm[: self.n_batches * self.batch_size].view(self.n_batches, self.batch_size)
+            self.epoch += 1
+        assert self.perm is not None
+        return self.perm
+
+    def state(self) -> dict[str, Tensor]:
+        assert self.perm is not None
+        return {"rng.generator": self.generator.get_state(), "rng.perm": self.perm,
+                "rng.epoch": torch.tensor(self.epoch)}
+
+    def load_state(self, tensors: dict[str, Tensor]) -> None:
+        self.generator.set_state(tensors["rng.generator"])
+        self.perm = tensors["rng.perm"]
+        self.epoch = int(tensors["rng.epoch"])
+
+
+@dataclass
+class Run:
+    """One trained model: its config, where it stopped, why, and its metrics history."""
+
+    config: Config
+    state: dict[str, Tensor]
+    step: int = 0
+    status: str = "running"  # running | done | failed
+    stop_reason: str | None = None  # early_stop | max_steps | non_finite
+    steps_to_threshold: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    wall_time_s: float = 0.0
+    error: str | None = None
+    run_dir: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def model(self) -> ListCopyTransformer:
+        model = ListCopyTransformer(self.config)
+        model.load_state_dict(self.state)
+        return model.eval()
+
+    def record(self) -> dict[str, Any]:
+        """What run.json holds."""
+        return {"name": self.name, "config": self.config.to_dict(), "step": self.step,
+                "status": self.status, "stop_reason": self.stop_reason,
+                "steps_to_threshold": self.steps_to_threshold, "metrics": self.metrics,
+                "wall_time_s": round(self.wall_time_s, 3), "error": self.error,
+                "history": self.history}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], state: dict[str, Tensor],
+                    run_dir: Path | None = None) -> "Run":
+        fields_ = {f.name for f in dataclasses.fields(cls)} - {"config", "state", "run_dir"}
+        kwargs = {k: record[k] for k in fields_ if k in record}
+        return cls(config=Config.from_dict(record["config"]), state=state, run_dir=run_dir,
+                   **kwargs)
+
+
+@dataclass
+class _Member:
+    run: Run
+    order: BatchOrder
+    exp_avg: Tensor | None = None
+    exp_avg_sq: Tensor | None = None
+
+
+def train(config: Config, out: str | Path | None = None, *, resume: bool = False,
+          progress: bool = True) -> Run:
+    """Train one model as the seed does; write its run directory to ``out`` if given."""
+    return train_ensemble([config], [out] if out is not None else None, resume=resume,
+                          progress=progress)[0]
+
+
+def train_ensemble(configs: Sequence[Config], out_dirs: Sequence[str | Path] | None = None, *,
+                   resume: bool = False, progress: bool = True) -> list[Run]:
+    """Train several models of one shape at once (one optimiser step for all).
+
+    Members share ``config.task``, ``config.model`` and the train settings in ``SHARED_TRAIN_KEYS``;
+    seed, lr, weight_decay, early_stop_acc and max_steps may differ. Returns one Run per config.
+    """
+    if not configs:
+        return []
+    check_shared(configs)
+    dirs = [Path(d) for d in out_dirs] if out_dirs is not None else [None] * len(configs)
+    if len(dirs) != len(configs):
+        raise ValueError("one output directory per config")
+    device = resolve_device(configs[0].train.device)
+    data = dataset(configs[0]).to(device)
+    members = [_prepare(c, d, resume) for c, d in zip(configs, dirs)]
+    todo = [m for m in members if m.run.status == "running"]
+    for start in sorted({m.run.step for m in todo}):  # members resumed at one step train together
+        _train_group([m for m in todo if m.run.step == start], data, device, progress)
+    return [m.run for m in members]
+
+
+def check_shared(configs: Sequence[Config]) -> None:
+    first = configs[0]
+    for c in configs[1:]:
+        if c.task != first.task or c.model != first.model:
+            raise ConfigError("ensemble members must share the task and model sections")
+        for key in SHARED_TRAIN_KEYS:
+            if getattr(c.train, key) != getattr(first.train, key):
+                raise ConfigError(f"ensemble members must share train.{key}")
+
+
+def _prepare(config: Config, run_dir: Path | None, resume: bool) -> _Member:
+    task, tc = config.task, config.train
+    if run_dir is not None and ckpt.is_run_dir(run_dir) and not resume:
+        raise ckpt.CheckpointError(f"{run_dir}: already holds a run (use --resume or another --out)")
+    if resume and run_dir is not None and (run_dir / ckpt.STATE_FILE).exists():
+        tensors, meta = ckpt.read_train_state(run_dir)
+        saved = Config.from_dict(meta["config"])
+        if _comparable(saved) != _comparable(config):
+            raise ckpt.CheckpointError(f"{run_dir}: holds a run with another config"
+                                       " (resume with the same --config and --set)")
+        state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+        run = Run.from_record(meta, state, run_dir)
+        run.config = config
+        if run.stop_reason == "max_steps" and run.step < tc.max_steps:  # resumed with more steps
+            run.status, run.stop_reason = "running", None
+        order = BatchOrder(torch.Generator(), task.n_train, tc.batch_size, tc.reshuffle)
+        order.load_state(tensors)
+        return _Member(run, order, tensors.get("optim.exp_avg"), tensors.get("optim.exp_avg_sq"))
+    gen = seed_generator(task, tc.seed)
+    state = build_model(config, gen).state_dict()
+    order = BatchOrder(gen, task.n_train, tc.batch_size, tc.reshuffle)
+    order.batches(0)  # the DataLoader iterator is created (and draws) right after make_model()
+    return _Member(Run(config, state, run_dir=run_dir), order)
+
+
+def _comparable(config: Config) -> dict:
+    d = config.to_dict()
+    d["train"] = {k: v for k, v in d["train"].items() if k not in ("device", "max_steps")}
+    return d
+
+
+def _train_group(members: list[_Member], data: Dataset, device: torch.device,
+                 progress: bool) -> None:
+    runs = [m.run for m in members]
+    cfg = runs[0].config
+    tc, L = cfg.train, cfg.task.list_len
+    ens = Ensemble(cfg, [r.state for r in runs], device)
+    start = runs[0].step
+    if start > 0:
+        ens.exp_avg.copy_(torch.stack([m.exp_avg for m in members]))
+        ens.exp_avg_sq.copy_(torch.stack([m.exp_avg_sq for m in members]))
+        ens.adam_step = start
+    col = lambda xs: torch.tensor(xs, dtype=torch.float32, device=device)[:, None]  # noqa: E731
+    lr = col([r.config.train.lr for r in runs])
+    wd = col([r.config.train.weight_decay for r in runs])
+    active = torch.ones(len(runs), 1, dtype=torch.bool, device=device)
+    max_steps = max(r.config.train.max_steps for r in runs)
+    train_inputs, train_outputs = data.train_inputs, data.train_targets[:, L + 1:]
+    val_inputs, val_targets = data.val_inputs, data.val_targets
+
+    epoch, batches = -1, None
+    loss_sum = torch.zeros(len(runs), device=device)
+    since_eval, t0 = 0, time.perf_counter()
+    bar = _progress_bar(progress, max_steps, start, len(runs))
+    step = start
+    while step < max_steps and any(r.status == "running" for r in runs):
+        order0 = members[0].order
+        if order0.epoch_of(step) != epoch:  # all members share n_batches, so epochs align
+            epoch = order0.epoch_of(step)
+            batches = torch.stack([m.order.batches(epoch) for m in members]).to(device)
+        idx = batches[:, step % order0.n_batches]  # (E, B)
+        loss_sum += ens.train_step(train_inputs[idx], train_outputs[idx], lr, wd, active)
+        step += 1
+        since_eval += 1
+        due_stop = [r.status == "running" and step == r.config.train.max_steps for r in runs]
+        if step % tc.eval_every and not any(due_stop):
+            continue
+        metrics = {k: v.tolist() for k, v in ens.evaluate(val_inputs, val_targets).items()}
+        train_loss = (loss_sum / since_eval).tolist()
+        loss_sum.zero_()
+        since_eval = 0
+        elapsed = time.perf_counter() - t0
+        for i, run in enumerate(runs):
+            if run.status != "running":
+                continue
+            m = {"loss": metrics["loss"][i], "acc": metrics["acc"][i],
+                 "seq_acc": metrics["seq_acc"][i]}
+            run.history.append({"step": step, "train_loss": train_loss[i], "val_loss": m["loss"],
+                                "acc": m["acc"], "seq_acc": m["seq_acc"]})
+            run.step, run.metrics = step, {**m, "n_val": data.task.n_val}
+            run.wall_time_s += elapsed
+            if not (math.isfinite(train_loss[i]) and math.isfinite(m["loss"])):
+                run.status, run.stop_reason = "failed", "non_finite"
+                run.error = f"non-finite loss at step {step} (lr {run.config.train.lr:g})"
+            elif m["acc"] >= run.config.train.early_stop_acc:
+                run.status, run.stop_reason, run.steps_to_threshold = "done", "early_stop", step
+            elif step >= run.config.train.max_steps:
+                run.status, run.stop_reason = "done", "max_steps"
+            if run.status != "running":
+                active[i] = False
+                run.state = ens.state_dict(i)
+            if run.status != "running" or step % tc.checkpoint_every == 0:
+                _write(members[i], ens, i)
+        t0 = time.perf_counter()
+        _update_bar(bar, step, runs, tc.eval_every)
+    if bar is not None:
+        bar.close()
+
+
+def _write(member: _Member, ens: Ensemble, i: int) -> None:
+    run = member.run
+    if run.status == "running":
+        run.state = ens.state_dict(i)
+    if run.run_dir is None:
+        return
+    train_state = {f"model.{k}": v for k, v in run.state.items()}
+    train_state.update(member.order.state())
+    train_state["optim.exp_avg"] = ens.exp_avg[i]
+    train_state["optim.exp_avg_sq"] = ens.exp_avg_sq[i]
+    ckpt.write_run(run.run_dir, run.record(), run.state, train_state)
+
+
+def _progress_bar(enabled: bool, total: int, start: int, n: int):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    desc = "train" if n == 1 else f"train x{n}"
+    return tqdm(total=total, initial=start, desc=desc, unit="step", dynamic_ncols=True)
+
+
+def _update_bar(bar, step: int, runs: list[Run], eval_every: int) -> None:
+    if bar is None:
+        return
+    bar.update(step - bar.n)
+    last = [r.history[-1] for r in runs if r.history]
+    if len(runs) == 1 and last:
+        bar.set_postfix(loss=f"{last[0]['train_loss']:.4f}", acc=f"{last[0]['acc']:.4f}")
+    elif last:
+        accs = [h["acc"] for h in last]
+        running = sum(r.status == "running" for r in runs)
+        bar.set_postfix(running=running, best=f"{max(accs):.4f}",
+                        median=f"{statistics.median(accs):.4f}")
+
+
+def summarize(runs: Sequence[Run]) -> dict[str, Any]:
+    """Per-seed rows and their aggregate: mean/std acc, fraction at threshold, median steps."""
+    rows = [{"seed": r.config.train.seed, "status": r.status, "steps": r.step,
+             "steps_to_threshold": r.steps_to_threshold, "acc": r.metrics.get("acc"),
+             "seq_acc": r.metrics.get("seq_acc"), "run_dir": str(r.run_dir) if r.run_dir else None}
+            for r in runs]
+    accs = [row["acc"] for row in rows if row["acc"] is not None]
+    reached = [r.steps_to_threshold for r in runs if r.steps_to_threshold is not None]
+    return {
+        "rows": rows,
+        "n": len(runs),
+        "acc_mean": statistics.fmean(accs) if accs else None,
+        "acc_std": statistics.pstdev(accs) if len(accs) > 1 else 0.0 if accs else None,
+        "frac_threshold": len(reached) / len(runs) if runs else None,
+        "median_steps_to_threshold": statistics.median(reached) if reached else None,
+    }
