@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Set up .venv with listcopy and everything its commands and tests need (idempotent).
+# torch 2.13.0 (CPU build) is installed first, so no dependency pulls a multi-GB CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")"
+[ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
+pip_install() {
+    if ! .venv/bin/python -m pip install -q --disable-pip-version-check "$@" >.venv/pip.log 2>&1; then
+        cat .venv/pip.log >&2
+        echo "setup.sh: pip install $* failed" >&2
+        exit 1
+    fi
+}
+pip_install torch==2.13.0
+pip_install -e ".[test]"
+.venv/bin/python -c "import listcopy, torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+echo "setup.sh: .venv ready (listcopy CLI at .venv/bin/listcopy)"
