@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import run_cli
+from tests.conftest import run_cli
 
 
 def assert_one_line_error(result, *needles):

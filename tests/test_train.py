@@ -14,7 +14,7 @@ from listcopy.config import Config
 from listcopy.task import seed_generator
 from listcopy.train import BatchOrder, train
 
-from conftest import run_cli
+from tests.conftest import run_cli
 
 
 def short(steps, *extra):

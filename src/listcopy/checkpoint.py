@@ -13,6 +13,7 @@ reads only ``train_state.safetensors``, which carries its own step and history: 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -80,12 +81,26 @@ def write_json(path: Path, data: Any) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1) + "\n"))
 
 
+def tensors_digest(tensors: dict[str, Tensor]) -> str:
+    """sha256 over names, dtypes, shapes and bytes: catches bit flips safetensors cannot see."""
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        t = tensors[key].detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def save_tensors(path: Path, tensors: dict[str, Tensor], meta: dict[str, Any] | None = None) -> None:
-    from safetensors.torch import save_file
+    """Atomically write a safetensors file whose header carries ``meta`` and a digest of the data."""
+    from safetensors.torch import save
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    header = {"listcopy": json.dumps(meta)} if meta is not None else None
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
+    header = {"sha256": tensors_digest(tensors)}
+    if meta is not None:
+        header["listcopy"] = json.dumps(meta)
+    data = save(tensors, metadata=header)  # serialised here; written by Python (OSError on ENOSPC)
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def load_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
@@ -99,6 +114,9 @@ def load_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
         raise CheckpointError(f"{path}: file not found") from None
     except Exception as err:  # safetensors raises its own error types for corrupt files
         raise CheckpointError(f"{path}: not a readable safetensors file ({_short(err)})") from None
+    digest = header.get("sha256")
+    if digest is not None and digest != tensors_digest(tensors):
+        raise CheckpointError(f"{path}: corrupt (its data does not match its sha256)")
     meta = None
     if "listcopy" in header:
         try:
@@ -146,9 +164,16 @@ def check_state_dict(state: dict[str, Tensor], config: Config, source: str) -> N
         value = state[key]
         if not isinstance(value, Tensor):
             raise CheckpointError(f"{source}: {key!r} is not a tensor")
-        if key.endswith(".mask") and value.dtype == torch.bool and value.dim() == 2 and (
-                value.numel() == 0 or value.shape[0] >= shape[0]):
-            continue  # TransformerLens 3.x saves an empty causal mask; checked on load
+        if key.endswith(".mask"):  # TransformerLens 2.x saves tril(n_ctx), 3.x an empty (0, 0)
+            n = shape[0]
+            causal = torch.tril(torch.ones(n, n, dtype=torch.bool))
+            ok = value.dtype == torch.bool and value.dim() == 2 and (
+                value.numel() == 0 or (value.shape[0] >= n and torch.equal(value[:n, :n], causal)))
+            if not ok:
+                raise CheckpointError(f"{source}: {key!r} is not a causal mask")
+            continue
+        if key.endswith(".IGNORE") and not (value.numel() == 1 and float(value) == float("-inf")):
+            raise CheckpointError(f"{source}: {key!r} must be -inf")
         if tuple(value.shape) != shape:
             raise CheckpointError(f"{source}: {key!r} has shape {tuple(value.shape)}, expected"
                                   f" {shape} for {config.name}")
@@ -243,6 +268,21 @@ def load(path: str | Path, overrides: tuple[str, ...] | list[str] = ()):
     config = seed_config(path, overrides)
     state = load_seed_state(path)
     return model_from_state(state, config, str(path)), config
+
+
+def ensure_writable(directory: Path) -> None:
+    """Create ``directory`` and prove a file can be written there (OSError otherwise)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=".probe.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    os.unlink(name)
+
+
+def remove_stale_temporaries(run_dir: Path) -> None:
+    """Temporary files a killed writer left behind (never a complete checkpoint file)."""
+    for tmp in Path(run_dir).glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 def write_run(run_dir: Path, record: dict[str, Any], state: dict[str, Tensor],

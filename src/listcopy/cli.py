@@ -195,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(text: object) -> str:
+    """Error text as one printable line (control characters from file names escaped)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text).strip())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .checkpoint import CheckpointError
@@ -203,13 +208,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ConfigError, CheckpointError, UsageError) as err:
-        print(f"listcopy {args.command}: error: {err}", file=sys.stderr)
+        print(f"listcopy {args.command}: error: {one_line(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"listcopy {args.command}: interrupted", file=sys.stderr)
         return 130
     except OSError as err:
-        print(f"listcopy {args.command}: error: {err.strerror or err}: {err.filename or ''}".rstrip(": "),
+        where = f": {err.filename}" if err.filename else ""
+        print(f"listcopy {args.command}: error: {one_line(f'{err.strerror or err}{where}')}",
               file=sys.stderr)
         return 1
 

@@ -174,6 +174,9 @@ def _prepare(config: Config, run_dir: Path | None, resume: bool) -> _Member:
     task, tc = config.task, config.train
     if run_dir is not None and ckpt.is_run_dir(run_dir) and not resume:
         raise ckpt.CheckpointError(f"{run_dir}: already holds a run (use --resume or another --out)")
+    if run_dir is not None:
+        ckpt.ensure_writable(run_dir)  # fail now, not after the first hour of training
+        ckpt.remove_stale_temporaries(run_dir)
     if resume and run_dir is not None and (run_dir / ckpt.STATE_FILE).exists():
         tensors, meta = ckpt.read_train_state(run_dir)
         saved = Config.from_dict(meta["config"])
