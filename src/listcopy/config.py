@@ -47,23 +47,41 @@ def _check_types(obj: Any, section: str) -> None:
             _check(isinstance(value, str), key, value, "a string")
 
 
+TASK_KINDS = ("copy", "reverse", "sort")
+ENUMERATE_LIMIT = 10**6  # at most this many lists: all of them; more: a seeded sample of n_samples
+
+
 @dataclass(frozen=True)
 class TaskConfig:
     n_digits: int = 100
     list_len: int = 2
     train_frac: float = 0.8
     split_seed: int = 0
+    kind: str = "copy"
+    n_samples: int = 100_000
 
     def __post_init__(self) -> None:
         _check_types(self, "task")
         _check(self.n_digits >= 2, "task.n_digits", self.n_digits, "an integer >= 2")
         _check(self.list_len >= 1, "task.list_len", self.list_len, "an integer >= 1")
+        _check(self.list_len <= 64, "task.list_len", self.list_len, "at most 64")
         _check(0 < self.train_frac < 1, "task.train_frac", self.train_frac, "in (0, 1)")
         _check(self.split_seed >= 0, "task.split_seed", self.split_seed, "an integer >= 0")
-        _check(self.n_data <= 10**7, "task", f"{self.n_digits}**{self.list_len} lists",
-               "at most 10,000,000 lists (n_digits ** list_len)")
-        _check(1 <= self.n_train < self.n_data, "task.train_frac", self.train_frac,
-               f"such that both splits of {self.n_data} lists are non-empty")
+        _check(self.kind in TASK_KINDS, "task.kind", self.kind, "one of " + ", ".join(TASK_KINDS))
+        _check(2 <= self.n_samples <= ENUMERATE_LIMIT, "task.n_samples", self.n_samples,
+               f"an integer in [2, {ENUMERATE_LIMIT}]")
+        _check(1 <= self.n_train < self.n_lists, "task.train_frac", self.train_frac,
+               f"such that both splits of {self.n_lists} lists are non-empty")
+
+    @property
+    def sampled(self) -> bool:
+        """True when there are too many lists to enumerate: a seeded sample of n_samples is used."""
+        return self.n_data > ENUMERATE_LIMIT
+
+    @property
+    def n_lists(self) -> int:
+        """How many lists the dataset holds (all of them, or the sample)."""
+        return min(self.n_samples, self.n_data) if self.sampled else self.n_data
 
     @property
     def seq_len(self) -> int:
@@ -80,15 +98,16 @@ class TaskConfig:
 
     @property
     def n_data(self) -> int:
+        """How many distinct lists exist."""
         return self.n_digits**self.list_len
 
     @property
     def n_train(self) -> int:
-        return int(self.train_frac * self.n_data)  # the seed's int(TRAIN_SPLIT * n_data)
+        return int(self.train_frac * self.n_lists)  # the seed's int(TRAIN_SPLIT * n_data)
 
     @property
     def n_val(self) -> int:
-        return self.n_data - self.n_train
+        return self.n_lists - self.n_train
 
     @property
     def output_slice(self) -> slice:
@@ -264,18 +283,30 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = (),
 
 # ---- the seed's model name -----------------------------------------------------------------
 
-_NAME = re.compile(r"(\d+)layer_(\d+)dig_(\d+)d")
+_NAME = re.compile(r"(?:(copy|reverse|sort)_)?(\d+)layer_(\d+)dig_(\d+)d(?:_(\d+)len)?")
 
 
 def model_name(config: Config) -> str:
-    """``3layer_100dig_8d``: layers, digits, d_model, as the seed names its checkpoints."""
-    return f"{config.model.n_layers}layer_{config.task.n_digits}dig_{config.model.d_model}d"
+    """``3layer_100dig_8d``: layers, digits, d_model, as the seed names its checkpoints.
+
+    Other tasks and list lengths add to it: ``sort_3layer_100dig_16d_3len``.
+    """
+    t, m = config.task, config.model
+    name = f"{m.n_layers}layer_{t.n_digits}dig_{m.d_model}d"
+    if t.list_len != 2:
+        name += f"_{t.list_len}len"
+    return name if t.kind == "copy" else f"{t.kind}_{name}"
 
 
-def parse_model_name(name: str) -> dict[str, dict[str, int]]:
+def parse_model_name(name: str) -> dict[str, dict[str, Any]]:
     """The overrides a seed-style name stands for; ``ConfigError`` if it is not one."""
     match = _NAME.fullmatch(name)
     if not match:
         raise ConfigError(f"{name!r} is not a model name like 3layer_100dig_8d")
-    layers, digits, d_model = (int(g) for g in match.groups())
-    return {"task": {"n_digits": digits}, "model": {"n_layers": layers, "d_model": d_model}}
+    kind, layers, digits, d_model, list_len = match.groups()
+    task: dict[str, Any] = {"n_digits": int(digits)}
+    if kind:
+        task["kind"] = kind
+    if list_len:
+        task["list_len"] = int(list_len)
+    return {"task": task, "model": {"n_layers": int(layers), "d_model": int(d_model)}}

@@ -1,12 +1,16 @@
-"""The task: copy a list of digits through the SEP token.
+"""The task: pass a list of digits through the SEP token (copy it, reverse it or sort it).
 
     position:  0 .. L-1      L      L+1 .. 2L
     input:     d1 .. dL      SEP    SEP .. SEP
-    target:    d1 .. dL      SEP    d1  .. dL      (loss and accuracy on the L output positions)
+    target:    d1 .. dL      SEP    o1  .. oL      (loss and accuracy on the L output positions)
 
-Every list is enumerated in ``itertools.product`` order, shuffled with ``randperm`` from a generator
-seeded with ``task.split_seed``, and split: the first ``int(train_frac * n)`` lists train.
-The attention mask keeps outputs from ever seeing the inputs: the whole list must pass through SEP.
+    copy (the seed): o = d;  reverse: o = d reversed;  sort: o = d ascending.
+
+Up to ``ENUMERATE_LIMIT`` lists, every list is enumerated in ``itertools.product`` order, shuffled
+with ``randperm`` from a generator seeded with ``task.split_seed``, and split: the first
+``int(train_frac * n)`` lists train. Beyond that, ``n_samples`` distinct lists are drawn from that
+generator instead, so train and validation are disjoint. The attention mask keeps outputs from ever
+seeing the inputs: the whole list must pass through SEP.
 """
 
 from __future__ import annotations
@@ -29,12 +33,34 @@ def all_lists(task: TaskConfig) -> torch.Tensor:
     return (idx[:, None] // powers) % n
 
 
+def sample_lists(task: TaskConfig) -> torch.Tensor:
+    """``n_samples`` distinct lists in random order, int64 (n_samples, list_len), seeded by split_seed."""
+    gen = torch.Generator().manual_seed(task.split_seed)
+    k, L = task.n_lists, task.list_len
+    rows = torch.empty(0, L, dtype=torch.int64)
+    while rows.shape[0] < k:
+        fresh = torch.randint(0, task.n_digits, (2 * (k - rows.shape[0]), L), generator=gen)
+        rows = torch.unique(torch.cat([rows, fresh]), dim=0)
+    return rows[torch.randperm(rows.shape[0], generator=gen)[:k]]
+
+
+def outputs(lists: torch.Tensor, kind: str) -> torch.Tensor:
+    """What the model must write at the output positions, int64 (n, list_len)."""
+    if kind == "copy":
+        return lists
+    if kind == "reverse":
+        return lists.flip(1)
+    if kind == "sort":
+        return lists.sort(1).values
+    raise ValueError(f"unknown task kind {kind!r}")
+
+
 def sequences(lists: torch.Tensor, task: TaskConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs ``[d.., SEP, SEP..]`` and targets ``[d.., SEP, d..]``, each int64 (n, seq_len)."""
+    """Inputs ``[d.., SEP, SEP..]`` and targets ``[d.., SEP, o..]``, each int64 (n, seq_len)."""
     L = task.list_len
     targets = torch.full((lists.shape[0], task.seq_len), task.sep, dtype=torch.int64)
     targets[:, :L] = lists
-    targets[:, L + 1:] = lists
+    targets[:, L + 1:] = outputs(lists, task.kind)
     inputs = targets.clone()
     inputs[:, L + 1:] = task.sep
     return inputs, targets
@@ -55,7 +81,7 @@ def seed_generator(task: TaskConfig, seed: int) -> torch.Generator:
     run and otherwise the same initial weights and batches on another split.
     """
     gen = torch.Generator().manual_seed(seed)
-    torch.randperm(task.n_data, generator=gen)
+    torch.randperm(task.n_lists, generator=gen)
     return gen
 
 
@@ -88,8 +114,11 @@ class Dataset:
 
 
 def dataset(config: Config | TaskConfig) -> Dataset:
-    """All lists of the task, shuffled and split exactly as the seed does."""
+    """All lists of the task, shuffled and split exactly as the seed does (or a seeded sample)."""
     task = config.task if isinstance(config, Config) else config
+    if task.sampled:
+        inputs, targets = sequences(sample_lists(task), task)
+        return Dataset(task, inputs, targets)
     inputs, targets = sequences(all_lists(task), task)
     perm = split_permutation(task)
     return Dataset(task, inputs[perm], targets[perm])
