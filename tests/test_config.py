@@ -90,3 +90,9 @@ def test_model_name_both_ways():
     assert Config.from_dict(parse_model_name(c.name)) == c
     with pytest.raises(ConfigError):
         parse_model_name("my_model")
+
+
+def test_batch_size_is_clamped_to_the_training_set_as_the_seed_does():
+    c = Config().override(["task.n_digits=4", "task.list_len=1", "task.train_frac=0.75"])
+    assert c.task.n_train == 3 and c.batch_size == 3  # min(128, len(train_ds))
+    assert Config().batch_size == 128

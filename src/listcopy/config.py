@@ -182,10 +182,10 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
-    def __post_init__(self) -> None:
-        n_train = self.task.n_train
-        _check(self.train.batch_size <= n_train, "train.batch_size", self.train.batch_size,
-               f"<= the {n_train} training lists")
+    @property
+    def batch_size(self) -> int:
+        """The batch actually used: the seed's ``min(128, len(train_ds))``."""
+        return min(self.train.batch_size, self.task.n_train)
 
     # ---- dict round trip -------------------------------------------------------------------
     def to_dict(self) -> dict[str, dict[str, Any]]:

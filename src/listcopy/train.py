@@ -188,12 +188,12 @@ def _prepare(config: Config, run_dir: Path | None, resume: bool) -> _Member:
         run.config = config
         if run.stop_reason == "max_steps" and run.step < tc.max_steps:  # resumed with more steps
             run.status, run.stop_reason = "running", None
-        order = BatchOrder(torch.Generator(), task.n_train, tc.batch_size, tc.reshuffle)
+        order = BatchOrder(torch.Generator(), task.n_train, config.batch_size, tc.reshuffle)
         order.load_state(tensors)
         return _Member(run, order, tensors.get("optim.exp_avg"), tensors.get("optim.exp_avg_sq"))
     gen = seed_generator(task, tc.seed)
     state = build_model(config, gen).state_dict()
-    order = BatchOrder(gen, task.n_train, tc.batch_size, tc.reshuffle)
+    order = BatchOrder(gen, task.n_train, config.batch_size, tc.reshuffle)
     order.batches(0)  # the DataLoader iterator is created (and draws) right after make_model()
     return _Member(Run(config, state, run_dir=run_dir), order)
 
@@ -215,16 +215,17 @@ def _train_group(members: list[_Member], data: Dataset, device: torch.device,
         ens.exp_avg.copy_(torch.stack([m.exp_avg for m in members]))
         ens.exp_avg_sq.copy_(torch.stack([m.exp_avg_sq for m in members]))
         ens.adam_step = start
-    col = lambda xs: torch.tensor(xs, dtype=torch.float32, device=device)[:, None]  # noqa: E731
+    col = lambda xs: torch.tensor(xs, dtype=torch.float32, device=device)  # noqa: E731
     lr = col([r.config.train.lr for r in runs])
     wd = col([r.config.train.weight_decay for r in runs])
-    active = torch.ones(len(runs), 1, dtype=torch.bool, device=device)
+    active = torch.ones(len(runs), dtype=torch.bool, device=device)
     max_steps = max(r.config.train.max_steps for r in runs)
-    train_inputs, train_outputs = data.train_inputs, data.train_targets[:, L + 1:]
+    train_inputs = data.train_inputs.contiguous()
+    train_outputs = data.train_targets[:, L + 1:].contiguous()
     val_inputs, val_targets = data.val_inputs, data.val_targets
 
     epoch, batches = -1, None
-    loss_sum = torch.zeros(len(runs), device=device)
+    loss_sum = torch.zeros(len(runs), dtype=torch.float64, device=device)
     since_eval, t0 = 0, time.perf_counter()
     bar = _progress_bar(progress, max_steps, start, len(runs))
     step = start
@@ -233,14 +234,17 @@ def _train_group(members: list[_Member], data: Dataset, device: torch.device,
         if order0.epoch_of(step) != epoch:  # all members share n_batches, so epochs align
             epoch = order0.epoch_of(step)
             batches = torch.stack([m.order.batches(epoch) for m in members]).to(device)
-        idx = batches[:, step % order0.n_batches]  # (E, B)
-        loss_sum += ens.train_step(train_inputs[idx], train_outputs[idx], lr, wd, active)
-        step += 1
-        since_eval += 1
+        # Steps up to the next evaluation (or a member's max_steps, or the epoch's end) in one call.
+        stop = _next_stop(step, runs, tc.eval_every, max_steps, order0)
+        ens.train_steps(train_inputs, train_outputs, batches, step % order0.n_batches,
+                        stop - step, lr, wd, active, loss_sum)
+        since_eval += stop - step
+        step = stop
         due_stop = [r.status == "running" and step == r.config.train.max_steps for r in runs]
         if step % tc.eval_every and not any(due_stop):
             continue
-        metrics = {k: v.tolist() for k, v in ens.evaluate(val_inputs, val_targets).items()}
+        metrics = {k: v.tolist() for k, v in
+                   ens.evaluate(val_inputs, val_targets, active=active).items()}
         train_loss = (loss_sum / since_eval).tolist()
         loss_sum.zero_()
         since_eval = 0
@@ -270,6 +274,19 @@ def _train_group(members: list[_Member], data: Dataset, device: torch.device,
         _update_bar(bar, step, runs, tc.eval_every)
     if bar is not None:
         bar.close()
+
+
+def _next_stop(step: int, runs: list[Run], eval_every: int, max_steps: int,
+               order: BatchOrder) -> int:
+    """The first step after ``step`` at which the loop must look: an evaluation, a running
+    member's max_steps, or (when reshuffling) the end of the epoch."""
+    stop = min(max_steps, (step // eval_every + 1) * eval_every)
+    for r in runs:
+        if r.status == "running" and step < r.config.train.max_steps < stop:
+            stop = r.config.train.max_steps
+    if order.reshuffle:
+        stop = min(stop, (step // order.n_batches + 1) * order.n_batches)
+    return stop
 
 
 def _write(member: _Member, ens: Ensemble, i: int) -> None:

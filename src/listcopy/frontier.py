@@ -1,0 +1,172 @@
+"""The capacity frontier: the smallest d_model through which a task still passes SEP.
+
+For each point (a task and a depth), ``d_model`` is searched over powers of two until at least half
+of the seeds reach the threshold, then bisected between the last failure and the first success.
+Points advance in rounds: every unresolved point proposes its next d_model, and all proposals of a
+round (x seeds) are trained as one batch of runs, so shapes train together and points in parallel.
+The runs go through an ``evaluate(configs) -> results`` callable; ``listcopy frontier`` passes the
+sweep machinery's, so a search is resumable and its runs live in the sweep database.
+
+The information-theoretic reference for a point is ``list_len * log2(n_digits)`` bits: what SEP
+must carry.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from .config import Config, ConfigError
+
+# evaluate(configs) -> one result per config: {"steps_to_threshold": int | None, "acc": float}
+Evaluate = Callable[[Sequence[Config]], Sequence[Mapping[str, Any]]]
+
+
+@dataclass
+class Search:
+    """Where one point's search stands: tried d_model -> fraction of seeds at threshold."""
+
+    point: dict[str, Any]
+    d_max: int
+    step: int = 1  # d_model must be a multiple of this (n_heads)
+    tried: dict[int, float] = field(default_factory=dict)
+    need: float = 0.5
+
+    def ok(self, d: int) -> bool:
+        return self.tried[d] >= self.need
+
+    def next_d(self) -> int | None:
+        """The next d_model to try, or None when the answer is known."""
+        successes = [d for d in self.tried if self.ok(d)]
+        if not successes:  # doubling phase
+            d = self.step if not self.tried else 2 * max(self.tried)
+            return d if d <= self.d_max else None
+        hi = min(successes)
+        failures = [d for d in self.tried if not self.ok(d) and d < hi]
+        lo = max(failures) if failures else 0
+        if hi - lo <= self.step:
+            return None
+        mid = (lo + hi) // 2 // self.step * self.step
+        return mid if lo < mid < hi else None
+
+    @property
+    def minimal(self) -> int | None:
+        """The smallest d_model found to pass (None: not even d_max)."""
+        successes = [d for d in self.tried if self.ok(d)]
+        return min(successes) if successes and self.next_d() is None else None
+
+
+@dataclass(frozen=True)
+class FrontierPoint:
+    point: dict[str, Any]
+    minimal_d_model: int | None
+    bits: float  # list_len * log2(n_digits)
+    tried: dict[int, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["tried"] = {str(k): v for k, v in sorted(self.tried.items())}
+        return d
+
+
+def frontier_configs(base: Config, axes: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """The points: the cartesian product of the axes (``{"task.n_digits": [10, 20]}``)."""
+    keys = list(axes)
+    for key in keys:
+        if not axes[key]:
+            raise ConfigError(f"frontier axis {key} is empty")
+    points = [dict(zip(keys, values)) for values in itertools.product(*(axes[k] for k in keys))]
+    for point in points:
+        _config(base, point, base.model.n_heads)  # validate every point up front
+    return points
+
+
+def _config(base: Config, point: Mapping[str, Any], d_model: int, seed: int | None = None) -> Config:
+    items = [f"{k}={_toml(v)}" for k, v in point.items()] + [f"model.d_model={d_model}"]
+    if seed is not None:
+        items.append(f"train.seed={seed}")
+    return base.override(items)
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return repr(value)
+
+
+def search_frontier(base: Config, axes: Mapping[str, Sequence[Any]], seeds: Iterable[int],
+                    evaluate: Evaluate, d_max: int = 256, need: float = 0.5,
+                    on_round: Callable[[int, int], None] | None = None) -> list[FrontierPoint]:
+    """Minimal d_model per point at which at least ``need`` of the seeds reach the threshold."""
+    seeds = list(seeds)
+    if not seeds:
+        raise ConfigError("frontier needs at least one seed")
+    searches = [Search(p, d_max, base.model.n_heads, need=need)
+                for p in frontier_configs(base, axes)]
+    rounds = 0
+    while True:
+        todo = [(s, s.next_d()) for s in searches]
+        todo = [(s, d) for s, d in todo if d is not None]
+        if not todo:
+            break
+        configs = [_config(base, s.point, d, seed) for s, d in todo for seed in seeds]
+        results = list(evaluate(configs))
+        if len(results) != len(configs):
+            raise RuntimeError("evaluate returned the wrong number of results")
+        for i, (search, d) in enumerate(todo):
+            mine = results[i * len(seeds): (i + 1) * len(seeds)]
+            reached = sum(r.get("steps_to_threshold") is not None for r in mine)
+            search.tried[d] = reached / len(seeds)
+        rounds += 1
+        if on_round is not None:
+            on_round(rounds, len(configs))
+    out = []
+    for s in searches:
+        cfg = _config(base, s.point, s.step)
+        bits = cfg.task.list_len * math.log2(cfg.task.n_digits)
+        out.append(FrontierPoint(dict(s.point), s.minimal, bits, dict(s.tried)))
+    return out
+
+
+def exhaustive_minimal(base: Config, point: Mapping[str, Any], seeds: Sequence[int],
+                       evaluate: Evaluate, d_values: Sequence[int], need: float = 0.5) -> int | None:
+    """The reference: train every d_model in ``d_values``; the smallest that passes."""
+    for d in sorted(d_values):
+        results = evaluate([_config(base, point, d, s) for s in seeds])
+        if sum(r.get("steps_to_threshold") is not None for r in results) / len(seeds) >= need:
+            return d
+    return None
+
+
+def format_frontier(points: Sequence[FrontierPoint], d_max: int) -> str:
+    keys = list(points[0].point) if points else []
+    lines = ["| " + " | ".join(keys + ["minimal d_model", "bits (L log2 n)", "tried"]) + " |",
+             "|" + "---|" * (len(keys) + 3)]
+    for p in points:
+        found = str(p.minimal_d_model) if p.minimal_d_model is not None else f"> {d_max}"
+        tried = ", ".join(f"{d}:{f:.2f}" for d, f in sorted(p.tried.items()))
+        lines.append("| " + " | ".join([str(p.point[k]) for k in keys]
+                                       + [found, f"{p.bits:.2f}", tried]) + " |")
+    return "\n".join(lines)
+
+
+def train_in_process(configs: Sequence[Config]) -> list[dict[str, Any]]:
+    """An ``Evaluate`` without a database: configs of one shape train together, in this process."""
+    from .train import SHARED_TRAIN_KEYS, train_ensemble
+
+    def shape(c: Config):
+        return (c.task, c.model, tuple(getattr(c.train, k) for k in SHARED_TRAIN_KEYS))
+
+    results: list[dict[str, Any] | None] = [None] * len(configs)
+    groups: dict[Any, list[int]] = {}
+    for i, c in enumerate(configs):
+        groups.setdefault(shape(c), []).append(i)
+    for idx in groups.values():
+        runs = train_ensemble([configs[i] for i in idx], progress=False)
+        for i, run in zip(idx, runs):
+            results[i] = {"steps_to_threshold": run.steps_to_threshold, **run.metrics}
+    return results  # type: ignore[return-value]

@@ -1,0 +1,65 @@
+"""The frontier search against a known oracle and against an exhaustive sweep of real training."""
+
+import pytest
+
+from listcopy.config import Config
+from listcopy.frontier import Search, exhaustive_minimal, search_frontier, train_in_process
+
+
+def oracle(threshold_of):
+    """evaluate() whose seeds pass exactly when d_model >= threshold_of(config)."""
+    calls = []
+
+    def evaluate(configs):
+        calls.extend(configs)
+        return [{"steps_to_threshold": 100 if c.model.d_model >= threshold_of(c) else None}
+                for c in configs]
+
+    return evaluate, calls
+
+
+@pytest.mark.parametrize("true_d", [1, 2, 3, 5, 8, 13, 31, 32, 33, 100])
+def test_search_finds_the_threshold_of_a_monotone_oracle(true_d):
+    evaluate, calls = oracle(lambda c: true_d)
+    [point] = search_frontier(Config(), {"task.n_digits": [10]}, [0, 1], evaluate, d_max=128)
+    assert point.minimal_d_model == true_d
+    tried = sorted({c.model.d_model for c in calls})
+    assert len(tried) <= 2 * 8  # log-many trainings, not 128
+
+
+def test_search_respects_n_heads_and_d_max():
+    evaluate, _ = oracle(lambda c: 7)
+    [p] = search_frontier(Config().override(["model.n_heads=2"]), {"task.n_digits": [10]}, [0],
+                          evaluate, d_max=64)
+    assert p.minimal_d_model == 8  # multiples of n_heads only
+    evaluate, _ = oracle(lambda c: 1000)
+    [p] = search_frontier(Config(), {"task.n_digits": [10]}, [0], evaluate, d_max=64)
+    assert p.minimal_d_model is None and max(p.tried) == 64
+
+
+def test_half_the_seeds_is_enough():
+    s = Search({}, 64)
+    s.tried = {1: 0.0, 2: 0.25, 4: 0.5}
+    s.tried[3] = 0.49
+    assert s.next_d() is None and s.minimal == 4
+
+
+def test_points_and_bits():
+    evaluate, _ = oracle(lambda c: c.task.n_digits // 2)
+    points = search_frontier(Config(), {"task.n_digits": [8, 20], "task.list_len": [1, 2]},
+                             [0], evaluate, d_max=64)
+    assert [p.minimal_d_model for p in points] == [4, 4, 10, 10]
+    assert points[3].bits == pytest.approx(2 * 4.321928, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_search_equals_an_exhaustive_sweep_on_a_tiny_space():
+    """Real training: n_digits 4..8, list_len 1..2; the searched minimum is the exhaustive one."""
+    base = Config().override(["train.batch_size=8", "train.max_steps=1500", "train.eval_every=50",
+                              "model.n_layers=2", "train.lr=0.01", "task.train_frac=0.75"])
+    axes = {"task.n_digits": [4, 8], "task.list_len": [1, 2]}
+    seeds = [0, 1]
+    points = search_frontier(base, axes, seeds, train_in_process, d_max=16)
+    for p in points:
+        expected = exhaustive_minimal(base, p.point, seeds, train_in_process, range(1, 17))
+        assert p.minimal_d_model == expected, (p.point, p.tried)
