@@ -188,6 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p, config_file=False)
     p.set_defaults(func=cmd_export)
 
+    from .analysis.cli import add_parser as add_analyze_parser
+
+    add_analyze_parser(sub)
+
     p = sub.add_parser("bench", help="training speed against a notebook-style loop")
     p.add_argument("--threads", type=int, default=1, metavar="N")
     p.add_argument("--json", action="store_true")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:  # torch is not needed to import this module (``listcopy --help`` stays fast)
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,6 @@ class ParameterTable:
         return "\n".join(lines)
 
 
-def parameter_table(model: nn.Module) -> ParameterTable:
+def parameter_table(model: "nn.Module") -> ParameterTable:
     return ParameterTable(tuple(ParameterRow(n, tuple(p.shape), p.requires_grad, p.numel())
                                 for n, p in model.named_parameters()))

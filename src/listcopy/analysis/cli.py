@@ -1,0 +1,76 @@
+"""``listcopy analyze PATH [--set k=v ...] [--only NAMES] [--json FILE]``: every analysis of a run
+directory or seed ``.pt``, printed as a summary, and written as one JSON object with ``--json``.
+
+``add_parser(subparsers)`` registers the command on the ``listcopy`` parser; nothing heavy is
+imported until the command runs. Bad input raises ``ConfigError`` / ``CheckpointError`` (one line),
+which the ``listcopy`` entry point turns into exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the ``analyze`` command to ``subparsers`` (from ``parser.add_subparsers()``)."""
+    p = subparsers.add_parser(
+        "analyze", help="interpretability analyses of a run or seed .pt (summary, --json)",
+        description="Attention, ablations, logit lens, edges, geometry and probes of a trained "
+                    "model, on the seed's validation split.")
+    p.add_argument("path", help="run directory or seed .pt file")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one setting (repeatable), e.g. --set task.n_digits=10")
+    p.add_argument("--only", metavar="NAMES",
+                   help="comma-separated analyses to run (default all): parameters, attention, "
+                        "mean_attention, pos_ablation, skip_ablation, logit_lens, edges, "
+                        "sep_attention, geometry, probes")
+    p.add_argument("--json", metavar="FILE", help="write the whole result as one JSON object "
+                                                  "('-' for standard output)")
+    p.add_argument("--example", type=int, default=0, metavar="N",
+                   help="validation row shown by attention and logit_lens (default 0, the seed's)")
+    p.add_argument("--tolerance", type=float, default=1e-3, metavar="T",
+                   help="edges: accuracy change below which an edge is removable (default 0.001)")
+    p.add_argument("--no-umap", action="store_true", help="skip UMAP (saves its ~10 s JIT)")
+    p.add_argument("--seed", type=int, default=0, help="seed of UMAP and the probes (default 0)")
+    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
+    p.add_argument("--quiet", action="store_true", help="no per-analysis timings on stderr")
+    p.set_defaults(func=cmd_analyze)
+    return p
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from ..config import ConfigError
+    from .run import format_summary, parse_only
+
+    parse_only(args.only)  # unknown names fail before anything loads
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads {args.threads}: must be >= 1")
+    if args.seed < 0:
+        raise ConfigError(f"--seed {args.seed}: must be >= 0")
+    import torch
+
+    from ..checkpoint import load
+    from .run import analyze
+
+    if args.threads:
+        from threadpoolctl import threadpool_limits
+
+        torch.set_num_threads(args.threads)
+        threadpool_limits(limits=args.threads)
+    model, config = load(args.path, args.set)
+    result = analyze(model, config, only=args.only, progress=not args.quiet, example=args.example,
+                     tolerance=args.tolerance, umap=not args.no_umap, seed=args.seed)
+    text = json.dumps(result, allow_nan=False)
+    if args.json == "-":
+        print(text)
+        return 0
+    print(format_summary(result))
+    if args.json:
+        from ..checkpoint import atomic_write
+
+        atomic_write(Path(args.json), lambda tmp: tmp.write_text(text + "\n"))
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 0

@@ -1,0 +1,181 @@
+"""Every analysis of a trained model in one call, as one JSON-ready object, and its summary.
+
+    >>> from listcopy.analysis import analyze, format_summary
+    >>> result = analyze(model, config)                    # or only=["edges", "probes"]
+    >>> print(format_summary(result))
+
+The keys of the result are a contract (``listcopy analyze --json`` writes it): ``name``,
+``config``, ``metrics`` (clean), and one key per analysis that ran (``ANALYSES``). Every metrics
+object has ``loss``, ``acc``, ``seq_acc`` (and ``n_val``; ablations add ``delta_acc`` and
+``delta_loss`` against the clean model).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, Callable, Iterable
+
+import torch
+
+from ..config import Config, ConfigError
+from ..task import Dataset, dataset
+from .ablation import mean_attention_ablation, pos_ablation, skip_ablation
+from .attention import attention_patterns, sep_attention
+from .common import BATCH_SIZE, check_example, check_model, to_json, val_metrics
+from .edges import TOLERANCE, edge_ablation
+from .geometry import embedding_geometry
+from .lens import logit_lens
+from .parameters import parameter_table
+from .probes import linear_probes
+
+ANALYSES = ("parameters", "attention", "mean_attention", "pos_ablation", "skip_ablation",
+            "logit_lens", "edges", "sep_attention", "geometry", "probes")
+
+Progress = Callable[[str, float], None]
+
+
+def parse_only(only: str | Iterable[str] | None) -> tuple[str, ...]:
+    """``None`` -> every analysis; ``"edges,probes"`` or a list -> those, in ``ANALYSES`` order."""
+    if only is None:
+        return ANALYSES
+    names = [n.strip() for n in (only.split(",") if isinstance(only, str) else only)]
+    names = [n for n in names if n]
+    for n in names:
+        if n not in ANALYSES and n != "metrics":
+            raise ConfigError(f"unknown analysis {n!r}: allowed are metrics, " + ", ".join(ANALYSES))
+    if not names:
+        raise ConfigError("--only names no analysis: allowed are metrics, " + ", ".join(ANALYSES))
+    return tuple(a for a in ANALYSES if a in names)
+
+
+def _progress(progress: bool | Progress) -> Progress | None:
+    if callable(progress):
+        return progress
+    if progress:
+        return lambda name, seconds: print(f"  {name:<15} {seconds:7.2f} s", file=sys.stderr)
+    return None
+
+
+@torch.no_grad()
+def analyze(model, config: Config, only: str | Iterable[str] | None = None,
+            progress: bool | Progress = False, *, data: Dataset | None = None, example: int = 0,
+            tolerance: float = TOLERANCE, umap: bool = True, seed: int = 0,
+            batch_size: int = BATCH_SIZE) -> dict[str, Any]:
+    """Run the analyses named in ``only`` (default: all) on ``model``; one JSON-ready dict.
+
+    ``example`` is the validation row shown by ``attention`` and ``logit_lens``; ``tolerance`` the
+    accuracy change below which an edge counts as removable; ``umap=False`` skips UMAP (and its
+    JIT); ``seed`` seeds UMAP and the probes. ``progress`` (True, or a callable taking the
+    analysis's name and its seconds) reports each analysis's time.
+    """
+    names = parse_only(only)
+    check_model(model, config)
+    data = data if data is not None else dataset(config)
+    check_example(example, data)
+    report = _progress(progress)
+    was_training = model.training
+    model.eval()
+    try:
+        result: dict[str, Any] = {"name": config.name, "config": config.to_dict()}
+
+        def timed(name: str, fn: Callable[[], Any]) -> Any:
+            t0 = time.perf_counter()
+            value = fn()
+            if report is not None:
+                report(name, time.perf_counter() - t0)
+            return value
+
+        base = timed("metrics", lambda: val_metrics(model, data, batch_size=batch_size))
+        result["metrics"] = base.to_dict()
+        done: dict[str, Any] = {}
+
+        def means():  # the attention analysis's mean patterns, if it ran
+            return done["attention"].mean if "attention" in done else None
+
+        steps: dict[str, Callable[[], Any]] = {
+            "parameters": lambda: parameter_table(model),
+            "attention": lambda: attention_patterns(model, config, data, example, batch_size),
+            "mean_attention": lambda: mean_attention_ablation(model, config, data, means(), batch_size),
+            "pos_ablation": lambda: pos_ablation(model, config, data, batch_size),
+            "skip_ablation": lambda: skip_ablation(model, config, data, batch_size),
+            "logit_lens": lambda: logit_lens(model, config, data, example, batch_size),
+            "edges": lambda: edge_ablation(model, config, data, tolerance, batch_size),
+            "sep_attention": lambda: sep_attention(model, config, data, 0, batch_size),
+            "geometry": lambda: embedding_geometry(model, config, umap=umap, seed=seed),
+            "probes": lambda: linear_probes(model, config, data, seed=seed, batch_size=batch_size),
+        }
+        for name in names:
+            done[name] = timed(name, steps[name])
+            result[name] = to_json(done[name].to_dict())
+        return result
+    finally:
+        model.train(was_training)
+
+
+# ---- the readable summary ----------------------------------------------------------------------
+
+def _m(m: dict) -> str:
+    delta = f" ({m['delta_acc']:+.4f})" if "delta_acc" in m else ""
+    return f"acc {m['acc']:.4f}{delta} seq_acc {m['seq_acc']:.4f} loss {m['loss']:.4f}"
+
+
+def format_summary(result: dict[str, Any]) -> str:
+    """A few lines per analysis present in ``result`` (the dict :func:`analyze` returns)."""
+    lines = [f"{result['name']}: {_m(result['metrics'])}  (n_val {result['metrics']['n_val']})"]
+    if "parameters" in result:
+        p = result["parameters"]
+        lines.append(f"parameters: {p['total']} in all, {p['trainable']} trainable")
+    if "attention" in result:
+        a = result["attention"]
+        leaks = ", ".join(f"L{i} {x:.2e}" for i, x in enumerate(a["max_leak"]))
+        const = ", ".join(f"L{i} {'yes' if c else 'no'}" for i, c in enumerate(a["patterns_constant"]))
+        ok = "ok" if a["leak_ok"] else f"LEAK above {a['leak_eps']:g}"
+        lines.append(f"attention: max leak onto inputs {leaks} ({ok}); patterns constant: {const}")
+    if "mean_attention" in result:
+        lines.append(f"mean attention: {_m(result['mean_attention'])}")
+    if "pos_ablation" in result:
+        lines.append("W_pos removed (but at SEP):")
+        lines += [f"  {name:<28} {_m(m)}" for name, m in result["pos_ablation"].items()]
+    if "skip_ablation" in result:
+        for kind in ("zero", "mean"):
+            lines.append(f"skip connection, {kind}:")
+            lines += [f"  {'layer ' + k if k != 'all' else 'all layers':<12} {_m(m)}"
+                      for k, m in result["skip_ablation"][kind].items()]
+    if "logit_lens" in result:
+        lens = result["logit_lens"]
+        accs = ", ".join(f"{s} {a:.4f}" for s, a in zip(lens["stage_labels"], lens["val_acc"]))
+        lines.append(f"logit lens, output acc per stage: {accs}")
+        toks = " ".join(str(t) for t in lens["tokens"])
+        lines.append(f"  example {lens['example_index']} [{toks}]:")
+        for s, top in zip(lens["stage_labels"], lens["top_token"]):
+            lines.append(f"  {s:<6} " + " ".join(f"{t:>4}" for t in top))
+    if "edges" in result:
+        e = result["edges"]
+        crit = [r for r in e["edges"] if abs(r["delta_acc"]) >= e["tolerance"]]
+        crit.sort(key=lambda r: r["delta_acc"])
+        lines.append(f"edges: {len(e['removable'])} of {len(e['edges'])} removable"
+                     f" (|delta acc| < {e['tolerance']:g}); all removed at once: {_m(e['combined'])}")
+        lines += [f"  L{r['layer']} {r['label']:<10} delta acc {r['delta_acc']:+.4f}" for r in crit]
+    if "sep_attention" in result:
+        s = result["sep_attention"]
+        n = len(s["correct"])
+        right = sum(s["correct"])
+        lines.append(f"SEP attention (layer {s['layer']}): {n} examples, {right} right")
+    if "geometry" in result:
+        g = result["geometry"]
+        for name, a in g["angles"].items():
+            ev = g["pca"][name]["explained_variance_ratio"][:3]
+            lines.append(f"{name}: nearest-neighbour angle {a['nearest_mean']:.2f} +- "
+                         f"{a['nearest_std']:.2f} deg; PCA variance {', '.join(f'{v:.3f}' for v in ev)}")
+        if g["umap"] is None:
+            lines.append("UMAP: skipped")
+    if "probes" in result:
+        p = result["probes"]
+        lines.append(f"probes at {p['position']} (train {p['n_train']}, val {p['n_val']}):")
+        for r in p["rows"]:
+            parts = [f"{k} acc {r[k]['acc']:.3f} auc "
+                     + (f"{r[k]['auc']:.3f}" if r[k]["auc"] is not None else "-")
+                     for k in ("logistic", "lda") if k in r]
+            lines.append(f"  {r['stage_label']:<6} {r['target']:<3} " + "; ".join(parts))
+    return "\n".join(lines)
