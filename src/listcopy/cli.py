@@ -191,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .analysis.cli import add_parser as add_analyze_parser
 
     add_analyze_parser(sub)
+    from .report.cli import add_parser as add_report_parser
+
+    add_report_parser(sub)
 
     p = sub.add_parser("bench", help="training speed against a notebook-style loop")
     p.add_argument("--threads", type=int, default=1, metavar="N")

@@ -85,7 +85,9 @@ def fit_probe(X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_val
     X_val = np.asarray(X_val, dtype=np.float64)
     y_train, y_val = np.asarray(y_train), np.asarray(y_val)
     white = _whiten(X_train, X_val)
-    if white is None:  # nothing to read: predict the training prior
+    n_classes = len(np.unique(y_train))
+    too_few = n_classes < 2 or (kind == "lda" and len(y_train) <= n_classes)  # sklearn refuses
+    if white is None or too_few:  # nothing to read or fit: predict the training prior
         classes, counts = np.unique(y_train, return_counts=True)
         proba = np.broadcast_to(counts / counts.sum(), (len(y_val), len(classes)))
     else:

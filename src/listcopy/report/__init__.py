@@ -1,0 +1,23 @@
+"""Reports: the analyses of a model, or the results of a sweep, as one offline HTML page.
+
+    html.py          the page: sections, tables, figures as inline JSON, plotly.js embedded once
+    figures.py       one plotly figure per analysis, from the analysis's JSON
+    model_report.py  ``model_report``: analyse a model and write its page
+    sweep_report.py  ``sweep_report``: a sweep's tables, accuracy heatmap, seeds, steps
+    png.py           every figure as a PNG through kaleido and the system's Chromium
+    cli.py           ``listcopy report PATH [--out FILE.html] [--png DIR] [--axes A,B]``
+
+    >>> from listcopy.report import model_report, sweep_report
+    >>> model_report("runs/3layer_100dig_8d", "report.html")
+    >>> sweep_report("sweeps/seed_grid", "sweep.html", axes=("model.d_model", "model.n_layers"))
+
+Importing this package is cheap: plotly, torch, kaleido and the analyses load on first use.
+"""
+
+from .html import Figure, Page, Section, Table
+from .model_report import ReportInfo, build_page, model_report
+from .png import write_pngs
+from .sweep_report import sweep_report
+
+__all__ = ["Figure", "Page", "Section", "Table", "ReportInfo", "build_page", "model_report",
+           "write_pngs", "sweep_report"]

@@ -1,0 +1,98 @@
+"""``listcopy report PATH``: parse, call ``model_report`` or ``sweep_report``, print one line.
+
+PATH is a run directory or a seed ``.pt`` (a model report) or a sweep directory (one holding
+``sweep.db``, or that file itself: a sweep report). The main CLI registers the command with ``add_parser(subparsers)``;
+bad input raises ``ConfigError`` / ``CheckpointError``, which it prints as one line (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def is_sweep_dir(path: Path) -> bool:
+    from ..sweep.store import DB_FILE
+
+    return (path.is_dir() and (path / DB_FILE).is_file()) or (path.is_file() and path.name == DB_FILE)
+
+
+def default_out(path: Path) -> Path:
+    """``RUN_DIR/report.html``, ``SWEEP_DIR/report.html``, or ``FILE.html`` beside a ``.pt``."""
+    return path / "report.html" if path.is_dir() else path.with_suffix(".html")
+
+
+def cmd_report(args) -> int:
+    from ..config import ConfigError
+
+    path = Path(args.path)
+    out = Path(args.out) if args.out else default_out(path)
+    progress = not args.quiet
+    if is_sweep_dir(path):
+        model_only = [flag for flag, used in (("--set", args.set), ("--only", args.only),
+                                              ("--no-umap", args.no_umap),
+                                              ("--example", args.example is not None)) if used]
+        if model_only:
+            raise ConfigError(f"{model_only[0]} applies to a model report, and {path} is a sweep")
+        from .sweep_report import DEFAULT_AXES, sweep_report
+
+        axes = DEFAULT_AXES if args.axes is None else tuple(a for a in args.axes.split(","))
+        info = sweep_report(path, out, axes=axes, png_dir=args.png, progress=progress)
+    else:
+        if args.axes is not None:
+            raise ConfigError(f"--axes applies to a sweep directory (one with sweep.db), "
+                              f"and {path} is not one")
+        from .model_report import model_report
+
+        info = model_report(path, out, png_dir=args.png, progress=progress, overrides=args.set,
+                            only=args.only, umap=not args.no_umap, example=args.example or 0)
+    print(f"wrote {info.path} ({info.bytes / 1e6:.1f} MB, {len(info.sections)} sections, "
+          f"{len(info.figures)} figures) in {info.seconds['total']:.1f} s")
+    if info.pngs:
+        print(f"wrote {len(info.pngs)} PNG files to {args.png}")
+    return 0
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``report`` on the main parser's subparsers."""
+    p = subparsers.add_parser(
+        "report", help="an offline HTML report of a model (run or seed .pt) or of a sweep",
+        description="Write one self-contained HTML page (works offline): for a run directory or "
+                    "seed .pt, every analysis drawn; for a sweep directory, its results tables, "
+                    "mean accuracy over two axes, every seed and the steps to threshold.")
+    p.add_argument("path", metavar="PATH", help="run directory, seed .pt file or sweep directory")
+    p.add_argument("--out", metavar="FILE.html",
+                   help="output file (default: PATH/report.html, or FILE.html beside a .pt)")
+    p.add_argument("--png", metavar="DIR", help="also write every figure as a PNG into DIR")
+    p.add_argument("--axes", metavar="A,B",
+                   help="sweep: the two settings of the accuracy heatmap "
+                        "(default model.d_model,model.n_layers)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="model: override a setting that does not change the weights' shapes")
+    p.add_argument("--only", metavar="NAMES", help="model: only these analyses (comma-separated)")
+    p.add_argument("--no-umap", action="store_true", help="model: skip UMAP (saves ~10-30 s)")
+    p.add_argument("--example", type=int, metavar="N",
+                   help="model: the validation list shown in the attention and flow figures")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv=None) -> int:
+    """Standalone entry (``python -m listcopy.report.cli``) until the main CLI wires it."""
+    from ..checkpoint import CheckpointError
+    from ..config import ConfigError
+
+    parser = argparse.ArgumentParser(prog="listcopy")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, CheckpointError) as err:
+        print(f"listcopy report: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Figures as PNG files (for papers) through kaleido, driving the system's Chromium.
+
+Kaleido 1.x renders with a Chrome it finds on the machine; it is given the path explicitly
+(``BROWSER_PATH``, else ``chromium`` / ``chromium-browser`` / ``google-chrome`` on ``PATH``), the
+plotly.js of the installed plotly package and no MathJax, behind a dead proxy: nothing is fetched,
+and no browser is ever downloaded (``kaleido.get_chrome`` is never called). All figures are drawn
+in one browser session; each file is written atomically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+from ..config import ConfigError
+from .html import Figure
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+DEAD_PROXY = "127.0.0.1:9"  # discard port: any request the page might make fails at once
+SCALE = 2                    # pixels per CSS pixel: sharp enough for print
+DEFAULT_WIDTH = 1100
+
+
+def find_browser() -> str:
+    """The Chromium to render with: ``BROWSER_PATH`` if set, else the first on ``PATH``."""
+    path = os.environ.get("BROWSER_PATH")
+    if path:
+        if not Path(path).is_file():
+            raise ConfigError(f"BROWSER_PATH={path}: no such file (PNG export needs Chromium)")
+        return path
+    for name in BROWSERS:
+        found = shutil.which(name)
+        if found:
+            return found
+    raise ConfigError("--png needs Chromium: install it (apt-get install chromium) or set "
+                      "BROWSER_PATH to a Chrome or Chromium binary")
+
+
+def write_pngs(figures: Sequence[Figure], out_dir: str | Path, scale: float = SCALE) -> list[Path]:
+    """Write each figure to ``out_dir/<id>.png``; the paths, in order."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--png {out_dir}: exists and is not a directory")
+    browser = find_browser()
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        raise ConfigError("--png needs kaleido: pip install kaleido") from None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    images = _run(_render(figures, browser, scale))
+    from ..checkpoint import atomic_write
+
+    paths = []
+    for f, data in zip(figures, images):
+        path = out_dir / f"{f.id}.png"
+        atomic_write(path, lambda tmp, data=data: tmp.write_bytes(data))
+        paths.append(path)
+    return paths
+
+
+async def _render(figures: Sequence[Figure], browser: str, scale: float) -> list[bytes]:
+    import kaleido
+
+    images = []
+    async with kaleido.Kaleido(n=1, path=browser, mathjax=False, proxy_server=DEAD_PROXY) as k:
+        for f in figures:
+            layout = f.figure.layout
+            opts = {"format": "png", "scale": scale,
+                    "width": layout.width or DEFAULT_WIDTH, "height": layout.height or 500}
+            images.append(await k.calc_fig(f.figure, opts=opts))
+    return images
+
+
+def _run(coro):
+    """Run a coroutine to the end, also from inside a running event loop (Jupyter)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
