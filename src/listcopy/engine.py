@@ -5,13 +5,22 @@ parameter is a view into it, so the AdamW step is a handful of elementwise ops o
 exactly E independent AdamW optimisers (AdamW is elementwise), each with its own lr, weight decay and
 an ``active`` flag that freezes a member once it has stopped.
 
-The forward pass here is the hooked model's math (model.py) fused for training: no hooks, frozen
-identity W_V / W_O applied as slices instead of matmuls, the 5x5 attention written as broadcast
-multiply + sum, and the unembedding only at the output positions. ``tests/test_engine.py`` holds its
-logits and gradients equal to the hooked model's.
+Two backends compute the same steps:
+
+* ``kernel`` (CPU, the seed's default constraints: frozen identity W_V / W_O, no biases, no
+  LayerNorm, d_model <= 32): a C kernel compiled for the exact shape (:mod:`listcopy.cpu_kernel`)
+  runs forward, backward and AdamW of every active member for many steps per call. Stopped members
+  cost nothing.
+* ``torch`` (any configuration, any device): the hooked model's math (model.py) fused for training:
+  no hooks, frozen identity W_V / W_O applied as slices instead of matmuls, the unembedding only
+  at the output positions, autograd for the backward; stopped members are left out of each
+  stretch of steps. (In eager mode batched matmuls beat broadcast multiply + sum for the 5x5
+  attention at every width measured, 8 to 128.)
+
+``tests/test_engine.py`` holds both backends' logits and gradients equal to the hooked model's.
 
 Shapes: E members, B batch, T positions, L list_len, H heads, D d_model, d d_head, V vocab,
-P trainable parameters per member.
+P trainable parameters per member, N rows of a data table.
 """
 
 from __future__ import annotations
@@ -23,10 +32,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import cpu_kernel
 from .config import Config
 from .model import ListCopyTransformer, build_model
 from .task import attention_mask
 
+BACKENDS = ("auto", "kernel", "torch")
 BETAS = (0.9, 0.999)  # torch.optim.AdamW defaults, as the seed uses
 EPS = 1e-8
 
@@ -59,10 +70,16 @@ class Layout:
 
 
 class Ensemble:
-    """E models of one shape (one ``config.task`` and ``config.model``) and their AdamW state."""
+    """E models of one shape (one ``config.task`` and ``config.model``) and their AdamW state.
+
+    ``backend``: "auto" (the C kernel where it applies and builds, else torch), "kernel" (raise if
+    it does not apply) or "torch".
+    """
 
     def __init__(self, config: Config, state_dicts: list[dict[str, Tensor]],
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", *, backend: str = "auto"):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend {backend!r}: must be one of {', '.join(BACKENDS)}")
         self.config = config
         self.device = torch.device(device)
         self.template = ListCopyTransformer(config)  # names, buffers, trainable flags
@@ -84,25 +101,60 @@ class Ensemble:
         self._identity_o = cfg.freeze_wo and all(_is_identity(sd, "W_O", cfg) for sd in state_dicts)
         self._bias = cfg.use_bias or any(
             bool(t.any()) for sd in state_dicts for n, t in sd.items() if ".b_" in n)
+        self.kernel: cpu_kernel.Kernel | None = None
+        if backend != "torch":
+            why = self._kernel_unfit()
+            if why is None:
+                self.kernel = cpu_kernel.load(self._kernel_shape())
+                why = "it did not build" if self.kernel is None else None
+            if why is not None and backend == "kernel":
+                raise ValueError(f"the CPU kernel cannot train this ensemble: {why}")
 
     @classmethod
     def init(cls, config: Config, generators: list[torch.Generator],
-             device: torch.device | str = "cpu") -> "Ensemble":
+             device: torch.device | str = "cpu", *, backend: str = "auto") -> "Ensemble":
         """New members, member i's weights drawn from ``generators[i]`` (see model.init_weights)."""
         sds = [build_model(config, g).state_dict() for g in generators]
-        return cls(config, sds, device)
+        return cls(config, sds, device, backend=backend)
 
     @property
     def n_members(self) -> int:
         return self.flat.shape[0]
 
+    @property
+    def backend(self) -> str:
+        return "kernel" if self.kernel is not None else "torch"
+
+    def _kernel_unfit(self) -> str | None:
+        """Why the C kernel cannot run this ensemble, or None."""
+        cfg = self.config.model
+        if self.device.type != "cpu":
+            return f"device {self.device}"
+        if cfg.ln or self._bias or not (self._identity_v and self._identity_o):
+            return "it needs frozen identity W_V / W_O, no biases and no LayerNorm"
+        if cfg.d_model > cpu_kernel.MAX_D_MODEL:
+            return f"d_model > {cpu_kernel.MAX_D_MODEL}"
+        return None
+
+    def _kernel_shape(self) -> cpu_kernel.KernelShape:
+        task, cfg = self.config.task, self.config.model
+        T = task.seq_len
+        allowed = (self.mask.cpu() == 0) & torch.tril(torch.ones(T, T, dtype=torch.bool))
+        return cpu_kernel.KernelShape(
+            T=T, L=task.list_len, D=cfg.d_model, H=cfg.n_heads, V=task.vocab, NL=cfg.n_layers,
+            offsets=tuple(zip(self.layout.names, self.layout.offsets)), P=self.layout.size,
+            allow=tuple(tuple(int(x) for x in row) for row in allowed.tolist()))
+
     # ---- parameters ---------------------------------------------------------------------------
     def params(self) -> dict[str, Tensor]:
         """Every parameter by state-dict name, (E, *shape): views of ``flat`` or frozen tensors."""
-        out = dict(self.frozen)
-        E = self.flat.shape[0]
+        return self._params(self.flat, self.frozen)
+
+    def _params(self, flat: Tensor, frozen: dict[str, Tensor]) -> dict[str, Tensor]:
+        out = dict(frozen)
+        E = flat.shape[0]
         for name, shape, off in zip(self.layout.names, self.layout.shapes, self.layout.offsets):
-            out[name] = self.flat[:, off: off + math.prod(shape)].view(E, *shape)
+            out[name] = flat[:, off: off + math.prod(shape)].view(E, *shape)
         return out
 
     def state_dict(self, member: int) -> dict[str, Tensor]:
@@ -121,7 +173,10 @@ class Ensemble:
 
     # ---- forward --------------------------------------------------------------------------------
     def output_logits(self, tokens: Tensor, params: dict[str, Tensor] | None = None) -> Tensor:
-        """Logits at the output positions, (E, B, L, V), for tokens (B, T) shared or (E, B, T)."""
+        """Logits at the output positions, (E, B, L, V), for tokens (B, T) shared or (E, B, T).
+
+        Differentiable (torch ops, any backend); :meth:`predict` is the fast no-grad version.
+        """
         p = self.params() if params is None else params
         cfg, L = self.config.model, self.config.task.list_len
         W_E = p["embed.W_E"]  # (E, V, D)
@@ -130,7 +185,8 @@ class Ensemble:
         if tokens.dim() == 2:
             x = W_E[:, tokens]  # (E, B, T, D)
         else:
-            x = W_E.reshape(E * V, D)[tokens + V * torch.arange(E, device=tokens.device)[:, None, None]]
+            member = torch.arange(E, device=tokens.device)[:, None, None]
+            x = W_E.reshape(E * V, D)[tokens + V * member]
         x = x + p["pos_embed.W_pos"][:, None]
         B, T = x.shape[1], x.shape[2]
         for layer in range(cfg.n_layers):
@@ -145,9 +201,9 @@ class Ensemble:
             else:
                 v = _project(h, p[pre + "attn.W_V"], p[pre + "attn.b_V"], True)
             q, k, v = (t.transpose(2, 3) for t in (q, k, v))  # (E, B, H, T, d)
-            scores = (q[..., :, None, :] * k[..., None, :, :]).sum(-1) / math.sqrt(d)  # (E,B,H,Q,K)
+            scores = q @ k.transpose(-1, -2) / math.sqrt(d)  # (E, B, H, Q, K)
             pattern = torch.softmax(scores + self.mask[:T, :T], dim=-1)
-            z = (pattern[..., None] * v[..., None, :, :]).sum(-2)  # (E, B, H, T, d)
+            z = pattern @ v  # (E, B, H, T, d)
             if self._identity_o:  # W_O = eye(d, D) for every head: heads summed into the first d dims
                 out = z.sum(2)
                 if d < D:
@@ -164,6 +220,20 @@ class Ensemble:
         logits = torch.bmm(x.reshape(E, B * L, D), p["unembed.W_U"]).view(E, B, L, V)
         return logits + p["unembed.b_U"][:, None, None] if self._bias else logits
 
+    @torch.no_grad()
+    def predict(self, inputs: Tensor) -> Tensor:
+        """Logits at the output positions, (E, N, L, V), for inputs (N, T) shared by all members."""
+        if self.kernel is None:
+            return self.output_logits(inputs)
+        E, N, L = self.n_members, inputs.shape[0], self.config.task.list_len
+        tokens = self._tokens(inputs)
+        logits = torch.empty(E, N, L, self.config.task.vocab)
+        stats = [torch.zeros(E, dtype=torch.float64), torch.zeros(E, dtype=torch.int64),
+                 torch.zeros(E, dtype=torch.int64)]
+        self.kernel.evaluate(self._theta(), None, tokens, torch.zeros(N, L, dtype=torch.int64),
+                             *stats, logits=logits, n_threads=torch.get_num_threads())
+        return logits
+
     def member_loss(self, tokens: Tensor, targets: Tensor) -> Tensor:
         """Per-member mean cross-entropy (E,) on output positions; targets (E, B, L) or (B, L)."""
         logits = self.output_logits(tokens)
@@ -172,36 +242,196 @@ class Ensemble:
         ce = F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), reduction="none")
         return ce.view(E, B * L).mean(1)
 
+    def loss_and_grad(self, tokens: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-member mean loss (E,) and its gradient w.r.t. ``flat`` (E, P), with this backend."""
+        if self.kernel is None:
+            loss = self.member_loss(tokens, targets)
+            (grad,) = torch.autograd.grad(loss.sum(), self.flat)
+            return loss.detach(), grad
+        table, out_targets, rows = self._per_member_rows(tokens, targets)
+        E = self.n_members
+        loss = torch.zeros(E, dtype=torch.float64)
+        grad = torch.zeros(E, self.layout.size)
+        self.kernel.grad(self._theta(), table, out_targets, rows, loss, grad,
+                         n_threads=torch.get_num_threads())
+        return loss.float(), grad
+
     # ---- optimisation ---------------------------------------------------------------------------
     def train_step(self, tokens: Tensor, targets: Tensor, lr: Tensor, weight_decay: Tensor,
                    active: Tensor) -> Tensor:
         """One AdamW step for every member; members with ``active`` False keep their weights.
 
-        lr, weight_decay (E, 1) float; active (E, 1) bool. Returns the per-member loss (E,),
-        detached and left on the device (no host sync).
+        tokens (E, B, T) or (B, T), targets (E, B, L) or (B, L) at the output positions;
+        lr, weight_decay (E,) or (E, 1) float; active (E,) or (E, 1) bool. Returns the per-member
+        loss (E,), detached and left on the device (no host sync).
         """
+        if self.kernel is not None:
+            table, out_targets, rows = self._per_member_rows(tokens, targets)
+            loss = torch.zeros(self.n_members, dtype=torch.float64)
+            self._kernel_train(table, out_targets, rows[:, None], 0, 1, lr, weight_decay, active, loss)
+            return loss.float()
         loss = self.member_loss(tokens, targets)
         (grad,) = torch.autograd.grad(loss.sum(), self.flat)
         self.adam_step += 1
         with torch.no_grad():
-            adamw_(self.flat, grad, self.exp_avg, self.exp_avg_sq, self.adam_step, lr,
-                   weight_decay, active)
+            adamw_(self.flat, grad, self.exp_avg, self.exp_avg_sq, self.adam_step,
+                   lr.reshape(-1, 1).to(grad.dtype), weight_decay.reshape(-1, 1).to(grad.dtype),
+                   active.reshape(-1, 1))
         return loss.detach()
 
+    def train_steps(self, inputs: Tensor, targets: Tensor, batches: Tensor, batch0: int,
+                    n_steps: int, lr: Tensor, weight_decay: Tensor, active: Tensor,
+                    loss_sum: Tensor) -> None:
+        """``n_steps`` AdamW steps; member e's step s trains on the rows
+        ``batches[e, (batch0 + s) % n_batches]`` of ``inputs`` (N, T) / ``targets`` (N, L).
+
+        batches (E, n_batches, B) int64; lr, weight_decay (E,) float (float64 keeps the exact
+        hyperparameters for the kernel; torch uses the parameters' dtype); active (E,) bool (stopped
+        members neither change nor cost time). Each step's per-member mean loss is added into
+        ``loss_sum`` (E,) (float64; the kernel needs it). No host sync inside (the kernel runs all
+        steps in one call; torch gathers the active members once per call).
+        """
+        if self.kernel is not None:
+            self._kernel_train(inputs, targets, batches, batch0, n_steps, lr, weight_decay, active,
+                               loss_sum)
+            return
+        n_batches = batches.shape[1]
+        idx = active.reshape(-1).nonzero().flatten()  # one host sync per stretch of steps
+        if idx.numel() == 0:
+            self.adam_step += n_steps
+            return
+        every = idx.numel() == self.n_members
+        sub = self if every else self._subset(idx)
+        lr = lr.reshape(-1, 1)[idx].to(self.flat.dtype)
+        wd = weight_decay.reshape(-1, 1)[idx].to(self.flat.dtype)
+        on = torch.ones(idx.numel(), 1, dtype=torch.bool, device=self.device)
+        bsub = batches[idx]
+        total = torch.zeros(idx.numel(), dtype=loss_sum.dtype, device=self.device)
+        for s in range(n_steps):
+            rows = bsub[:, (batch0 + s) % n_batches]  # (E', B)
+            total += sub.train_step(inputs[rows], targets[rows], lr, wd, on)
+        if not every:
+            with torch.no_grad():
+                self.flat[idx] = sub.flat
+                self.exp_avg[idx] = sub.exp_avg
+                self.exp_avg_sq[idx] = sub.exp_avg_sq
+            self.adam_step = sub.adam_step
+        loss_sum[idx] += total
+
+    def _subset(self, idx: Tensor) -> "Ensemble":
+        """The members ``idx`` as a torch-backend ensemble of copies (moments and step included)."""
+        sub = object.__new__(Ensemble)
+        sub.__dict__.update(self.__dict__)
+        sub.flat = self.flat.detach()[idx].requires_grad_(True)
+        sub.frozen = {k: v[idx] for k, v in self.frozen.items()}
+        sub.exp_avg, sub.exp_avg_sq = self.exp_avg[idx], self.exp_avg_sq[idx]
+        sub.kernel = None
+        return sub
+
+    def _kernel_train(self, inputs: Tensor, targets: Tensor, batches: Tensor, batch0: int,
+                      n_steps: int, lr: Tensor, weight_decay: Tensor, active: Tensor,
+                      loss_sum: Tensor) -> None:
+        assert self.kernel is not None
+        E, n_batches, _ = batches.shape
+        if E != self.n_members:
+            raise ValueError(f"batches for {E} members, the ensemble has {self.n_members}")
+        tokens, out_targets = self._tokens(inputs), self._targets(targets)
+        rows = batches.contiguous()
+        if rows.dtype != torch.int64 or rows.min() < 0 or rows.max() >= tokens.shape[0]:
+            raise ValueError("batch rows must be int64 indices into the data table")
+        if loss_sum.dtype != torch.float64 or not loss_sum.is_contiguous():
+            raise ValueError("loss_sum must be a contiguous float64 tensor")
+        on = active.reshape(-1).to(torch.uint8).contiguous()
+        self.kernel.train(self._theta(), self.exp_avg, self.exp_avg_sq,
+                          _f64(lr), _f64(weight_decay), on,
+                          tokens, out_targets, rows, batch0 % n_batches, n_steps, self.adam_step,
+                          loss_sum, n_threads=torch.get_num_threads())
+        self.adam_step += n_steps
+
+    def _theta(self) -> Tensor:
+        """``flat`` for the kernel, which writes through raw pointers: check what it relies on."""
+        shape = (self.n_members, self.layout.size)
+        for t in (self.flat, self.exp_avg, self.exp_avg_sq):
+            if (t.shape != shape or t.dtype != torch.float32 or t.device.type != "cpu"
+                    or not t.is_contiguous()):
+                raise ValueError(f"parameters and moments must be contiguous float32 CPU {shape}")
+        return self.flat.detach()
+
+    def _tokens(self, inputs: Tensor) -> Tensor:
+        tokens = inputs.to(torch.int64).contiguous()
+        V = self.config.task.vocab
+        if tokens.dim() != 2 or tokens.shape[1] != self.config.task.seq_len:
+            raise ValueError(f"inputs must be (N, {self.config.task.seq_len}), "
+                             f"got {tuple(tokens.shape)}")
+        if tokens.numel() and (tokens.min() < 0 or tokens.max() >= V):
+            raise ValueError(f"tokens must be in [0, {V})")
+        return tokens
+
+    def _targets(self, targets: Tensor) -> Tensor:
+        out = targets.to(torch.int64).contiguous()
+        V, L = self.config.task.vocab, self.config.task.list_len
+        if out.dim() != 2 or out.shape[1] != L:
+            raise ValueError(f"targets must be (N, {L}) at the output positions, "
+                             f"got {tuple(out.shape)}")
+        if out.numel() and (out.min() < 0 or out.max() >= V):
+            raise ValueError(f"targets must be in [0, {V})")
+        return out
+
+    def _per_member_rows(self, tokens: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(E, B, T) or shared (B, T) tokens as a table of E * B rows and each member's rows."""
+        E, L = self.n_members, self.config.task.list_len
+        B = tokens.shape[-2]
+        tokens = tokens.expand(E, B, tokens.shape[-1]).reshape(E * B, -1)
+        targets = targets.expand(E, B, L).reshape(E * B, L)
+        rows = torch.arange(E * B).view(E, B)
+        return self._tokens(tokens), self._targets(targets), rows
+
     @torch.no_grad()
-    def evaluate(self, inputs: Tensor, targets: Tensor, chunk: int | None = None) -> dict[str, Tensor]:
+    def evaluate(self, inputs: Tensor, targets: Tensor, chunk: int | None = None,
+                 active: Tensor | None = None) -> dict[str, Tensor]:
         """Validation metrics per member, each (E,): ``loss``, ``acc`` (per token), ``seq_acc``.
 
-        inputs / targets (N, T) are shared by all members; evaluated in chunks of the N lists.
+        inputs / targets (N, T) are shared by all members. With ``active`` (E,) bool, only those
+        members are evaluated (the others get NaN). Torch backend: in chunks of the N lists.
         """
         E, L = self.n_members, self.config.task.list_len
+        n = inputs.shape[0]
         out_targets = targets[:, L + 1:]
-        chunk = chunk or max(1, (1 << 17) // E)
+        if self.kernel is not None:
+            loss = torch.zeros(E, dtype=torch.float64)
+            hits = torch.zeros(E, dtype=torch.int64)
+            seq_hits = torch.zeros(E, dtype=torch.int64)
+            on = None if active is None else active.reshape(-1).to(torch.uint8).contiguous()
+            self.kernel.evaluate(self._theta(), on, self._tokens(inputs),
+                                 self._targets(out_targets), loss, hits, seq_hits,
+                                 n_threads=torch.get_num_threads())
+            out = {"loss": (loss / (n * L)).float(), "acc": hits.float() / (n * L),
+                   "seq_acc": seq_hits.float() / n}
+        else:
+            idx = None if active is None else active.reshape(-1).nonzero().flatten()
+            sub = self if idx is None or idx.numel() == E else self._subset(idx)
+            out = sub._evaluate_torch(inputs, out_targets, chunk)
+            if sub is not self:
+                full = {k: torch.full((E,), float("nan"), device=self.device) for k in out}
+                for k in out:
+                    full[k][idx] = out[k]
+                out = full
+        if active is not None and self.kernel is not None:
+            off = ~active.reshape(-1).bool().cpu()
+            for v in out.values():
+                v[off] = float("nan")
+        return out
+
+    def _evaluate_torch(self, inputs: Tensor, out_targets: Tensor,
+                        chunk: int | None) -> dict[str, Tensor]:
+        E, L = self.n_members, self.config.task.list_len
+        chunk = chunk or max(1, (1 << 17) // max(E, 1))
         loss = torch.zeros(E, device=self.device)
         hits = torch.zeros(E, device=self.device)
         seq_hits = torch.zeros(E, device=self.device)
+        params = {k: v.detach() for k, v in self.params().items()}
         for start in range(0, inputs.shape[0], chunk):
-            logits = self.output_logits(inputs[start: start + chunk])  # (E, b, L, V)
+            logits = self.output_logits(inputs[start: start + chunk], params)  # (E, b, L, V)
             tgt = out_targets[start: start + chunk]
             b = tgt.shape[0]
             ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
@@ -212,6 +442,10 @@ class Ensemble:
             seq_hits += right.all(-1).sum(1)
         n = inputs.shape[0]
         return {"loss": loss / (n * L), "acc": hits / (n * L), "seq_acc": seq_hits / n}
+
+
+def _f64(x: Tensor) -> Tensor:
+    return x.reshape(-1).to(device="cpu", dtype=torch.float64).contiguous()
 
 
 def adamw_(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, step: int,

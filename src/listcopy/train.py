@@ -215,7 +215,8 @@ def _train_group(members: list[_Member], data: Dataset, device: torch.device,
         ens.exp_avg.copy_(torch.stack([m.exp_avg for m in members]))
         ens.exp_avg_sq.copy_(torch.stack([m.exp_avg_sq for m in members]))
         ens.adam_step = start
-    col = lambda xs: torch.tensor(xs, dtype=torch.float32, device=device)  # noqa: E731
+    exact = torch.float32 if device.type == "mps" else torch.float64  # mps has no float64
+    col = lambda xs: torch.tensor(xs, dtype=exact, device=device)  # noqa: E731
     lr = col([r.config.train.lr for r in runs])
     wd = col([r.config.train.weight_decay for r in runs])
     active = torch.ones(len(runs), dtype=torch.bool, device=device)
@@ -225,7 +226,7 @@ def _train_group(members: list[_Member], data: Dataset, device: torch.device,
     val_inputs, val_targets = data.val_inputs, data.val_targets
 
     epoch, batches = -1, None
-    loss_sum = torch.zeros(len(runs), dtype=torch.float64, device=device)
+    loss_sum = torch.zeros(len(runs), dtype=exact, device=device)
     since_eval, t0 = 0, time.perf_counter()
     bar = _progress_bar(progress, max_steps, start, len(runs))
     step = start

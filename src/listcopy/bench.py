@@ -1,0 +1,189 @@
+"""``listcopy bench``: the notebook's training loop against the engine, in one process and one sitting.
+
+    (a) notebook   the seed's loop: DataLoader + itertools.cycle, the hooked model, torch AdamW,
+                   validation accuracy (a DataLoader of 256, ``.item()`` per batch) every 100 steps
+    (b) engine E=1 ``train_ensemble`` with one config: the real code path of ``listcopy train``
+    (c) engine E=8, E=64: seeds 0..E-1 at once
+
+All on the default config, for the same number of steps, evaluation every 100 steps included.
+Reported: ms per step, ms per model-step (a step of one model: ms/step / E) and the speed-up of
+each model-step over (a). The CPU kernel's build time (cold cache, in a temporary directory) is
+reported on its own; the timed runs use the warm cache, as a second ``listcopy train`` would.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from typing import Any, TextIO
+
+import torch
+
+from . import cpu_kernel
+from .config import Config
+from .engine import Ensemble
+from .model import build_model
+from .task import dataset
+from .train import train_ensemble
+
+ENSEMBLE_SIZES = (1, 8, 64)
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (or what platform knows)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def notebook_loop(config: Config, steps: int) -> float:
+    """The seed notebook's ``train()`` (without tqdm and prints) for ``steps`` steps; seconds."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    task = config.task
+    L, V = task.list_len, task.vocab
+    data = dataset(config)
+    train_dl = DataLoader(TensorDataset(data.train_inputs, data.train_targets), 128, shuffle=True,
+                          drop_last=True)
+    val_dl = DataLoader(TensorDataset(data.val_inputs, data.val_targets), 256, drop_last=False)
+    m = build_model(config)
+
+    def accuracy(m):
+        m.eval()
+        hits = tots = 0
+        with torch.no_grad():
+            for inputs, targets in val_dl:
+                logits = m(inputs)[:, L + 1:]
+                preds = logits.argmax(-1)
+                hits += (preds == targets[:, L + 1:]).sum().item()
+                tots += preds.numel()
+        return hits / tots
+
+    with torch.random.fork_rng():
+        torch.manual_seed(config.train.seed)
+        start = time.perf_counter()
+        opt = torch.optim.AdamW(m.parameters(), config.train.lr,
+                                weight_decay=config.train.weight_decay)
+        ce = torch.nn.CrossEntropyLoss()
+        dl = itertools.cycle(train_dl)
+        for step in range(steps):
+            inputs, targets = next(dl)
+            logits = m(inputs)[:, L + 1:].reshape(-1, V)
+            loss = ce(logits, targets[:, L + 1:].reshape(-1))
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            if (step + 1) % 100 == 0:
+                acc = accuracy(m)
+                if acc >= config.train.early_stop_acc:
+                    break
+                loss.item()
+        return time.perf_counter() - start
+
+
+def engine_run(config: Config, steps: int, n_members: int) -> float:
+    """``train_ensemble`` of seeds 0..E-1 for ``steps`` steps (no early stop); seconds."""
+    configs = [config.override([f"train.seed={s}", f"train.max_steps={steps}",
+                                "train.early_stop_acc=1.0", "train.device=cpu"])
+               for s in range(n_members)]
+    start = time.perf_counter()
+    runs = train_ensemble(configs, progress=False)
+    elapsed = time.perf_counter() - start
+    assert all(r.step == steps for r in runs), "a member stopped early"
+    return elapsed
+
+
+def kernel_build_seconds(config: Config) -> float | None:
+    """Seconds to build the CPU kernel for ``config`` from a cold (temporary) cache, or None."""
+    ens = Ensemble(config, [build_model(config).state_dict()], "cpu", backend="torch")
+    if ens._kernel_unfit() is not None:
+        return None
+    old = os.environ.get("XDG_CACHE_HOME")
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["XDG_CACHE_HOME"] = tmp
+        try:
+            start = time.perf_counter()
+            built = cpu_kernel.load(ens._kernel_shape(), fresh=True) is not None
+            return time.perf_counter() - start if built else None
+        finally:
+            if old is None:
+                os.environ.pop("XDG_CACHE_HOME", None)
+            else:
+                os.environ["XDG_CACHE_HOME"] = old
+
+
+def run_bench(threads: int = 1, steps: int = 2000, as_json: bool = False,
+              out: TextIO | None = None) -> dict[str, Any]:
+    """Measure (a) the notebook's loop, (b) the engine at E=1, (c) at E=8 and E=64 (default
+    config, ``steps`` steps each, ``threads`` torch threads); print a table (or JSON with
+    ``as_json``) to ``out`` (stdout) and return the figures."""
+    out = out or sys.stdout
+    config = Config()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        build_s = kernel_build_seconds(config)
+        backend = Ensemble(config, [build_model(config).state_dict()], "cpu").backend  # warm
+        engine_run(config, 100, 1)  # warm-up: imports, allocator, kernel load
+        ref_s = notebook_loop(config, steps)
+        rows = [{"run": "notebook loop", "members": 1, "seconds": ref_s}]
+        for n in ENSEMBLE_SIZES:
+            rows.append({"run": f"engine E={n}", "members": n,
+                         "seconds": engine_run(config, steps, n)})
+    finally:
+        torch.set_num_threads(previous)
+    ref_ms = ref_s / steps * 1e3
+    for row in rows:
+        row["ms_per_step"] = row["seconds"] / steps * 1e3
+        row["ms_per_model_step"] = row["ms_per_step"] / row["members"]
+        row["speedup"] = ref_ms / row["ms_per_model_step"]
+    result = {
+        "config": config.name, "steps": steps, "eval_every": config.train.eval_every,
+        "threads": threads, "cpu": cpu_model(), "torch": torch.__version__,
+        "python": platform.python_version(), "backend": backend,
+        "kernel_build_s_cold": build_s, "rows": rows,
+    }
+    if as_json:
+        print(json.dumps(result, indent=1), file=out)
+    else:
+        print(format_table(result), file=out)
+    return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    build = result["kernel_build_s_cold"]
+    lines = [
+        f"listcopy bench: {result['config']} (default config), {result['steps']} steps, "
+        f"eval every {result['eval_every']}",
+        f"cpu: {result['cpu']}, threads: {result['threads']}, torch {result['torch']}, "
+        f"engine backend: {result['backend']}"
+        + (f" (kernel build, cold cache: {build:.2f} s; timed runs use the warm cache)"
+           if build is not None else ""),
+        "",
+        f"{'run':<16}{'ms/step':>10}{'ms/model-step':>16}{'speed-up':>10}",
+    ]
+    for row in result["rows"]:
+        lines.append(f"{row['run']:<16}{row['ms_per_step']:>10.3f}{row['ms_per_model_step']:>16.4f}"
+                     f"{row['speedup']:>9.1f}x")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    run_bench(args.threads, args.steps, args.json)
