@@ -138,6 +138,55 @@ def cmd_export(args) -> int:
     return 0
 
 
+def parse_axis(text: str) -> tuple[str, list]:
+    """``task.n_digits=10,20,50`` -> ("task.n_digits", [10, 20, 50])."""
+    from .config import parse_value
+
+    key, sep, values = text.partition("=")
+    items = [v for v in values.split(",") if v.strip()]
+    if not sep or not re.fullmatch(r"[a-z_]+\.[a-z_0-9]+", key.strip()) or not items:
+        raise UsageError(f"--axis {text!r}: use section.key=v1,v2,... (e.g. task.n_digits=10,20)")
+    return key.strip(), [parse_value(v) for v in items]
+
+
+def cmd_frontier(args) -> int:
+    from .frontier import format_frontier, search_frontier, sweep_evaluate
+
+    overrides = list(args.set)
+    if args.task:
+        overrides.append(f"task.kind={args.task}")
+    if args.threshold is not None:
+        overrides.append(f"train.early_stop_acc={args.threshold}")
+    from .config import load_config
+
+    base = load_config(args.config, overrides)
+    axes = dict(parse_axis(a) for a in args.axis)
+    if args.layers:
+        axes["model.n_layers"] = parse_axis(f"model.n_layers={args.layers}")[1]
+    if not axes:
+        axes = {"task.n_digits": [base.task.n_digits]}
+    if args.seeds < 1:
+        raise UsageError("--seeds must be >= 1")
+    if args.d_max < 1:
+        raise UsageError("--d-max must be >= 1")
+    if not 0 < args.need <= 1:
+        raise UsageError("--need must be in (0, 1]")
+    out = Path(args.out) if args.out else Path("runs") / f"frontier-{base.task.kind}"
+    evaluate = sweep_evaluate(out, workers=args.workers, backend=args.backend,
+                              address=args.address, progress=not args.quiet)
+    points = search_frontier(base, axes, range(args.seeds), evaluate, d_max=args.d_max,
+                             need=args.need)
+    from .checkpoint import write_json
+
+    write_json(out / "frontier.json", {
+        "task": base.task.kind, "base": base.to_dict(), "axes": axes, "seeds": args.seeds,
+        "need": args.need, "threshold": base.train.early_stop_acc, "d_max": args.d_max,
+        "points": [p.to_dict() for p in points]})
+    print(format_frontier(points, args.d_max))
+    print(f"frontier.json and the sweep database in {out}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from .bench import run_bench
 
@@ -194,6 +243,26 @@ def build_parser() -> argparse.ArgumentParser:
     from .report.cli import add_parser as add_report_parser
 
     add_report_parser(sub)
+    from .sweep.cli import add_parsers as add_sweep_parsers
+
+    add_sweep_parsers(sub)
+
+    p = sub.add_parser("frontier", help="capacity frontier: the smallest d_model that passes")
+    _add_config_args(p)
+    p.add_argument("--task", choices=("copy", "reverse", "sort"), help="task.kind")
+    p.add_argument("--axis", action="append", default=[], metavar="KEY=V1,V2",
+                   help="an axis of points, e.g. task.n_digits=10,20,50 (repeatable)")
+    p.add_argument("--layers", metavar="N1,N2", help="model.n_layers values, e.g. 2,3,4")
+    p.add_argument("--seeds", type=int, default=8, metavar="N", help="seeds 0..N-1 per point")
+    p.add_argument("--threshold", type=float, help="validation acc to reach (train.early_stop_acc)")
+    p.add_argument("--need", type=float, default=0.5, help="fraction of seeds that must reach it")
+    p.add_argument("--d-max", type=int, default=256, help="largest d_model tried")
+    p.add_argument("--out", metavar="DIR", help="sweep directory (default runs/frontier-TASK)")
+    p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: cores)")
+    p.add_argument("--backend", choices=("local", "ray"), default="local")
+    p.add_argument("--address", help="Ray cluster address (default: start a local one)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_frontier)
 
     p = sub.add_parser("bench", help="training speed against a notebook-style loop")
     p.add_argument("--threads", type=int, default=1, metavar="N")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .config import Config, ConfigError
@@ -170,3 +171,42 @@ def train_in_process(configs: Sequence[Config]) -> list[dict[str, Any]]:
         for i, run in zip(idx, runs):
             results[i] = {"steps_to_threshold": run.steps_to_threshold, **run.metrics}
     return results  # type: ignore[return-value]
+
+
+def sweep_evaluate(out, *, workers: int | None = None, backend: str = "local",
+                   address: str | None = None, progress: bool = True) -> Evaluate:
+    """An ``Evaluate`` through the sweep machinery: runs land in ``out``'s database and run
+    directories, shapes train together over the sweep's workers, and a re-run (after a crash, or
+    to extend the search) reuses every finished run instead of training it again."""
+    from .sweep.grid import Grid, Spec, config_hash, shape_label
+    from .sweep.runner import run_sweep
+    from .sweep.store import DB_FILE, Store
+
+    def evaluate(configs: Sequence[Config]) -> list[dict[str, Any]]:
+        seeds = tuple(sorted({c.train.seed for c in configs}))
+        specs: dict[str, Spec] = {}
+        for c in configs:
+            flat = {f"{section}.{key}": value for section, table in c.to_dict().items()
+                    for key, value in table.items() if (section, key) != ("train", "seed")}
+            spec = Spec(f"frontier {shape_label(c)}", tuple(sorted(flat.items())))
+            specs.setdefault(json_key(spec.overrides), spec)
+        grid = Grid(Config(), tuple(specs.values()), (), seeds, source="frontier")
+        run_sweep(grid, out, workers=workers, backend=backend, address=address,
+                  progress=progress)
+        with Store(Path(out) / DB_FILE, readonly=True) as store:
+            rows = {r["key"]: r for r in store.rows()}
+        results = []
+        for c in configs:
+            row = rows[config_hash(c)]
+            reached = row["steps_to_threshold"] if row["status"] == "done" else None
+            results.append({"steps_to_threshold": reached, "acc": row["acc"],
+                            "status": row["status"]})
+        return results
+
+    return evaluate
+
+
+def json_key(items: Any) -> str:
+    import json
+
+    return json.dumps(items, sort_keys=True, default=str)

@@ -1,0 +1,124 @@
+"""``listcopy sweep`` and ``listcopy results``: parse, call one function, print.
+
+The main CLI registers them with ``add_parsers(subparsers)``. A bad grid file or option ends with
+one line on stderr and exit status 2; a busy sweep directory or a dead worker with exit status 1.
+``sweep`` exits 1 when any run of the grid failed (the others are still trained and recorded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+
+
+def cmd_sweep(args) -> int:
+    from ..config import ConfigError
+    from .runner import SweepError, default_out, format_plan, plan, run_sweep
+    from .store import StoreError
+
+    out = Path(args.out) if args.out else default_out(args.grid)
+    if args.address and args.backend != "ray":
+        return _error("sweep", "--address needs --backend ray", EXIT_BAD_INPUT)
+    try:
+        if args.dry_run:
+            print(format_plan(plan(args.grid, out, workers=args.workers, threads=args.threads,
+                                   retry_failed=args.retry_failed,
+                                   max_members=args.max_members)))
+            return 0
+        summary = run_sweep(args.grid, out, workers=args.workers, threads=args.threads,
+                            backend=args.backend, address=args.address,
+                            retry_failed=args.retry_failed, progress=not args.quiet,
+                            max_members=args.max_members)
+    except (ConfigError, StoreError) as err:
+        return _error("sweep", err, EXIT_BAD_INPUT)
+    except SweepError as err:
+        return _error("sweep", err, 1)
+    c = summary.counts
+    print(f"{summary.n_runs} runs ({summary.n_entries} entries): {c['done']} done, "
+          f"{c['failed']} failed"
+          + (f", {c['pending'] + c['running']} unfinished" if c["pending"] + c["running"] else "")
+          + f"; {summary.trained} trained now, {summary.skipped} already finished;"
+          f" {summary.wall_time_s:.1f} s")
+    print(f"results: listcopy results {summary.out}")
+    return 1 if c["failed"] or c["pending"] or c["running"] else 0
+
+
+def cmd_results(args) -> int:
+    from ..config import ConfigError
+    from .results import format_results, load_rows
+    from .store import StoreError
+
+    group_by = [k.strip() for k in args.group_by.split(",") if k.strip()] if args.group_by else None
+    try:
+        rows = load_rows(args.dir)
+        print(format_results(rows, args.format, group_by, args.table))
+    except (ConfigError, StoreError) as err:
+        return _error("results", err, EXIT_BAD_INPUT)
+    return 0
+
+
+def _error(command: str, err: BaseException | str, code: int) -> int:
+    print(f"listcopy {command}: error: {err}", file=sys.stderr)
+    return code
+
+
+def _positive_or_zero(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{n} must be >= 0")
+    return n
+
+
+def add_parsers(subparsers) -> None:
+    """Register ``sweep`` and ``results`` on the main parser's subparsers."""
+    p = subparsers.add_parser(
+        "sweep", help="train a grid of configurations x seeds, in parallel, resumable",
+        description="Train every run of GRID.toml not yet finished in the sweep directory "
+                    "(results in DIR/sweep.db). Re-run the same command to resume, even after "
+                    "kill -9; a second sweep on a directory in use is refused.")
+    p.add_argument("grid", metavar="GRID.toml",
+                   help="grid file: base config, [[specs]], [axes], seeds")
+    p.add_argument("--out", metavar="DIR", help="sweep directory (default sweeps/GRID)")
+    p.add_argument("--workers", type=_positive_or_zero, metavar="N",
+                   help="worker processes (default: the number of cores; 0 = in this process); "
+                        "with --backend ray, groups in flight")
+    p.add_argument("--threads", type=_positive_or_zero, metavar="N",
+                   help="torch threads per worker (default: cores / workers)")
+    p.add_argument("--backend", choices=("local", "ray"), default="local")
+    p.add_argument("--address", metavar="ADDR",
+                   help="Ray cluster: auto or HOST:PORT (default: start a local one)")
+    p.add_argument("--max-members", type=_positive_or_zero, metavar="N",
+                   help="at most N runs trained together in one group")
+    p.add_argument("--retry-failed", action="store_true", help="train failed runs again")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the runs and how they are grouped, without training")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_sweep)
+
+    p = subparsers.add_parser("results", help="a sweep's results table, and aggregated over seeds")
+    p.add_argument("dir", metavar="DIR", help="sweep directory (or its sweep.db)")
+    p.add_argument("--format", choices=("markdown", "csv", "json"), default="markdown")
+    p.add_argument("--group-by", metavar="KEYS",
+                   help="aggregate by these comma-separated keys (name, model.d_model or d_model,"
+                        " ...) instead of over seeds")
+    p.add_argument("--table", choices=("runs", "summary"),
+                   help="only this table (default: both; csv: runs, or summary with --group-by)")
+    p.set_defaults(func=cmd_results)
+
+
+def main(argv=None) -> int:
+    """Standalone entry (tests, ``python -m listcopy.sweep.cli``) until the main CLI wires it."""
+    parser = argparse.ArgumentParser(prog="listcopy")
+    add_parsers(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,384 @@
+"""Grid files: a base config, named specs, axes and seeds -> the runs of a sweep, grouped by shape.
+
+A grid file (TOML)::
+
+    seeds = "0-3"                      # or [0, 1, 2, 3]; default: the base config's train.seed
+
+    [model]                            # the base config: [task] / [model] / [train] tables
+    d_model = 128                      # (or the same tables under [base])
+    [train]
+    max_steps = 20_000
+
+    [[specs]]                          # optional: the notebook's list of named overrides
+    name = "d128_2layer"
+    "model.n_layers" = 2               # a quoted key, or a dotted one: model.n_layers = 2
+
+    [axes]                             # optional: the cartesian product is taken
+    "train.lr" = [1e-3, 3e-4]
+
+Every point of ``specs x axes x seeds`` is one :class:`Point` (a name, the settings that made it
+and a full, validated Config). Points with the same config are one :class:`Run`, trained once and
+reported under each name (the notebook's grid has ``d128`` and ``d128_3layer``, which are the same).
+Runs whose configs share the task, the model and the train settings that an ensemble must share are
+one shape, trained together by the ensemble engine: :func:`group_runs`.
+
+Nothing here imports torch. Every problem is a one-line :class:`GridError` (a ``ConfigError``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from ..config import SECTIONS, Config, ConfigError, load_toml
+
+# train settings that members of one ensemble must share (listcopy.train.SHARED_TRAIN_KEYS;
+# repeated here so that expanding a grid does not import torch; a test holds them equal)
+SHARED_TRAIN_KEYS = ("batch_size", "eval_every", "checkpoint_every", "device", "reshuffle")
+
+TOP_LEVEL_KEYS = ("base", "specs", "axes", "seeds", *SECTIONS)
+MAX_SEEDS = 100_000
+MAX_POINTS = 1_000_000
+
+
+class GridError(ConfigError):
+    """A grid file that cannot be used. The message is one line."""
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One named set of overrides: ``{"model.d_model": 128, ...}``."""
+
+    name: str
+    overrides: tuple[tuple[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class Point:
+    """One entry of the grid: a name, the settings that made it (dotted keys), its config."""
+
+    name: str
+    settings: tuple[tuple[str, Any], ...]
+    config: Config
+    index: int = 0  # position in the grid (specs x axes x seeds order)
+
+    @property
+    def seed(self) -> int:
+        return self.config.train.seed
+
+    @property
+    def key(self) -> str:
+        return config_hash(self.config)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One distinct configuration to train, and every grid entry that reports it."""
+
+    key: str  # config_hash(config)
+    config: Config
+    points: tuple[Point, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(p.name for p in self.points))
+
+    @property
+    def seed(self) -> int:
+        return self.config.train.seed
+
+
+@dataclass(frozen=True)
+class Grid:
+    base: Config
+    specs: tuple[Spec, ...]
+    axes: tuple[tuple[str, tuple[Any, ...]], ...]
+    seeds: tuple[int, ...]
+    source: str = "grid"
+
+    def points(self) -> list[Point]:
+        """Every entry of specs x axes x seeds, in that order (seeds vary fastest)."""
+        specs = self.specs or (Spec("", ()),)
+        keys = [k for k, _ in self.axes]
+        combos = list(itertools.product(*(values for _, values in self.axes)))
+        n = len(specs) * len(combos) * len(self.seeds)
+        if n > MAX_POINTS:
+            raise GridError(f"{self.source}: {n:,} runs; at most {MAX_POINTS:,} in one grid")
+        out = []
+        for i, spec in enumerate(specs):
+            for combo in combos:
+                settings = dict(spec.overrides)
+                settings.update(zip(keys, combo))
+                where = _where(self.source, i, spec, dict(zip(keys, combo)))
+                try:
+                    config = self.base.replace(**_nest(settings))
+                except ConfigError as err:
+                    raise GridError(f"{where}: {err}") from None
+                name = point_name(spec.name, dict(zip(keys, combo)), config)
+                for seed in self.seeds:
+                    seeded = config.replace(train={"seed": seed})
+                    out.append(Point(name, tuple(settings.items()), seeded, len(out)))
+        return out
+
+    def runs(self) -> list[Run]:
+        return unique_runs(self.points())
+
+
+def _where(source: str, i: int, spec: Spec, combo: Mapping[str, Any]) -> str:
+    parts = [source]
+    if spec.name or spec.overrides:
+        parts.append(f"specs[{i}]" + (f" ({spec.name})" if spec.name else ""))
+    if combo:
+        parts.append("axes " + ", ".join(f"{k}={_fmt(v)}" for k, v in combo.items()))
+    return ": ".join(parts)
+
+
+def point_name(spec_name: str, combo: Mapping[str, Any], config: Config) -> str:
+    """The spec's name, then the axis values (``d128,lr=0.001``); the model name if neither."""
+    parts = [spec_name] if spec_name else []
+    parts += [f"{short_key(k)}={_fmt(v)}" for k, v in combo.items()]
+    return ",".join(parts) if parts else config.name
+
+
+def short_key(key: str) -> str:
+    return key.split(".", 1)[1] if "." in key else key
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _nest(settings: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in settings.items():
+        section, name = key.split(".", 1)
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+# ---- identity and grouping -------------------------------------------------------------------
+
+def config_hash(config: Config) -> str:
+    """sha256 of the config's canonical JSON: equal configs, equal hashes (16 hex digits)."""
+    text = json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def unique_runs(points: Sequence[Point]) -> list[Run]:
+    """One Run per distinct config, in order of first appearance."""
+    by_key: dict[str, list[Point]] = {}
+    for p in points:
+        by_key.setdefault(p.key, []).append(p)
+    return [Run(k, ps[0].config, tuple(ps)) for k, ps in by_key.items()]
+
+
+def shape_key(config: Config) -> str:
+    """What runs trained together must share: task, model and the shared train settings."""
+    d = config.to_dict()
+    d["train"] = {k: d["train"][k] for k in SHARED_TRAIN_KEYS}
+    return json.dumps(d, sort_keys=True)
+
+
+def shape_label(config: Config) -> str:
+    """``3layer_100dig_128d`` plus the model flags that differ from the defaults."""
+    default = type(config.model)()
+    flags = [f"{f.name}={_fmt(getattr(config.model, f.name))}" for f in fields(config.model)
+             if f.name not in ("n_layers", "d_model")
+             and getattr(config.model, f.name) != getattr(default, f.name)]
+    return config.name + (f" ({', '.join(flags)})" if flags else "")
+
+
+def run_cost(config: Config) -> float:
+    """A rough cost of a run, for ordering work: steps x batch x positions x per-token work.
+
+    Per token: the Q/K projections (layers x D^2) and the unembedding (D x V); each LayerNorm adds
+    about 60 x D (measured at d_model 128: LN and biases make a 2-layer step ~1.5x slower).
+    """
+    m, t = config.model, config.task
+    per_token = m.n_layers * m.d_model * m.d_model + m.d_model * t.vocab
+    if m.ln:
+        per_token += (m.n_layers + 1) * 60 * m.d_model
+    return config.train.max_steps * config.train.batch_size * t.seq_len * per_token
+
+
+def group_runs(runs: Sequence[Run], n_workers: int = 1,
+               max_members: int | None = None) -> list[list[Run]]:
+    """Runs of one shape form a group; big groups are split so that ``n_workers`` are kept busy.
+
+    A shape with ``k`` runs gets ``ceil(n_workers * k / len(runs))`` chunks (at most ``k``), and no
+    chunk exceeds ``max_members``. Groups come out costliest first (longest-job-first scheduling).
+    """
+    shapes: dict[str, list[Run]] = {}
+    for run in runs:
+        shapes.setdefault(shape_key(run.config), []).append(run)
+    total = len(runs)
+    groups: list[list[Run]] = []
+    for members in shapes.values():
+        k = len(members)
+        n_chunks = min(k, max(1, math.ceil(n_workers * k / total)))
+        if max_members:
+            n_chunks = max(n_chunks, math.ceil(k / max_members))
+        size = math.ceil(k / n_chunks)
+        groups += [members[i: i + size] for i in range(0, k, size)]
+    return sorted(groups, key=lambda g: -sum(run_cost(r.config) for r in g))
+
+
+# ---- parsing -----------------------------------------------------------------------------------
+
+def load_grid(path: str | Path) -> Grid:
+    """Read and validate a grid file; every problem is one GridError line naming the file."""
+    path = Path(path)
+    try:
+        data = load_toml(path)
+    except ConfigError as err:
+        raise GridError(str(err)) from None
+    return parse_grid(data, source=str(path))
+
+
+def parse_grid(data: Mapping[str, Any], source: str = "grid") -> Grid:
+    unknown = [k for k in data if k not in TOP_LEVEL_KEYS]
+    if unknown:
+        raise GridError(f"{source}: unknown key {unknown[0]!r}: allowed are "
+                        + ", ".join(TOP_LEVEL_KEYS))
+    sections = {k: data[k] for k in SECTIONS if k in data}
+    if "base" in data:
+        if sections:
+            raise GridError(f"{source}: give the base config either as [base] or as top-level "
+                            f"[{'] ['.join(sections)}] tables, not both")
+        if not isinstance(data["base"], Mapping):
+            raise GridError(f"{source}: base must be a table of [base.task] / [base.model] / "
+                            "[base.train]")
+        sections = dict(data["base"])
+    for name, table in sections.items():
+        misplaced = [k for k in TOP_LEVEL_KEYS if isinstance(table, Mapping) and k in table]
+        if misplaced:
+            raise GridError(f"{source}: {misplaced[0]!r} inside [{name}]: top-level keys such as "
+                            f"{misplaced[0]} must come before the first [table]")
+    try:
+        base = Config.from_dict(sections)
+    except ConfigError as err:
+        raise GridError(f"{source}: base config: {err}") from None
+    specs = _parse_specs(data.get("specs", []), source)
+    axes = _parse_axes(data.get("axes", {}), source)
+    seeds = (parse_seeds(data["seeds"], source) if "seeds" in data else (base.train.seed,))
+    grid = Grid(base, specs, axes, seeds, source)
+    grid.points()  # every point validated now, so the error comes before any work
+    return grid
+
+
+def _parse_specs(raw: Any, source: str) -> tuple[Spec, ...]:
+    if not isinstance(raw, list) or not all(isinstance(s, Mapping) for s in raw):
+        raise GridError(f"{source}: specs must be an array of tables ([[specs]] with a name "
+                        "and overrides)")
+    specs = []
+    for i, spec in enumerate(raw):
+        spec = dict(spec)
+        name = spec.pop("name", f"spec{i}")
+        if not isinstance(name, str) or not name.strip():
+            raise GridError(f"{source}: specs[{i}].name = {name!r}: must be a non-empty string")
+        where = f"{source}: specs[{i}] ({name})"
+        overrides = _flatten(spec, where)
+        for key, value in overrides.items():
+            _check_scalar(value, f"{where}: {key}")
+        specs.append(Spec(name, tuple(overrides.items())))
+    return tuple(specs)
+
+
+def _parse_axes(raw: Any, source: str) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    if not isinstance(raw, Mapping):
+        raise GridError(f"{source}: axes must be a table of setting = [values]")
+    axes = []
+    for key, values in _flatten(raw, f"{source}: axes").items():
+        where = f"{source}: axes {key}"
+        if key == "train.seed":
+            raise GridError(f"{where}: give seeds with the top-level seeds key")
+        if not isinstance(values, list):
+            raise GridError(f"{where} = {values!r}: must be a list of values")
+        if not values:
+            raise GridError(f"{where}: empty list (an axis needs at least one value)")
+        for value in values:
+            _check_scalar(value, where)
+        if len({json.dumps(v) for v in values}) != len(values):
+            raise GridError(f"{where}: repeated value")
+        axes.append((key, tuple(values)))
+    return tuple(axes)
+
+
+def _flatten(table: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``{"model.d_model": 8}`` and ``{"model": {"d_model": 8}}`` -> ``{"model.d_model": 8}``."""
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if "." in key:
+            items = [(key, value)]
+        elif isinstance(value, Mapping):
+            items = [(f"{key}.{k}", v) for k, v in value.items()]
+        elif key in TOP_LEVEL_KEYS:
+            raise GridError(f"{where}: {key!r} inside a table: top-level keys such as {key} must "
+                            "come before the first [table]")
+        else:
+            raise GridError(f"{where}: key {key!r} must be section.key (e.g. \"model.d_model\")")
+        for full, v in items:
+            section, _, name = full.partition(".")
+            if section not in SECTIONS:
+                raise GridError(f"{where}: unknown config section {section!r} in {full!r}: "
+                                "allowed are " + ", ".join(SECTIONS))
+            known = {f.name for f in fields(SECTIONS[section])}
+            if name not in known:
+                raise GridError(f"{where}: unknown config key {full}: allowed are "
+                                + ", ".join(sorted(known)))
+            if full in out:
+                raise GridError(f"{where}: {full} given twice")
+            out[full] = v
+    return out
+
+
+def _check_scalar(value: Any, where: str) -> None:
+    if not isinstance(value, (bool, int, float, str)):
+        raise GridError(f"{where} = {value!r}: must be a number, true/false or a string")
+
+
+def parse_seeds(raw: Any, source: str = "grid") -> tuple[int, ...]:
+    """``[0, 1, 5]``, ``"0-63"``, ``"0,3,7"`` or ``"0-3,8"`` -> distinct seeds, in order given."""
+    where = f"{source}: seeds"
+    if isinstance(raw, bool):
+        raise GridError(f"{where} = {raw!r}: must be a list of integers or a range like \"0-63\"")
+    if isinstance(raw, int):
+        raw = [raw]
+    seeds: list[int] = []
+    if isinstance(raw, list):
+        for s in raw:
+            if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+                raise GridError(f"{where}: {s!r} is not an integer >= 0")
+            seeds.append(s)
+    elif isinstance(raw, str):
+        for part in raw.split(","):
+            m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+            if not m:
+                raise GridError(f"{where} = {raw!r}: use a range like \"0-63\", a list like "
+                                "\"0,3,7\" or an array of integers")
+            lo = int(m.group(1))
+            hi = int(m.group(2)) if m.group(2) is not None else lo
+            if hi < lo:
+                raise GridError(f"{where} = {raw!r}: range {part.strip()} is empty")
+            if hi - lo >= MAX_SEEDS:
+                raise GridError(f"{where} = {raw!r}: at most {MAX_SEEDS:,} seeds")
+            seeds.extend(range(lo, hi + 1))
+    else:
+        raise GridError(f"{where} = {raw!r}: must be a list of integers or a range like \"0-63\"")
+    if not seeds:
+        raise GridError(f"{where}: no seeds (give at least one)")
+    if len(seeds) > MAX_SEEDS:
+        raise GridError(f"{where}: at most {MAX_SEEDS:,} seeds")
+    repeated = [s for s, n in Counter(seeds).items() if n > 1]
+    if repeated:
+        raise GridError(f"{where}: seed {repeated[0]} repeated")
+    return tuple(seeds)

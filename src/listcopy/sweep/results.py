@@ -1,0 +1,220 @@
+"""A sweep's results: the notebook's table, and the same aggregated over seeds.
+
+The runs table has one row per grid entry, as the notebook prints it: ``name`` first, then every
+setting (all of ``model``, ``train.weight_decay``, and whatever else varies in the sweep, the seed
+included), then ``val_acc``; then ``val_seq_acc``, ``steps``, ``steps_to_threshold``, ``status``.
+
+The summary groups entries (by default: same name and settings but the seed; or ``group_by``) and
+counts each distinct run once per group. Over a group's finished runs (done or failed):
+
+    acc_mean, acc_std          mean and sample standard deviation (n - 1) of the validation
+                               accuracy of the runs that are done (a failed run has no accuracy)
+    frac_threshold             runs that reached ``train.early_stop_acc`` / finished runs
+    median_steps_to_threshold  median step at which those runs reached it
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..config import SECTIONS, ConfigError
+from .grid import short_key
+from .store import DB_FILE, Store
+
+# the notebook's columns: every model setting and the weight decay
+ALWAYS = tuple(f"model.{f.name}" for f in fields(SECTIONS["model"])) + ("train.weight_decay",)
+RESULT_COLUMNS = ("val_acc", "val_seq_acc", "steps", "steps_to_threshold", "status")
+SUMMARY_COLUMNS = ("n", "done", "failed", "pending", "acc_mean", "acc_std", "frac_threshold",
+                   "median_steps_to_threshold")
+
+
+@dataclass
+class Table:
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    caption: str = ""
+    notes: tuple[str, ...] = ()
+
+
+def load_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    """Every entry of the sweep with its run's results (see Store.rows)."""
+    path = Path(sweep_dir)
+    with Store(path / DB_FILE if path.is_dir() else path, readonly=True) as store:
+        return store.rows()
+
+
+def setting_keys(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Dotted keys shown as settings: the notebook's, and every other key that varies."""
+    flat = [_flat(r["config"]) for r in rows]
+    keys = list(flat[0]) if flat else list(ALWAYS)
+    return [k for k in keys
+            if k in ALWAYS or len({json.dumps(f[k]) for f in flat}) > 1]
+
+
+def headers(keys: Sequence[str]) -> dict[str, str]:
+    """Dotted key -> column name: the short name (``d_model``) where it is unambiguous."""
+    shorts = [short_key(k) for k in keys]
+    return {k: s if shorts.count(s) == 1 and s not in ("name", *RESULT_COLUMNS) else k
+            for k, s in zip(keys, shorts)}
+
+
+def runs_table(rows: Sequence[dict[str, Any]]) -> Table:
+    keys = setting_keys(rows)
+    names = headers(keys)
+    out = []
+    for r in rows:
+        flat = _flat(r["config"])
+        row = {"name": r["name"]}
+        row.update({names[k]: flat[k] for k in keys})
+        row.update({"val_acc": r["acc"], "val_seq_acc": r["seq_acc"], "steps": r["steps"],
+                    "steps_to_threshold": r["steps_to_threshold"], "status": r["status"]})
+        out.append(row)
+    notes = tuple(f"failed: {r['name']} (seed {r['seed']}, {r['key'][:8]}): {r['error']}"
+                  for r in rows if r["status"] == "failed")
+    thresholds = sorted({r["config"].train.early_stop_acc for r in rows})
+    caption = (f"{len(rows)} entries; steps_to_threshold: first evaluation at val_acc >= "
+               + "/".join(f"{t:g}" for t in thresholds)) if rows else "no entries"
+    return Table(["name", *(names[k] for k in keys), *RESULT_COLUMNS], out, caption, notes)
+
+
+def summary_table(rows: Sequence[dict[str, Any]], group_by: Sequence[str] | None = None) -> Table:
+    """Aggregate over seeds (default) or by ``group_by`` keys (``name``, dotted or short keys)."""
+    keys = setting_keys(rows)
+    names = headers(keys)
+    if group_by:
+        by = [_resolve(k, keys, names, rows) for k in group_by]
+    else:
+        by = ["name"] + [k for k in keys if k != "train.seed"]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    labels: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        flat = _flat(r["config"])
+        label = {("name" if k == "name" else names.get(k, k)):
+                 (r["name"] if k == "name" else flat[k]) for k in by}
+        gid = json.dumps(list(label.values()))
+        labels.setdefault(gid, label)
+        groups.setdefault(gid, [])
+        if all(g["key"] != r["key"] for g in groups[gid]):  # a run counts once per group
+            groups[gid].append(r)
+    out = []
+    for gid, members in groups.items():
+        out.append({**labels[gid], **aggregate(members)})
+    label_cols = [("name" if k == "name" else names.get(k, k)) for k in by]
+    cols = [c for c in SUMMARY_COLUMNS if c != "pending" or any(r["pending"] for r in out)]
+    n_runs = len({r["key"] for r in rows})
+    return Table(label_cols + cols, out,
+                 f"{len(out)} group{'s' if len(out) != 1 else ''} of {n_runs} run"
+                 f"{'s' if n_runs != 1 else ''}"
+                 + (f", by {', '.join(label_cols)}" if group_by else ", over seeds"))
+
+
+def aggregate(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The summary numbers of distinct runs (rows with status, acc, steps_to_threshold)."""
+    finished = [r for r in runs if r["status"] in ("done", "failed")]
+    accs = [r["acc"] for r in finished if r["status"] == "done" and r["acc"] is not None]
+    reached = [r["steps_to_threshold"] for r in finished if r["steps_to_threshold"] is not None]
+    return {
+        "n": len(runs),
+        "done": sum(r["status"] == "done" for r in runs),
+        "failed": sum(r["status"] == "failed" for r in runs),
+        "pending": sum(r["status"] in ("pending", "running") for r in runs),
+        "acc_mean": statistics.fmean(accs) if accs else None,
+        "acc_std": statistics.stdev(accs) if len(accs) > 1 else None,
+        "frac_threshold": len(reached) / len(finished) if finished else None,
+        "median_steps_to_threshold": statistics.median(reached) if reached else None,
+    }
+
+
+def _resolve(key: str, keys: Sequence[str], names: dict[str, str],
+             rows: Sequence[dict[str, Any]]) -> str:
+    if key == "name":
+        return key
+    flat = _flat(rows[0]["config"]) if rows else {}
+    if key in flat:
+        return key
+    matches = [k for k in flat if short_key(k) == key]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise ConfigError(f"--group-by {key!r} is ambiguous: use one of {', '.join(matches)}")
+    raise ConfigError(f"--group-by {key!r}: not a setting; use name or a key such as "
+                      "model.d_model (or d_model)")
+
+
+def _flat(config) -> dict[str, Any]:
+    return {f"{section}.{k}": v for section, values in config.to_dict().items()
+            for k, v in values.items()}
+
+
+# ---- formatting --------------------------------------------------------------------------------
+
+def format_results(rows: Sequence[dict[str, Any]], fmt: str = "markdown",
+                   group_by: Sequence[str] | None = None, table: str | None = None) -> str:
+    """``markdown``: both tables; ``csv``: the runs table, or the summary with ``group_by`` or
+    ``table="summary"``; ``json``: ``{"runs": [...], "summary": [...]}``."""
+    runs = runs_table(rows)
+    summary = summary_table(rows, group_by)
+    if fmt == "json":
+        data = {}
+        if table in (None, "runs"):
+            data["runs"] = [{**row, "key": r["key"], "seed": r["seed"], "run_dir": r["run_dir"],
+                             "error": r["error"], "config": r["config"].to_dict()}
+                            for row, r in zip(runs.rows, rows)]
+        if table in (None, "summary"):
+            data["summary"] = summary.rows
+        return json.dumps(data, indent=1)
+    if fmt == "csv":
+        t = summary if table == "summary" or (table is None and group_by) else runs
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=t.columns, extrasaction="ignore",
+                                lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(t.rows)
+        return buf.getvalue().rstrip("\n")
+    if fmt != "markdown":
+        raise ConfigError(f"--format {fmt!r}: use markdown, csv or json")
+    parts = []
+    for t in ([runs] if table == "runs" else [summary] if table == "summary" else [runs, summary]):
+        parts.append(t.caption + "\n\n" + markdown(t.columns, t.rows)
+                     + ("\n\n" + "\n".join(t.notes) if t.notes else ""))
+    return "\n\n".join(parts)
+
+
+def markdown(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
+    """A pipe table as ``pandas.DataFrame.to_markdown(index=False)`` prints it (numbers right)."""
+    cells = [[_cell(c, row.get(c)) for c in columns] for row in rows]
+    numeric = [all(_is_number(row.get(c)) or row.get(c) is None for row in rows) and
+               any(_is_number(row.get(c)) for row in rows) for c in columns]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+
+    def line(values):
+        return "| " + " | ".join(v.rjust(w) if num else v.ljust(w)
+                                 for v, w, num in zip(values, widths, numeric)) + " |"
+
+    rule = "|" + "|".join((("-" * (w + 1)) + ":") if num else (":" + "-" * (w + 1))
+                          for w, num in zip(widths, numeric)) + "|"
+    return "\n".join([line(columns), rule] + [line(r) for r in cells])
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _cell(column: str, v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, float):
+        if column in ("val_acc", "val_seq_acc", "acc_mean", "acc_std"):
+            return f"{v:.5f}"
+        if column == "frac_threshold":
+            return f"{v:.3f}"
+        return f"{v:g}"
+    return str(v)

@@ -1,0 +1,361 @@
+"""A sweep, from grid file to database: expand, record, group, train in parallel, record results.
+
+    sweeps/NAME/
+        sweep.db        the results (store.py): one row per run, one per grid entry
+        grid.toml       a copy of the last grid file run here
+        runs/NAME-seedS-KEY/   one run directory per distinct configuration
+        sweep.lock      held by the running sweep: a second one on this directory is refused
+        workers.lock    held (shared) by its worker processes
+
+Re-running the same command skips finished runs (done, or failed: ``retry_failed`` retries those)
+and resumes unfinished ones from their last checkpoint. After a kill (even -9) a re-run first waits
+for the killed sweep's workers to be gone (they die with their driver), puts its ``running`` runs
+back to ``pending``, and picks up results that reached a run directory but not the database. Two
+sweeps on one directory: the second refuses with a one-line error (``SweepBusy``), whatever their
+grids; a grid may be extended (more seeds, specs) by running it again on the same directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..checkpoint import atomic_write, safe_name
+from .grid import Grid, Run, group_runs, load_grid, shape_key, shape_label
+from .store import DB_FILE, Store, result_of
+from .worker import GroupTask
+
+LOCK_FILE = "sweep.lock"
+WORKER_LOCK_FILE = "workers.lock"
+GRID_COPY = "grid.toml"
+RUNS_DIR = "runs"
+WORKER_WAIT_S = 60.0
+
+
+class SweepError(RuntimeError):
+    """A sweep that cannot go on (busy directory, dead worker, missing backend). One line."""
+
+
+class SweepBusy(SweepError):
+    pass
+
+
+@dataclass
+class SweepSummary:
+    out: Path
+    n_entries: int
+    n_runs: int
+    counts: dict[str, int]  # this grid's runs by status, at the end
+    skipped: int  # already finished before this sweep started
+    trained: int  # finished by this sweep
+    wall_time_s: float = 0.0
+
+
+@dataclass
+class Plan:
+    """What a sweep would do: runs, their status in the directory's database, and the groups."""
+
+    grid: Grid
+    out: Path
+    runs: list[Run]
+    status: dict[str, str]  # key -> status ("pending" for runs not in the database yet)
+    groups: list[list[Run]]
+    workers: int
+    threads: int
+    retry_failed: bool = False
+    n_entries: int = 0
+
+    @property
+    def todo(self) -> list[Run]:
+        return [r for r in self.runs if self.status[r.key] in _todo_states(self.retry_failed)]
+
+
+def run_dir_name(run: Run) -> Path:
+    """``runs/NAME-seedS-KEY``, relative to the sweep directory (NAME: the run's first name)."""
+    return Path(RUNS_DIR) / safe_name(f"{run.names[0]}-seed{run.seed}-{run.key[:8]}")
+
+
+def default_out(grid_path: str | Path) -> Path:
+    return Path("sweeps") / Path(grid_path).stem
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _todo_states(retry_failed: bool) -> tuple[str, ...]:
+    return ("pending", "running", "failed") if retry_failed else ("pending", "running")
+
+
+def plan(grid: Grid | str | Path, out: str | Path, *, workers: int | None = None,
+         threads: int | None = None, retry_failed: bool = False,
+         max_members: int | None = None) -> Plan:
+    """Expand and group without training or writing anything."""
+    grid = grid if isinstance(grid, Grid) else load_grid(grid)
+    out = Path(out)
+    points = grid.points()
+    from .grid import unique_runs
+
+    runs = unique_runs(points)
+    status = {r.key: "pending" for r in runs}
+    if (out / DB_FILE).is_file():
+        with Store(out / DB_FILE, readonly=True) as store:
+            status.update(store.statuses(status))
+    n_workers = cpu_count() if workers is None else workers
+    todo = [r for r in runs if status[r.key] in _todo_states(retry_failed)]
+    groups = group_runs(todo, max(1, n_workers), max_members)
+    if threads is None:
+        threads = max(1, cpu_count() // max(1, min(n_workers, len(groups) or 1)))
+    return Plan(grid, out, runs, status, groups, n_workers, threads, retry_failed, len(points))
+
+
+def format_plan(p: Plan) -> str:
+    dup = list(dict.fromkeys(" = ".join(r.names) for r in p.runs if len(r.names) > 1))
+    done = sum(s == "done" for s in p.status.values())
+    failed = sum(s == "failed" for s in p.status.values())
+    lines = [f"{p.grid.source}: {p.n_entries} entries, {len(p.runs)} distinct runs"
+             + (f" ({'; '.join(dup[:3])}" + (" ..." if len(dup) > 3 else "") + " trained once)"
+                if dup else "")
+             + f"; in {p.out}: {done} done, {failed} failed, {len(p.todo)} to train"]
+    n = min(p.workers, len(p.groups))
+    where = ("in-process" if p.workers == 0 else f"{n} worker{'s' if n != 1 else ''} x "
+             f"{p.threads} thread{'s' if p.threads != 1 else ''}")
+    shapes = len({shape_key(g[0].config) for g in p.groups})
+    lines.append(f"{len(p.groups)} group{'s' if len(p.groups) != 1 else ''} of one shape "
+                 f"({shapes} shape{'s' if shapes != 1 else ''}), {where}:")
+    for i, group in enumerate(p.groups):
+        c = group[0].config
+        steps = sorted({r.config.train.max_steps for r in group})
+        lines.append(f"  group {i + 1}: {shape_label(c)}, {len(group)} run"
+                     f"{'s' if len(group) > 1 else ''}, max_steps {'/'.join(map(str, steps))}")
+        for run in group[:8]:
+            lines.append(f"    {run.key[:8]}  seed {run.seed:<4} {', '.join(run.names)}"
+                         + ("" if p.status[run.key] == "pending" else f"  [{p.status[run.key]}]"))
+        if len(group) > 8:
+            lines.append(f"    ... {len(group) - 8} more")
+    return "\n".join(lines)
+
+
+def run_sweep(grid: Grid | str | Path, out: str | Path, *, workers: int | None = None,
+              threads: int | None = None, backend: str = "local", address: str | None = None,
+              retry_failed: bool = False, progress: bool = True,
+              max_members: int | None = None) -> SweepSummary:
+    """Train every run of ``grid`` not yet finished in ``out``; results go to ``out/sweep.db``.
+
+    ``workers``: processes (local; 0 = in this process) or groups in flight (ray); default the
+    number of cores (local) or the cluster's CPUs (ray). ``threads``: torch threads per worker,
+    default cores / workers. ``backend``: "local" or "ray" (``address`` None starts a local Ray).
+    """
+    t0 = time.perf_counter()
+    grid_path = None if isinstance(grid, Grid) else Path(grid)
+    grid = grid if isinstance(grid, Grid) else load_grid(grid)
+    if backend not in ("local", "ray"):
+        raise SweepError(f"unknown backend {backend!r}: use local or ray")
+    if backend == "ray":
+        from .ray_backend import RayMissing, import_ray
+
+        try:
+            import_ray()
+        except RayMissing as err:
+            raise SweepError(str(err)) from None
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with _exclusive(out):
+        _wait_for_old_workers(out / WORKER_LOCK_FILE)
+        if grid_path is not None:
+            text = grid_path.read_bytes()
+            atomic_write(out / GRID_COPY, lambda tmp: tmp.write_bytes(text))
+        with Store(out / DB_FILE) as store:
+            runs = grid.runs()
+            store.add(runs, run_dir_name)
+            store.recover()
+            p = plan(grid, out, workers=workers, threads=threads, retry_failed=retry_failed,
+                     max_members=max_members)
+            before = store.statuses([r.key for r in runs])
+            run_dirs = {k: out / d for k, d in store.run_dirs(before).items()}
+            if retry_failed:
+                _clear_failed([r for r in p.todo if before[r.key] == "failed"], run_dirs)
+            tasks = [GroupTask(tuple(r.key for r in g), tuple(r.config.to_dict() for r in g),
+                               tuple(str(run_dirs[r.key].resolve()) for r in g), p.threads)
+                     for g in p.groups]
+            todo = {r.key for r in p.todo}
+            skipped = len(runs) - len(todo)
+            driver = Driver(store, run_dirs, total=len(runs), progress=progress,
+                            finished=[s for k, s in before.items() if k not in todo])
+            try:
+                _backend(backend, p, address, out, workers).run(tasks, driver)
+            finally:
+                driver.close()
+            counts = _count(store.statuses([r.key for r in runs]))
+    return SweepSummary(out, p.n_entries, len(runs), counts, skipped, driver.n_finished,
+                        time.perf_counter() - t0)
+
+
+def _backend(name: str, p: Plan, address: str | None, out: Path, workers: int | None):
+    if name == "ray":
+        from .ray_backend import RayBackend
+
+        if workers is None and address is None:  # a local cluster: this machine's cores
+            workers = p.workers
+        return RayBackend(address, workers or None, p.threads)
+    from .local import LocalBackend
+
+    return LocalBackend(min(p.workers, len(p.groups)) if p.workers else 0, p.threads,
+                        out / WORKER_LOCK_FILE)
+
+
+def _count(statuses: dict[str, str]) -> dict[str, int]:
+    counts = {s: 0 for s in ("done", "failed", "pending", "running")}
+    for s in statuses.values():
+        counts[s] += 1
+    return counts
+
+
+def _clear_failed(runs: Sequence[Run], run_dirs: dict[str, Path]) -> None:
+    """A retried run that failed by a non-finite loss starts over; one that crashed resumes."""
+    for run in runs:
+        d = run_dirs[run.key]
+        try:
+            record = json.loads((d / "run.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if record.get("status") == "failed":
+            shutil.rmtree(d, ignore_errors=True)
+
+
+# ---- the driver: database, run-directory watch, progress bar ---------------------------------
+
+class Driver:
+    """Receives a backend's events, records them in the store and shows progress."""
+
+    def __init__(self, store: Store, run_dirs: dict[str, Path], total: int, progress: bool,
+                 finished: Sequence[str] = ()):
+        """``finished``: the statuses of the runs finished before, that are not trained again."""
+        self.store, self.run_dirs = store, run_dirs
+        self.running: set[str] = set()
+        self.mtimes: dict[str, int] = {}
+        self.n_finished = 0
+        self.done = sum(s == "done" for s in finished)
+        self.failed = sum(s == "failed" for s in finished)
+        self.bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=len(finished), unit="run", desc="sweep",
+                            dynamic_ncols=True, smoothing=0.05)
+            self._postfix()
+
+    def on_start(self, task: GroupTask) -> None:
+        self.store.start(task.keys)
+        self.running.update(task.keys)
+        self._postfix()
+
+    def on_results(self, task: GroupTask, results: Sequence[dict[str, Any]]) -> None:
+        for key, result in zip(task.keys, results):
+            self._finish(key, result)
+
+    def tick(self, tasks: Sequence[GroupTask]) -> None:
+        """Record runs that finished inside a group still training (their run.json says so)."""
+        for task in tasks:
+            for key in task.keys:
+                if key not in self.running:
+                    continue
+                path = self.run_dirs[key] / "run.json"
+                try:
+                    mtime = path.stat().st_mtime_ns
+                except OSError:
+                    continue
+                if self.mtimes.get(key) == mtime:
+                    continue
+                self.mtimes[key] = mtime
+                try:
+                    record = json.loads(path.read_text())
+                except (OSError, ValueError):
+                    continue
+                if record.get("status") in ("done", "failed"):
+                    self._finish(key, result_of(record))
+
+    def _finish(self, key: str, result: dict[str, Any]) -> None:
+        if key not in self.running:
+            return
+        self.running.discard(key)
+        if self.store.finish(key, result):
+            self.n_finished += 1
+            if result["status"] == "done":
+                self.done += 1
+            else:
+                self.failed += 1
+            if self.bar is not None:
+                self._postfix(refresh=False)
+                self.bar.update(1)
+                return
+        self._postfix()
+
+    def _postfix(self, refresh: bool = True) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(done=self.done, failed=self.failed, running=len(self.running),
+                                 refresh=refresh)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ---- locks -------------------------------------------------------------------------------------
+
+class _exclusive:
+    """``sweep.lock``: one sweep per directory. flock is released by the kernel when we die."""
+
+    def __init__(self, out: Path):
+        self.path = out / LOCK_FILE
+        self.fh = None
+
+    def __enter__(self) -> "_exclusive":
+        import fcntl
+
+        self.fh = open(self.path, "a+")
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.fh.seek(0)
+            holder = self.fh.read().strip() or "?"
+            self.fh.close()
+            raise SweepBusy(f"{self.path.parent}: another sweep (pid {holder}) is running in this "
+                            "directory; wait for it to finish or use another --out") from None
+        self.fh.seek(0)
+        self.fh.truncate()
+        self.fh.write(f"{os.getpid()}\n")
+        self.fh.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        assert self.fh is not None
+        self.fh.seek(0)
+        self.fh.truncate()
+        self.fh.close()  # releases the lock
+
+
+def _wait_for_old_workers(path: Path, timeout: float = WORKER_WAIT_S) -> None:
+    """Block until no worker of an earlier (killed) sweep holds ``workers.lock``."""
+    import fcntl
+
+    with open(path, "a") as fh:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fh, fcntl.LOCK_UN)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise SweepBusy(f"{path.parent}: worker processes of an earlier sweep are "
+                                    f"still running after {timeout:.0f} s") from None
+                time.sleep(0.1)

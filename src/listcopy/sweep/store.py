@@ -1,0 +1,217 @@
+"""The sweep's database: SQLite in WAL mode, ``sweep.db`` in the sweep directory.
+
+Two tables::
+
+    runs     one row per distinct configuration (key = config_hash): the config as JSON, seed,
+             status (pending | running | done | failed), stop reason, steps, loss, acc, seq_acc,
+             steps to threshold, wall time, the run directory (relative to the sweep directory),
+             the error of a failed run, and how many times it was started
+    entries  one row per (name, run): the grid entries that report a run, with the settings that
+             made them and their position in the table
+
+Only the sweep's driver process writes, one short transaction per change, so a kill at any moment
+leaves the database as it was before or after that change: a finished run is never lost and, since
+both tables are keyed, a re-run never duplicates one. Readers (``listcopy results``) may read while
+a sweep writes (WAL).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from ..config import Config
+from .grid import Run
+
+DB_FILE = "sweep.db"
+SCHEMA_VERSION = 1
+STATUSES = ("pending", "running", "done", "failed")
+RESULT_FIELDS = ("status", "stop_reason", "steps", "loss", "acc", "seq_acc", "steps_to_threshold",
+                 "wall_time_s", "error")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    key                TEXT PRIMARY KEY,
+    config             TEXT NOT NULL,
+    seed               INTEGER NOT NULL,
+    status             TEXT NOT NULL DEFAULT 'pending'
+                       CHECK (status IN ('pending', 'running', 'done', 'failed')),
+    stop_reason        TEXT,
+    steps              INTEGER,
+    loss               REAL,
+    acc                REAL,
+    seq_acc            REAL,
+    steps_to_threshold INTEGER,
+    wall_time_s        REAL,
+    run_dir            TEXT NOT NULL,
+    error              TEXT,
+    attempts           INTEGER NOT NULL DEFAULT 0,
+    updated_at         REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS entries (
+    name     TEXT NOT NULL,
+    key      TEXT NOT NULL REFERENCES runs(key),
+    settings TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    PRIMARY KEY (name, key)
+);
+"""
+
+
+class StoreError(ValueError):
+    """A sweep database that cannot be read. The message is one line."""
+
+
+class Store:
+    """One connection to a sweep's database."""
+
+    def __init__(self, path: str | Path, readonly: bool = False):
+        self.path = Path(path)
+        try:
+            if readonly:
+                if not self.path.is_file():
+                    raise StoreError(f"{self.path}: no sweep database here")
+                self.conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                                            timeout=30)
+            else:
+                self.conn = sqlite3.connect(self.path, timeout=30)
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute("PRAGMA synchronous=FULL")
+                with self.conn:
+                    self.conn.executescript(SCHEMA)
+                    self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                                      (str(SCHEMA_VERSION),))
+            self.conn.row_factory = sqlite3.Row
+            version = self.conn.execute(
+                "SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.DatabaseError as err:
+            raise StoreError(f"{self.path}: not a readable sweep database ({err})") from None
+        if version is None or int(version[0]) != SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: sweep database schema {version and version[0]}, "
+                             f"this listcopy reads {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- writing (the driver only) ------------------------------------------------------------
+    def add(self, runs: Sequence[Run], run_dir_of) -> int:
+        """Insert runs not yet known (as pending) and their entries; returns how many runs are new.
+
+        ``run_dir_of(run)`` gives a new run's directory, relative to the sweep directory.
+        """
+        now = time.time()
+        with self.conn:
+            before = self.conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+            position = self.conn.execute(
+                "SELECT COALESCE(MAX(position) + 1, 0) FROM entries").fetchone()[0]
+            for run in runs:
+                self.conn.execute(
+                    "INSERT OR IGNORE INTO runs (key, config, seed, run_dir, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (run.key, json.dumps(run.config.to_dict(), sort_keys=True), run.seed,
+                     str(run_dir_of(run)), now))
+            for point in sorted((p for run in runs for p in run.points), key=lambda p: p.index):
+                cur = self.conn.execute(
+                    "INSERT OR IGNORE INTO entries (name, key, settings, position)"
+                    " VALUES (?, ?, ?, ?)",
+                    (point.name, point.key, json.dumps(dict(point.settings)), position))
+                position += cur.rowcount
+            after = self.conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+        return after - before
+
+    def recover(self) -> int:
+        """Runs left ``running`` by a sweep that was killed go back to ``pending``; how many."""
+        with self.conn:
+            cur = self.conn.execute("UPDATE runs SET status = 'pending', updated_at = ?"
+                                    " WHERE status = 'running'", (time.time(),))
+        return cur.rowcount
+
+    def start(self, keys: Iterable[str]) -> None:
+        keys = list(keys)
+        with self.conn:
+            self.conn.executemany(
+                "UPDATE runs SET status = 'running', attempts = attempts + 1, updated_at = ?,"
+                " error = NULL WHERE key = ? AND status IN ('pending', 'failed')",
+                [(time.time(), k) for k in keys])
+
+    def finish(self, key: str, result: dict[str, Any]) -> bool:
+        """Record a finished run (status done or failed); False if it was already recorded."""
+        if result.get("status") not in ("done", "failed"):
+            raise ValueError(f"a finished run is done or failed, not {result.get('status')!r}")
+        values = [result.get(f) for f in RESULT_FIELDS]
+        with self.conn:
+            cur = self.conn.execute(
+                "UPDATE runs SET " + ", ".join(f"{f} = ?" for f in RESULT_FIELDS)
+                + ", updated_at = ? WHERE key = ? AND status = 'running'",
+                (*values, time.time(), key))
+        return cur.rowcount == 1
+
+    # ---- reading ---------------------------------------------------------------------------------
+    def statuses(self, keys: Iterable[str] | None = None) -> dict[str, str]:
+        rows = self.conn.execute("SELECT key, status FROM runs").fetchall()
+        if keys is None:
+            return {r["key"]: r["status"] for r in rows}
+        wanted = set(keys)
+        return {r["key"]: r["status"] for r in rows if r["key"] in wanted}
+
+    def run_dirs(self, keys: Iterable[str]) -> dict[str, str]:
+        wanted = set(keys)
+        return {r["key"]: r["run_dir"] for r in self.conn.execute("SELECT key, run_dir FROM runs")
+                if r["key"] in wanted}
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every entry with its run's results, in table order; ``config`` parsed to a Config."""
+        cur = self.conn.execute(
+            "SELECT e.name, e.settings, e.position, r.* FROM entries e JOIN runs r USING (key)"
+            " ORDER BY e.position")
+        out = []
+        for row in cur:
+            d = dict(row)
+            d["config"] = Config.from_dict(json.loads(d["config"]))
+            d["settings"] = json.loads(d["settings"])
+            out.append(d)
+        return out
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATUSES, 0)
+        for status, n in self.conn.execute("SELECT status, COUNT(*) FROM runs GROUP BY status"):
+            counts[status] = n
+        return counts
+
+
+def result_of(record: dict[str, Any]) -> dict[str, Any]:
+    """A run record (``Run.record()``, run.json) -> the database's result fields."""
+    metrics = record.get("metrics") or {}
+    status = record.get("status")
+    error = record.get("error")
+    if status not in ("done", "failed"):
+        status, error = "failed", error or f"training ended with status {status!r}"
+    return {"status": status, "stop_reason": record.get("stop_reason"),
+            "steps": record.get("step"), "loss": _finite(metrics.get("loss")),
+            "acc": metrics.get("acc"), "seq_acc": metrics.get("seq_acc"),
+            "steps_to_threshold": record.get("steps_to_threshold"),
+            "wall_time_s": record.get("wall_time_s"), "error": error}
+
+
+def failure(error: BaseException | str) -> dict[str, Any]:
+    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    text = " ".join(str(text).split())[:500] or "error"
+    return {"status": "failed", "stop_reason": None, "steps": None, "loss": None, "acc": None,
+            "seq_acc": None, "steps_to_threshold": None, "wall_time_s": None, "error": text}
+
+
+def _finite(x: Any) -> Any:
+    """NaN / inf losses are stored as NULL (SQLite and JSON have no NaN)."""
+    if isinstance(x, float) and (x != x or x in (float("inf"), float("-inf"))):
+        return None
+    return x

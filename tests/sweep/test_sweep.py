@@ -1,0 +1,242 @@
+"""Sweeps end to end on tiny configs: training, skipping finished runs, failures recorded while the
+sweep goes on, the lock, a real ``sweep`` process killed with SIGKILL and re-run, and Ray."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+
+import pytest
+
+from listcopy.sweep import cli as sweep_cli
+from listcopy.sweep.results import load_rows
+from listcopy.sweep.runner import SweepBusy, _exclusive, run_sweep
+from listcopy.sweep.store import DB_FILE
+
+from .conftest import TINY_BASE, assert_one_line_error, cli_command, run_sweep_cli
+
+GRID = """
+seeds = "0-1"
+[[specs]]
+name = "d8"
+[[specs]]
+name = "d8_again"          # identical to d8: trained once
+[[specs]]
+name = "nan"
+"train.lr" = 1e4           # a non-finite loss within 50 steps
+[[specs]]
+name = "two_layers"
+"model.n_layers" = 2
+"""
+BASE = TINY_BASE.replace('device = "cpu"', 'device = "cpu"\nmax_steps = 150')
+
+
+def results_by_key(out):
+    return {r["key"]: (r["status"], r["steps"], r["acc"], r["steps_to_threshold"])
+            for r in load_rows(out)}
+
+
+def test_sweep_trains_records_and_skips_on_rerun(tmp_path, grid_file):
+    grid = grid_file(GRID, base=BASE)
+    out = tmp_path / "s"
+    summary = run_sweep(grid, out, workers=0, progress=False)
+    assert (summary.n_entries, summary.n_runs, summary.trained, summary.skipped) == (8, 6, 6, 0)
+    assert summary.counts == {"done": 4, "failed": 2, "pending": 0, "running": 0}
+    rows = load_rows(out)
+    assert len(rows) == 8
+    by_name = {}
+    for r in rows:
+        by_name.setdefault(r["name"], []).append(r)
+    assert [r["key"] for r in by_name["d8"]] == [r["key"] for r in by_name["d8_again"]]
+    for r in by_name["nan"]:  # recorded as failed, with the reason; the rest went on
+        assert r["status"] == "failed" and r["stop_reason"] == "non_finite"
+        assert "non-finite loss" in r["error"]
+    for r in by_name["d8"] + by_name["two_layers"]:
+        assert r["status"] == "done" and r["steps"] == 150 and r["error"] is None
+        run_dir = out / r["run_dir"]
+        for f in ("model.safetensors", "run.json", "train_state.safetensors"):
+            assert (run_dir / f).is_file()
+        assert json.loads((run_dir / "run.json").read_text())["metrics"]["acc"] == r["acc"]
+    assert (out / "grid.toml").read_text() == grid.read_text()
+
+    before = {r["key"]: r["updated_at"] for r in rows}
+    again = run_sweep(grid, out, workers=0, progress=False)
+    assert (again.trained, again.skipped) == (0, 6)
+    assert {r["key"]: r["updated_at"] for r in load_rows(out)} == before
+
+    retried = run_sweep(grid, out, workers=0, progress=False, retry_failed=True)
+    assert (retried.trained, retried.skipped) == (2, 4)
+    assert {r["attempts"] for r in load_rows(out) if r["name"] == "nan"} == {2}
+
+    # more seeds on the same directory: only the new runs are trained
+    grid.write_text(grid.read_text().replace('seeds = "0-1"', 'seeds = "0-2"'))
+    more = run_sweep(grid, out, workers=0, progress=False)
+    assert (more.n_runs, more.trained) == (9, 3)
+    assert len(load_rows(out)) == 12
+
+
+def test_an_exception_fails_its_group_and_the_sweep_goes_on(tmp_path, grid_file, monkeypatch):
+    import listcopy.train as training
+
+    real = training.train_ensemble
+
+    def flaky(configs, *args, **kwargs):
+        if configs[0].model.n_layers == 2:
+            raise RuntimeError("boom\nsecond line")
+        return real(configs, *args, **kwargs)
+
+    monkeypatch.setattr(training, "train_ensemble", flaky)
+    grid = grid_file('seeds = "0-1"\n[axes]\n"model.n_layers" = [1, 2]\n',
+                     base="[task]\nn_digits = 10\n[train]\nmax_steps = 50\nbatch_size = 16\n"
+                          "eval_every = 25\ndevice = \"cpu\"\n")
+    summary = run_sweep(grid, tmp_path / "s", workers=0, progress=False)
+    assert summary.counts["done"] == 2 and summary.counts["failed"] == 2
+    failed = [r for r in load_rows(tmp_path / "s") if r["status"] == "failed"]
+    assert {r["config"].model.n_layers for r in failed} == {2}
+    assert all(r["error"] == "RuntimeError: boom second line" for r in failed)
+
+
+def test_dry_run_lists_groups_and_writes_nothing(tmp_path, grid_file, capsys):
+    out = tmp_path / "s"
+    assert sweep_cli.main(["sweep", str(grid_file(GRID)), "--out", str(out), "--dry-run",
+                           "--workers", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "8 entries, 6 distinct runs (d8 = d8_again trained once)" in text
+    assert "3 groups of one shape (2 shapes), 2 workers x 1 thread" in text
+    assert text.count("3layer_10dig_8d, 2 runs") == 2 and "2layer_10dig_8d, 2 runs" in text
+    assert not out.exists()
+
+
+def test_a_second_sweep_on_a_directory_is_refused(tmp_path, grid_file, capsys):
+    out = tmp_path / "s"
+    out.mkdir()
+    grid = grid_file(GRID)
+    with _exclusive(out):
+        with pytest.raises(SweepBusy, match="another sweep"):
+            run_sweep(grid, out, workers=0, progress=False)
+        assert sweep_cli.main(["sweep", str(grid), "--out", str(out), "--quiet"]) == 1
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and f"pid {os.getpid()}" in err
+    assert not (out / DB_FILE).exists()
+
+
+KILL_GRID = """
+seeds = "0-1"
+[axes]
+"model.n_layers" = [1, 2]
+"train.max_steps" = [200, 1500]    # short members finish while their group trains on
+"""
+KILL_BASE = """
+[task]
+n_digits = 10
+[train]
+batch_size = 16
+eval_every = 50
+checkpoint_every = 100
+early_stop_acc = 1.0
+device = "cpu"
+"""
+
+
+def _statuses(out):
+    try:
+        conn = sqlite3.connect(f"file:{out / DB_FILE}?mode=ro", uri=True, timeout=5)
+        try:
+            return dict(conn.execute("SELECT key, status FROM runs").fetchall())
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return {}
+
+
+def _start(grid, out):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([*cli_command(), "sweep", str(grid), "--out", str(out), "--workers",
+                             "2", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+
+
+def test_kill_9_and_rerun_loses_and_duplicates_nothing(tmp_path, grid_file):
+    grid = grid_file(KILL_GRID, base=KILL_BASE)
+    out = tmp_path / "s"
+
+    # 1. kill the driver once some runs are done and others are training
+    proc = _start(grid, out)
+    deadline = time.monotonic() + 180
+    seen = {}
+    while time.monotonic() < deadline and proc.poll() is None:
+        seen = _statuses(out)
+        if "done" in seen.values() and "running" in seen.values():
+            break
+        time.sleep(0.05)
+    assert "done" in seen.values() and "running" in seen.values(), (seen, proc.poll())
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    finished = {r["key"]: r for r in load_rows(out) if r["status"] == "done"}
+    assert finished
+
+    # its workers die with it: the worker lock comes free
+    with open(out / "workers.lock", "a") as fh:
+        for _ in range(100):
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("worker processes outlived their killed sweep")
+        fcntl.flock(fh, fcntl.LOCK_UN)
+
+    # 2. kill the re-run early, while it starts up
+    proc = _start(grid, out)
+    time.sleep(1.0)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+
+    # 3. the re-run completes
+    result = run_sweep_cli("sweep", str(grid), "--out", str(out), "--workers", "2", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "8 runs (8 entries): 8 done, 0 failed" in result.stdout
+    rows = load_rows(out)
+    assert len(rows) == 8 and len({r["key"] for r in rows}) == 8
+    assert all(r["status"] == "done" for r in rows)
+    for r in rows:  # results recorded before the kill are kept as they were
+        if r["key"] in finished:
+            assert r["updated_at"] == finished[r["key"]]["updated_at"]
+            assert r["acc"] == finished[r["key"]]["acc"]
+
+    # and they are the results of an uninterrupted sweep
+    reference = tmp_path / "ref"
+    run_sweep(grid, reference, workers=0, progress=False)
+    assert results_by_key(out) == results_by_key(reference)
+
+
+def test_busy_directory_via_cli_is_one_line(tmp_path, grid_file):
+    out = tmp_path / "s"
+    out.mkdir()
+    with _exclusive(out):
+        result = run_sweep_cli("sweep", str(grid_file(GRID)), "--out", str(out), "--quiet")
+    assert_one_line_error(result, 1, "another sweep")
+
+
+def test_ray_backend_on_a_local_cluster(tmp_path, grid_file):
+    pytest.importorskip("ray")
+    grid = grid_file('seeds = "0-1"\n[axes]\n"model.n_layers" = [1, 2]\n',
+                     base="[task]\nn_digits = 10\n[train]\nmax_steps = 100\nbatch_size = 16\n"
+                          "eval_every = 50\ncheckpoint_every = 50\ndevice = \"cpu\"\n")
+    out = tmp_path / "ray"
+    summary = run_sweep(grid, out, backend="ray", workers=2, threads=1, progress=False)
+    assert summary.counts["done"] == 4
+    from listcopy import load
+
+    for r in load_rows(out):  # checkpoints came back to the driver's directory
+        model, config = load(out / r["run_dir"])
+        assert config.model.n_layers == r["config"].model.n_layers
+    reference = tmp_path / "local"
+    run_sweep(grid, reference, workers=0, progress=False)
+    assert results_by_key(out) == results_by_key(reference)
