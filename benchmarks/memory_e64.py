@@ -23,7 +23,7 @@ import json, resource, sys, time
 import torch
 torch.set_num_threads({threads})
 from listcopy.config import Config
-from listcopy.train import train_ensemble
+from listcopy.training import train_ensemble
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 configs = [Config().override([f"train.seed={{s}}", "train.max_steps={steps}",
                               "train.early_stop_acc=1.0", "train.device=cpu"])

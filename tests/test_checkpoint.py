@@ -11,7 +11,7 @@ from listcopy.checkpoint import (MODEL_FILE, RUN_FILE, CheckpointError, atomic_w
 from listcopy.config import Config
 from listcopy.metrics import evaluate
 from listcopy.task import dataset
-from listcopy.train import train
+from listcopy.training import train
 
 
 @pytest.fixture(scope="module")

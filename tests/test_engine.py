@@ -19,7 +19,7 @@ from listcopy.config import Config
 from listcopy.engine import Ensemble
 from listcopy.model import ListCopyTransformer, build_model
 from listcopy.task import dataset
-from listcopy.train import train, train_ensemble
+from listcopy.training import train, train_ensemble
 
 @pytest.fixture(autouse=True)
 def _one_thread():

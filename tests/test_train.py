@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from listcopy.checkpoint import MODEL_FILE, load_tensors, read_run_json
 from listcopy.config import Config
 from listcopy.task import seed_generator
-from listcopy.train import BatchOrder, train
+from listcopy.training import BatchOrder, train
 
 from tests.conftest import run_cli
 

@@ -15,9 +15,9 @@ from .config import Config, ConfigError, ModelConfig, TaskConfig, TrainConfig, l
 __version__ = "0.1.0"
 
 _LAZY = {
-    "train": ("train", "train"),
-    "train_ensemble": ("train", "train_ensemble"),
-    "Run": ("train", "Run"),
+    "train": ("training", "train"),
+    "train_ensemble": ("training", "train_ensemble"),
+    "Run": ("training", "Run"),
     "load": ("checkpoint", "load"),
     "CheckpointError": ("checkpoint", "CheckpointError"),
     "dataset": ("task", "dataset"),

@@ -29,7 +29,7 @@ from .config import Config
 from .engine import Ensemble
 from .model import build_model
 from .task import dataset
-from .train import train_ensemble
+from .training import train_ensemble
 
 ENSEMBLE_SIZES = (1, 8, 64)
 

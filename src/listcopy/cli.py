@@ -53,7 +53,7 @@ def cmd_train(args) -> int:
     config = _config(args)
     import torch  # noqa: F401  (after the config is known to be good)
 
-    from .train import summarize, train, train_ensemble
+    from .training import summarize, train, train_ensemble
 
     if args.threads:
         torch.set_num_threads(args.threads)

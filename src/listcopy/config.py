@@ -173,6 +173,10 @@ class TrainConfig:
         _check(dev in DEVICES, "train.device", self.device, "one of " + ", ".join(DEVICES))
 
 
+# Train settings every member of one ensemble (one vectorised training group) must share;
+# seed, lr, weight_decay, early_stop_acc and max_steps may differ per member.
+SHARED_TRAIN_KEYS = ("batch_size", "eval_every", "checkpoint_every", "device", "reshuffle")
+
 SECTIONS: dict[str, type] = {"task": TaskConfig, "model": ModelConfig, "train": TrainConfig}
 
 

@@ -157,7 +157,8 @@ def format_frontier(points: Sequence[FrontierPoint], d_max: int) -> str:
 
 def train_in_process(configs: Sequence[Config]) -> list[dict[str, Any]]:
     """An ``Evaluate`` without a database: configs of one shape train together, in this process."""
-    from .train import SHARED_TRAIN_KEYS, train_ensemble
+    from .config import SHARED_TRAIN_KEYS
+    from .training import train_ensemble
 
     def shape(c: Config):
         return (c.task, c.model, tuple(getattr(c.train, k) for k in SHARED_TRAIN_KEYS))

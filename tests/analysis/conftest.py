@@ -23,7 +23,7 @@ TRAINED = ["task.n_digits=20", "model.d_model=16", "train.batch_size=64", "train
 @pytest.fixture(scope="session")
 def trained():
     """(model, config, data): a listcopy-trained 3-layer model at >= 99.9% validation accuracy."""
-    from listcopy.train import train
+    from listcopy.training import train
 
     config = Config().override(TRAINED)
     run = train(config, progress=False)

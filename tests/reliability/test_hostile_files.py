@@ -11,7 +11,7 @@ import torch
 
 from listcopy.checkpoint import MODEL_FILE, RUN_FILE, STATE_FILE, CheckpointError, load
 from listcopy.config import Config
-from listcopy.train import train
+from listcopy.training import train
 from tests.conftest import FIXTURES
 
 SEED_PT = FIXTURES / "seed_default_1000.pt"

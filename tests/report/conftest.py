@@ -48,7 +48,7 @@ def default_analysis(default_model):
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """A listcopy run directory (run.json with a history) of a tiny model."""
-    from listcopy.train import train
+    from listcopy.training import train
 
     out = tmp_path_factory.mktemp("tiny") / "run"
     train(Config().override(TINY), out, progress=False)

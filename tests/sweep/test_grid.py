@@ -16,7 +16,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def test_shared_keys_match_the_trainer():
-    from listcopy.train import SHARED_TRAIN_KEYS as trainer_keys
+    from listcopy.training import SHARED_TRAIN_KEYS as trainer_keys
 
     assert SHARED_TRAIN_KEYS == tuple(trainer_keys)
 

@@ -81,7 +81,7 @@ def test_sweep_trains_records_and_skips_on_rerun(tmp_path, grid_file):
 
 
 def test_an_exception_fails_its_group_and_the_sweep_goes_on(tmp_path, grid_file, monkeypatch):
-    import listcopy.train as training
+    import listcopy.training as training
 
     real = training.train_ensemble
 

@@ -37,11 +37,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..config import SECTIONS, Config, ConfigError, load_toml
+from ..config import SECTIONS, SHARED_TRAIN_KEYS, Config, ConfigError, load_toml
 
-# train settings that members of one ensemble must share (listcopy.train.SHARED_TRAIN_KEYS;
-# repeated here so that expanding a grid does not import torch; a test holds them equal)
-SHARED_TRAIN_KEYS = ("batch_size", "eval_every", "checkpoint_every", "device", "reshuffle")
 
 TOP_LEVEL_KEYS = ("base", "specs", "axes", "seeds", *SECTIONS)
 MAX_SEEDS = 100_000

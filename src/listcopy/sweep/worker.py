@@ -39,7 +39,7 @@ def train_group(task: GroupTask) -> list[dict[str, Any]]:
     Returns one result per run (see store.result_of); an exception fails every run of the group
     with its message, so that the sweep goes on.
     """
-    from ..train import train_ensemble  # the one import of the trainer in listcopy.sweep
+    from ..training import train_ensemble  # the one import of the trainer in listcopy.sweep
 
     _set_threads(task.threads)
     try:

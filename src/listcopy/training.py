@@ -25,13 +25,11 @@ import torch
 from torch import Tensor
 
 from . import checkpoint as ckpt
-from .config import Config, ConfigError
+from .config import SHARED_TRAIN_KEYS, Config, ConfigError
 from .engine import Ensemble
 from .model import ListCopyTransformer, build_model
 from .task import Dataset, dataset, seed_generator
 
-# Settings every member of one ensemble must share (the rest may differ per member).
-SHARED_TRAIN_KEYS = ("batch_size", "eval_every", "checkpoint_every", "device", "reshuffle")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
