@@ -322,4 +322,9 @@ def build_sweep_page(rows: Sequence[dict[str, Any]], keys: tuple[str, str], swee
         s.figures.append(Figure("steps_to_threshold", steps_figure(rows)))
     else:
         s.numbers = "No finished runs yet."
+    from .frontier import frontier_section, load_frontier
+
+    frontier = load_frontier(sweep_dir)
+    if frontier is not None:  # a `listcopy frontier` directory: its phase diagram too
+        page.add(frontier_section(frontier))
     return page
