@@ -259,7 +259,9 @@ def _train_group(members: list[_Member], data: Dataset, device: torch.device,
             run.wall_time_s += elapsed
             if not (math.isfinite(train_loss[i]) and math.isfinite(m["loss"])):
                 run.status, run.stop_reason = "failed", "non_finite"
-                run.error = f"non-finite loss at step {step} (lr {run.config.train.lr:g})"
+                prev = run.history[-2]["step"] if len(run.history) > 1 else 0
+                run.error = (f"diverged: non-finite loss between steps {prev} and {step}"
+                             f" (lr {run.config.train.lr:g}); training stopped")
             elif m["acc"] >= run.config.train.early_stop_acc:
                 run.status, run.stop_reason, run.steps_to_threshold = "done", "early_stop", step
             elif step >= run.config.train.max_steps:
