@@ -225,7 +225,7 @@ def test_busy_directory_via_cli_is_one_line(tmp_path, grid_file):
 
 
 def test_ray_backend_on_a_local_cluster(tmp_path, grid_file):
-    pytest.importorskip("ray")
+    import ray  # noqa: F401  (the test extra installs it: this test must run, not skip)
     grid = grid_file('seeds = "0-1"\n[axes]\n"model.n_layers" = [1, 2]\n',
                      base="[task]\nn_digits = 10\n[train]\nmax_steps = 100\nbatch_size = 16\n"
                           "eval_every = 50\ncheckpoint_every = 50\ndevice = \"cpu\"\n")
