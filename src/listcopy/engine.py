@@ -25,6 +25,7 @@ P trainable parameters per member, N rows of a data table.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -40,6 +41,7 @@ from .task import attention_mask
 BACKENDS = ("auto", "kernel", "torch")
 BETAS = (0.9, 0.999)  # torch.optim.AdamW defaults, as the seed uses
 EPS = 1e-8
+SMALL_ATTENTION = 16  # query rows x keys up to which attention is multiply-and-sum, not matmuls
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,7 @@ class Ensemble:
         self.exp_avg_sq = torch.zeros(E, P, device=self.device)
         self.adam_step = 0
         self.mask = attention_mask(config.task.list_len).to(self.device)
+        self._plans: dict[frozenset[int], _Plan] = {}  # by const_positions
         cfg = config.model
         self._identity_v = cfg.freeze_wv and all(_is_identity(sd, "W_V", cfg) for sd in state_dicts)
         self._identity_o = cfg.freeze_wo and all(_is_identity(sd, "W_O", cfg) for sd in state_dicts)
@@ -172,53 +175,117 @@ class Ensemble:
         return model
 
     # ---- forward --------------------------------------------------------------------------------
-    def output_logits(self, tokens: Tensor, params: dict[str, Tensor] | None = None) -> Tensor:
+    def output_logits(self, tokens: Tensor, params: dict[str, Tensor] | None = None, *,
+                      const_positions: frozenset[int] | None = None) -> Tensor:
         """Logits at the output positions, (E, B, L, V), for tokens (B, T) shared or (E, B, T).
 
         Differentiable (torch ops, any backend); :meth:`predict` is the fast no-grad version.
+        Only the rows the output positions depend on are computed (see :func:`_make_plan`), and
+        rows that are the same for every example (``const_positions``: positions whose token is
+        the same in every row of ``tokens``; found from ``tokens`` when None) once per member.
         """
         p = self.params() if params is None else params
-        cfg, L = self.config.model, self.config.task.list_len
-        W_E = p["embed.W_E"]  # (E, V, D)
+        cfg = self.config.model
+        W_E, W_pos = p["embed.W_E"], p["pos_embed.W_pos"]  # (E, V, D), (E, T, D)
         E, V, D = W_E.shape
         H, d = cfg.n_heads, cfg.d_head
-        if tokens.dim() == 2:
-            x = W_E[:, tokens]  # (E, B, T, D)
-        else:
-            member = torch.arange(E, device=tokens.device)[:, None, None]
-            x = W_E.reshape(E * V, D)[tokens + V * member]
-        x = x + p["pos_embed.W_pos"][:, None]
-        B, T = x.shape[1], x.shape[2]
-        for layer in range(cfg.n_layers):
+        B = tokens.shape[-2]
+        if const_positions is None:
+            const_positions = self.const_positions(tokens)
+        plan = self._plan(const_positions)
+        member = None if tokens.dim() == 2 else torch.arange(E, device=tokens.device)[:, None, None]
+
+        def embed(tok: Tensor, rows: tuple[int, ...]) -> Tensor | None:  # tok (B', T) or (E, B', T)
+            if not rows:
+                return None
+            pick = _index(rows)
+            t = tok[..., pick]
+            x = W_E[:, t] if member is None else W_E.reshape(E * V, D)[t + V * member]
+            return x + W_pos[:, pick][:, None]
+
+        first = plan.layers[0]
+        xv, xc = embed(tokens, first.in_var), embed(tokens[..., :1, :], first.in_const)
+        sqrt_d = math.sqrt(d)
+        for layer, lp in enumerate(plan.layers):
             pre = f"blocks.{layer}."
-            h = _layer_norm(x, p[pre + "ln1.w"], p[pre + "ln1.b"]) if cfg.ln else x
-            q = _project(h, p[pre + "attn.W_Q"], p[pre + "attn.b_Q"], self._bias)  # (E,B,T,H,d)
-            k = _project(h, p[pre + "attn.W_K"], p[pre + "attn.b_K"], self._bias)
-            if self._identity_v:  # W_V = eye(D, d) for every head: v is the first d dims
-                v = h[..., None, :d].expand(E, B, T, H, d)
+            if cfg.ln:
+                w, b = p[pre + "ln1.w"], p[pre + "ln1.b"]
+                hv = None if xv is None else _layer_norm(xv, w, b)
+                hc = None if xc is None else _layer_norm(xc, w, b)
+            else:
+                hv, hc = xv, xc
+
+            def proj(which: str, rows_v: tuple[int, ...], rows_c: tuple[int, ...]):
+                W, bias = p[pre + "attn.W_" + which], p[pre + "attn.b_" + which]
+                out = []
+                for h, held, rows in ((hv, lp.in_var, rows_v), (hc, lp.in_const, rows_c)):
+                    if not rows:
+                        out.append(None)
+                        continue
+                    h = _take(h, None, _runs(rows, held, ()))
+                    if which == "V" and self._identity_v:  # W_V = eye(D, d) per head: first d dims
+                        v = h[..., None, :d].expand(*h.shape[:-1], H, d)
+                        out.append(v + bias[:, None, None] if self._bias else v)
+                    else:
+                        out.append(_project(h, W, bias, self._bias or which == "V"))
+                return out
+
+            qv, qc = proj("Q", lp.q_var, lp.q_const)
+            kv, kc = proj("K", lp.k_var, lp.k_const)
+            vv, vc = proj("V", lp.v_var, lp.v_const)
+            new = []
+            for group, single, resid in zip(lp.groups, lp.single, lp.resid):
+                parts = []
+                if group is not None:
+                    q, k, v = (_take(a, c, runs) for a, c, runs in
+                               ((qv, qc, group.q), (kv, kc, group.k), (vv, vc, group.v)))
+                    parts.append(_attend(q, k, v, group.mask, sqrt_d))  # (E, B', rows, H, d)
+                if single is not None:  # one allowed key: the pattern is exactly 1 on it
+                    parts.append(_take(vv, vc, single))
+                z = _cat_rows(parts)
+                if z is None:
+                    new.append(None)
+                    continue
+                Bz, n = z.shape[1], z.shape[2]
+                if self._identity_o:  # W_O = eye(d, D) per head: heads summed into the first d dims
+                    out = z.sum(3)
+                    if d < D:
+                        out = F.pad(out, (0, D - d))
+                else:
+                    zz = z.reshape(E, Bz * n, H * d)
+                    out = torch.bmm(zz, p[pre + "attn.W_O"].reshape(E, H * d, D)).view(E, Bz, n, D)
                 if self._bias:
-                    v = v + p[pre + "attn.b_V"][:, None, None]
-            else:
-                v = _project(h, p[pre + "attn.W_V"], p[pre + "attn.b_V"], True)
-            q, k, v = (t.transpose(2, 3) for t in (q, k, v))  # (E, B, H, T, d)
-            scores = q @ k.transpose(-1, -2) / math.sqrt(d)  # (E, B, H, Q, K)
-            pattern = torch.softmax(scores + self.mask[:T, :T], dim=-1)
-            z = pattern @ v  # (E, B, H, T, d)
-            if self._identity_o:  # W_O = eye(d, D) for every head: heads summed into the first d dims
-                out = z.sum(2)
-                if d < D:
-                    out = F.pad(out, (0, D - d))
-            else:
-                zz = z.transpose(2, 3).reshape(E, B * T, H * d)
-                out = torch.bmm(zz, p[pre + "attn.W_O"].reshape(E, H * d, D)).view(E, B, T, D)
-            if self._bias:
-                out = out + p[pre + "attn.b_O"][:, None, None]
-            x = out + x
-        x = x[:, :, L + 1:]  # (E, B, L, D): only the outputs are unembedded
+                    out = out + p[pre + "attn.b_O"][:, None, None]
+                new.append(out + _take(xv, xc, resid))
+            xv, xc = new
+        x = _take(xv, xc, plan.final)  # (E, B', L, D): B' is 1 when the outputs are constant
         if cfg.ln:
             x = _layer_norm(x, p["ln_final.w"], p["ln_final.b"])
-        logits = torch.bmm(x.reshape(E, B * L, D), p["unembed.W_U"]).view(E, B, L, V)
-        return logits + p["unembed.b_U"][:, None, None] if self._bias else logits
+        Bx, L = x.shape[1], x.shape[2]
+        logits = torch.bmm(x.reshape(E, Bx * L, D), p["unembed.W_U"]).view(E, Bx, L, V)
+        if self._bias:
+            logits = logits + p["unembed.b_U"][:, None, None]
+        return logits if Bx == B else logits.expand(E, B, L, V)
+
+    def const_positions(self, tokens: Tensor) -> frozenset[int]:
+        """Positions whose token is the same in every row of tokens (B, T) or (E, B, T) (each
+        member's rows), where the residual stream starts the same for every example (one host
+        sync). For the task's data: SEP and the output positions."""
+        T = tokens.shape[-1]
+        if tokens.shape[-2] == 0:
+            return frozenset()
+        same = (tokens == tokens[..., :1, :]).reshape(-1, T).all(0).tolist()
+        return frozenset(i for i, s in enumerate(same) if s)
+
+    def _plan(self, const_positions: frozenset[int]) -> "_Plan":
+        plan = self._plans.get(const_positions)
+        if plan is None:
+            L, T = self.config.task.list_len, self.config.task.seq_len
+            allowed = ((self.mask.cpu() == 0) & torch.tril(torch.ones(T, T, dtype=torch.bool)))
+            plan = _make_plan(allowed.tolist(), tuple(range(L + 1, T)), self.config.model.n_layers,
+                              const_positions, self.device)
+            self._plans[const_positions] = plan
+        return plan
 
     @torch.no_grad()
     def predict(self, inputs: Tensor) -> Tensor:
@@ -234,9 +301,10 @@ class Ensemble:
                              *stats, logits=logits, n_threads=torch.get_num_threads())
         return logits
 
-    def member_loss(self, tokens: Tensor, targets: Tensor) -> Tensor:
+    def member_loss(self, tokens: Tensor, targets: Tensor, params: dict[str, Tensor] | None = None,
+                    *, const_positions: frozenset[int] | None = None) -> Tensor:
         """Per-member mean cross-entropy (E,) on output positions; targets (E, B, L) or (B, L)."""
-        logits = self.output_logits(tokens)
+        logits = self.output_logits(tokens, params, const_positions=const_positions)
         E, B, L, V = logits.shape
         targets = targets.expand(E, B, L)
         ce = F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), reduction="none")
@@ -245,9 +313,7 @@ class Ensemble:
     def loss_and_grad(self, tokens: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         """Per-member mean loss (E,) and its gradient w.r.t. ``flat`` (E, P), with this backend."""
         if self.kernel is None:
-            loss = self.member_loss(tokens, targets)
-            (grad,) = torch.autograd.grad(loss.sum(), self.flat)
-            return loss.detach(), grad
+            return self._torch_loss_and_grad(tokens, targets, None)
         table, out_targets, rows = self._per_member_rows(tokens, targets)
         E = self.n_members
         loss = torch.zeros(E, dtype=torch.float64)
@@ -258,26 +324,43 @@ class Ensemble:
 
     # ---- optimisation ---------------------------------------------------------------------------
     def train_step(self, tokens: Tensor, targets: Tensor, lr: Tensor, weight_decay: Tensor,
-                   active: Tensor) -> Tensor:
+                   active: Tensor | None, *, const_positions: frozenset[int] | None = None) -> Tensor:
         """One AdamW step for every member; members with ``active`` False keep their weights.
 
         tokens (E, B, T) or (B, T), targets (E, B, L) or (B, L) at the output positions;
-        lr, weight_decay (E,) or (E, 1) float; active (E,) or (E, 1) bool. Returns the per-member
-        loss (E,), detached and left on the device (no host sync).
+        lr, weight_decay (E,) or (E, 1) float; active (E,) or (E, 1) bool, or None: every member.
+        Returns the per-member loss (E,), detached and left on the device (no host sync).
         """
         if self.kernel is not None:
+            if active is None:
+                active = torch.ones(self.n_members, dtype=torch.bool)
             table, out_targets, rows = self._per_member_rows(tokens, targets)
             loss = torch.zeros(self.n_members, dtype=torch.float64)
             self._kernel_train(table, out_targets, rows[:, None], 0, 1, lr, weight_decay, active, loss)
             return loss.float()
-        loss = self.member_loss(tokens, targets)
-        (grad,) = torch.autograd.grad(loss.sum(), self.flat)
+        loss, grad = self._torch_loss_and_grad(tokens, targets, const_positions)
         self.adam_step += 1
         with torch.no_grad():
             adamw_(self.flat, grad, self.exp_avg, self.exp_avg_sq, self.adam_step,
                    lr.reshape(-1, 1).to(grad.dtype), weight_decay.reshape(-1, 1).to(grad.dtype),
-                   active.reshape(-1, 1))
-        return loss.detach()
+                   None if active is None else active.reshape(-1, 1))
+        return loss
+
+    def _torch_loss_and_grad(self, tokens: Tensor, targets: Tensor,
+                             const_positions: frozenset[int] | None) -> tuple[Tensor, Tensor]:
+        """Autograd with one leaf per parameter (views of ``flat``), the gradients concatenated:
+        differentiating through slices of ``flat`` would add up a zero-filled (E, P) tensor per
+        parameter."""
+        E, flat = self.n_members, self.flat.detach()
+        leaves = [flat[:, off: off + math.prod(shape)].view(E, *shape).requires_grad_(True)
+                  for shape, off in zip(self.layout.shapes, self.layout.offsets)]
+        params = dict(self.frozen)
+        params.update(zip(self.layout.names, leaves))
+        loss = self.member_loss(tokens, targets, params, const_positions=const_positions)
+        grads = torch.autograd.grad(loss.sum(), leaves, allow_unused=True)
+        grad = torch.cat([torch.zeros(E, leaf[0].numel(), device=flat.device) if g is None
+                          else g.reshape(E, -1) for g, leaf in zip(grads, leaves)], 1)
+        return loss.detach(), grad
 
     def train_steps(self, inputs: Tensor, targets: Tensor, batches: Tensor, batch0: int,
                     n_steps: int, lr: Tensor, weight_decay: Tensor, active: Tensor,
@@ -304,12 +387,13 @@ class Ensemble:
         sub = self if every else self._subset(idx)
         lr = lr.reshape(-1, 1)[idx].to(self.flat.dtype)
         wd = weight_decay.reshape(-1, 1)[idx].to(self.flat.dtype)
-        on = torch.ones(idx.numel(), 1, dtype=torch.bool, device=self.device)
         bsub = batches[idx]
         total = torch.zeros(idx.numel(), dtype=loss_sum.dtype, device=self.device)
+        const = self.const_positions(inputs)  # any batch of these rows shares them
         for s in range(n_steps):
             rows = bsub[:, (batch0 + s) % n_batches]  # (E', B)
-            total += sub.train_step(inputs[rows], targets[rows], lr, wd, on)
+            total += sub.train_step(inputs[rows], targets[rows], lr, wd, None,
+                                    const_positions=const)
         if not every:
             with torch.no_grad():
                 self.flat[idx] = sub.flat
@@ -430,8 +514,10 @@ class Ensemble:
         hits = torch.zeros(E, device=self.device)
         seq_hits = torch.zeros(E, device=self.device)
         params = {k: v.detach() for k, v in self.params().items()}
+        const = self.const_positions(inputs)
         for start in range(0, inputs.shape[0], chunk):
-            logits = self.output_logits(inputs[start: start + chunk], params)  # (E, b, L, V)
+            logits = self.output_logits(inputs[start: start + chunk], params,
+                                        const_positions=const)  # (E, b, L, V)
             tgt = out_targets[start: start + chunk]
             b = tgt.shape[0]
             ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
@@ -444,17 +530,177 @@ class Ensemble:
         return {"loss": loss / (n * L), "acc": hits / (n * L), "seq_acc": seq_hits / n}
 
 
+# ---- the pruned forward: which rows each layer computes ---------------------------------------
+# A row set of activations is held as two tensors: the rows that vary with the example
+# (E, B, n_var, ...) and the rows that are the same for every example of a member (E, 1, n_const,
+# ...), computed once and broadcast. A gather spec picks rows, in a given order, out of such a pair:
+# a tuple of runs (source, start, stop), source 0 = varying, 1 = constant.
+
+Runs = tuple[tuple[int, int, int], ...]
+
+
+@functools.lru_cache(maxsize=None)
+def _runs(rows: tuple[int, ...], var_rows: tuple[int, ...], const_rows: tuple[int, ...]) -> Runs:
+    where = {r: (0, i) for i, r in enumerate(var_rows)}
+    where.update({r: (1, i) for i, r in enumerate(const_rows)})
+    runs: list[list[int]] = []
+    for r in rows:
+        src, i = where[r]
+        if runs and runs[-1][0] == src and runs[-1][2] == i:
+            runs[-1][2] += 1
+        else:
+            runs.append([src, i, i + 1])
+    return tuple(tuple(r) for r in runs)
+
+
+def _take(var: Tensor | None, const: Tensor | None, runs: Runs) -> Tensor:
+    """Rows of (var (E, B, n, ...), const (E, 1, m, ...)) by ``runs``, along dim 2; batch 1 when
+    every picked row is constant, else B (constant rows broadcast)."""
+    pieces = [(var, const)[src][:, :, a:b] for src, a, b in runs]
+    if len(pieces) == 1:
+        return pieces[0]
+    B = max(p.shape[1] for p in pieces)
+    return torch.cat([p.expand(p.shape[0], B, *p.shape[2:]) for p in pieces], 2)
+
+
+def _cat_rows(parts: list[Tensor]) -> Tensor | None:
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    B = max(p.shape[1] for p in parts)
+    return torch.cat([p.expand(p.shape[0], B, *p.shape[2:]) for p in parts], 2)
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Query rows attending to more than one key: their keys and the additive mask between them."""
+
+    rows: tuple[int, ...]
+    keys: tuple[int, ...]
+    q: Runs  # the rows' queries, picked from the layer's (var, const) queries
+    k: Runs  # the keys, from the layer's keys
+    v: Runs  # the keys, from the layer's values
+    mask: Tensor  # (len(rows), len(keys)): 0 allowed, -inf not
+
+
+@dataclass(frozen=True)
+class _LayerPlan:
+    in_var: tuple[int, ...]  # positions held at the layer's input, varying / constant
+    in_const: tuple[int, ...]
+    q_var: tuple[int, ...]  # positions (all held) that need a query, varying / constant
+    q_const: tuple[int, ...]
+    k_var: tuple[int, ...]
+    k_const: tuple[int, ...]
+    v_var: tuple[int, ...]
+    v_const: tuple[int, ...]
+    groups: tuple[_Group | None, _Group | None]  # multi-key rows with a varying / constant output
+    single: tuple[Runs | None, Runs | None]  # single-key rows' values (pattern exactly 1), idem
+    resid: tuple[Runs | None, Runs | None]  # the residual of the output rows, idem
+    out_var: tuple[int, ...]  # positions held at the layer's output: groups' rows then single rows
+    out_const: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    layers: tuple[_LayerPlan, ...]
+    final: Runs  # the output positions, in order, after the last layer
+
+
+def _make_plan(allowed: list[list[bool]], out_rows: tuple[int, ...], n_layers: int,
+               const0: frozenset[int], device: torch.device) -> _Plan:
+    """Which rows each layer needs (backwards from the output rows), which of them are the same
+    for every example (forwards from the positions ``const0`` whose token is), from the mask."""
+    T = len(allowed)
+    keys = [tuple(j for j in range(T) if allowed[r][j]) for r in range(T)]
+    need_out: list[tuple[int, ...]] = [()] * n_layers
+    need_in: list[tuple[int, ...]] = [()] * n_layers
+    need_out[-1] = tuple(out_rows)
+    for layer in reversed(range(n_layers)):
+        rows = set(need_out[layer]) | {k for r in need_out[layer] for k in keys[r]}
+        need_in[layer] = tuple(sorted(rows))
+        if layer:
+            need_out[layer - 1] = need_in[layer]
+    layers = []
+    const = set(const0)
+    in_var = tuple(r for r in need_in[0] if r not in const)
+    in_const = tuple(r for r in need_in[0] if r in const)
+    for layer in range(n_layers):
+        rows = need_out[layer]
+        const_out = {r for r in rows if r in const and all(k in const for k in keys[r])}
+        multi = [r for r in rows if len(keys[r]) > 1]
+        single = [r for r in rows if len(keys[r]) == 1]
+        q_rows = set(multi)
+        k_rows = {k for r in multi for k in keys[r]}
+        v_rows = {k for r in rows for k in keys[r]}
+        split = lambda s: (tuple(r for r in in_var if r in s),  # noqa: E731
+                           tuple(r for r in in_const if r in s))
+        (q_var, q_const), (k_var, k_const), (v_var, v_const) = map(split, (q_rows, k_rows, v_rows))
+        groups, singles, resids, outs = [], [], [], []
+        for is_const in (False, True):
+            g_rows = tuple(r for r in multi if (r in const_out) == is_const)
+            s_rows = tuple(r for r in single if (r in const_out) == is_const)
+            if g_rows:
+                g_keys = tuple(sorted({k for r in g_rows for k in keys[r]}))
+                mask = torch.tensor([[0.0 if allowed[r][k] else float("-inf") for k in g_keys]
+                                     for r in g_rows], device=device)
+                groups.append(_Group(g_rows, g_keys, _runs(g_rows, q_var, q_const),
+                                     _runs(g_keys, k_var, k_const), _runs(g_keys, v_var, v_const),
+                                     mask))
+            else:
+                groups.append(None)
+            singles.append(_runs(tuple(keys[r][0] for r in s_rows), v_var, v_const)
+                           if s_rows else None)
+            out = g_rows + s_rows
+            resids.append(_runs(out, in_var, in_const) if out else None)
+            outs.append(out)
+        layers.append(_LayerPlan(in_var, in_const, q_var, q_const, k_var, k_const, v_var, v_const,
+                                 tuple(groups), tuple(singles), tuple(resids), *outs))
+        in_var, in_const = outs
+        const = set(in_const)
+    return _Plan(tuple(layers), _runs(out_rows, in_var, in_const))
+
+
+def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, sqrt_d: float) -> Tensor:
+    """softmax(q.k / sqrt(d) + mask) @ v for q (E, B', n, H, d), k and v (E, B', m, H, d),
+    mask (n, m): (E, B', n, H, d). A few rows and keys (the pruned groups): broadcast multiply
+    and sum, which beats B * H tiny matrix products; many: batched matmuls."""
+    if q.shape[2] * k.shape[2] <= SMALL_ATTENTION:
+        scores = (q[:, :, :, None] * k[:, :, None]).sum(-1) / sqrt_d  # (E, B', n, m, H)
+        pattern = torch.softmax(scores + mask[:, :, None], dim=3)
+        return (pattern[..., None] * v[:, :, None]).sum(3)
+    q, k, v = (t.transpose(2, 3) for t in (q, k, v))  # (E, B', H, n|m, d)
+    pattern = torch.softmax(q @ k.transpose(-1, -2) / sqrt_d + mask, dim=-1)
+    return (pattern @ v).transpose(2, 3)
+
+
+def _index(rows: tuple[int, ...]) -> slice | list[int]:
+    """Positions ``rows`` as a slice where they are consecutive (a view), else a list."""
+    if rows == tuple(range(rows[0], rows[0] + len(rows))):
+        return slice(rows[0], rows[0] + len(rows))
+    return list(rows)
+
+
 def _f64(x: Tensor) -> Tensor:
     return x.reshape(-1).to(device="cpu", dtype=torch.float64).contiguous()
 
 
 def adamw_(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, step: int,
-           lr: Tensor, weight_decay: Tensor, active: Tensor) -> None:
+           lr: Tensor, weight_decay: Tensor, active: Tensor | None) -> None:
     """``torch.optim.AdamW`` (single-tensor algorithm, defaults) over (E, P), in place.
 
-    Members with ``active`` False are left untouched (weights and moments).
+    Members with ``active`` False are left untouched (weights and moments); ``active`` None: all
+    members step (in place, the same arithmetic).
     """
     beta1, beta2 = BETAS
+    if active is None:
+        exp_avg.lerp_(grad, 1 - beta1)
+        exp_avg_sq.mul_(beta2).add_((1 - beta2) * grad * grad)
+        step_size = lr / (1 - beta1**step)
+        denom = (exp_avg_sq.sqrt() / math.sqrt(1 - beta2**step)).add_(EPS)
+        param.mul_(1 - lr * weight_decay).sub_(step_size * exp_avg / denom)
+        return
     new_avg = exp_avg.lerp(grad, 1 - beta1)
     new_avg_sq = exp_avg_sq * beta2 + (1 - beta2) * grad * grad
     step_size = lr / (1 - beta1**step)
@@ -475,11 +721,12 @@ def _project(h: Tensor, W: Tensor, b: Tensor, use_bias: bool) -> Tensor:
 
 
 def _layer_norm(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
-    """TransformerLens "LN" with per-member affine w, b (E, D); x (E, ..., D)."""
-    x = x - x.mean(-1, keepdim=True)
-    scale = (x.pow(2).mean(-1, keepdim=True) + 1e-5).sqrt()
+    """TransformerLens "LN" with per-member affine w, b (E, D); x (E, ..., D).
+
+    TL's centre-and-divide-by-sqrt(mean square + eps) is ``F.layer_norm`` without affine (one
+    fused op forward and backward, equal up to rounding)."""
     shape = (w.shape[0],) + (1,) * (x.dim() - 2) + (w.shape[1],)
-    return x / scale * w.view(shape) + b.view(shape)
+    return torch.addcmul(b.view(shape), F.layer_norm(x, x.shape[-1:], eps=1e-5), w.view(shape))
 
 
 def _is_identity(sd: dict[str, Tensor], which: str, cfg) -> bool:
