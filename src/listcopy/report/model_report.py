@@ -82,30 +82,36 @@ def model_report(path_or_model: Any, out: str | Path, png_dir: str | Path | None
         times["figures"] = time.perf_counter() - t
         bar.update()
 
-        t = time.perf_counter()
-        bar.set_postfix_str("html")
-        text = page.render()
-        times["html"] = time.perf_counter() - t
-        bar.update()
-
-        t = time.perf_counter()
-        bar.set_postfix_str("write")
-        size = write_text(out, text)
-        times["write"] = time.perf_counter() - t
-        bar.update()
-
-        pngs: list[Path] = []
-        if png_dir is not None:
-            from .png import write_pngs
-
-            t = time.perf_counter()
-            bar.set_postfix_str("png")
-            pngs = write_pngs(page.figures, png_dir)
-            times["png"] = time.perf_counter() - t
-            bar.update()
+        info = render_and_write(page, out, png_dir, bar, times)
     finally:
         bar.close()
     times["total"] = time.perf_counter() - t0
+    return info
+
+
+def render_and_write(page, out: Path, png_dir, bar, times: dict[str, float]) -> "ReportInfo":
+    """The last stages of every report: render the HTML, write it atomically, then the PNGs."""
+    t = time.perf_counter()
+    bar.set_postfix_str("html")
+    text = page.render()
+    times["html"] = time.perf_counter() - t
+    bar.update()
+
+    t = time.perf_counter()
+    bar.set_postfix_str("write")
+    size = write_text(out, text)
+    times["write"] = time.perf_counter() - t
+    bar.update()
+
+    pngs: list[Path] = []
+    if png_dir is not None and page.figures:
+        from .png import write_pngs
+
+        t = time.perf_counter()
+        bar.set_postfix_str("png")
+        pngs = write_pngs(page.figures, png_dir)
+        times["png"] = time.perf_counter() - t
+        bar.update()
     return ReportInfo(out, size, [s.id for s in page.sections], [f.id for f in page.figures], pngs,
                       times)
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..config import ConfigError
 from .html import Figure, Page, Section, Table
-from .model_report import ReportInfo, _check_out, write_text
+from .model_report import ReportInfo, _check_out, render_and_write
 
 DEFAULT_AXES = ("model.d_model", "model.n_layers")
 ACC_COLOR = "#1f77b4"
@@ -63,32 +63,11 @@ def sweep_report(sweep_dir: str | Path, out: str | Path, axes: Sequence[str] = D
         times["figures"] = time.perf_counter() - t
         bar.update()
 
-        t = time.perf_counter()
-        bar.set_postfix_str("html")
-        text = page.render()
-        times["html"] = time.perf_counter() - t
-        bar.update()
-
-        t = time.perf_counter()
-        bar.set_postfix_str("write")
-        size = write_text(out, text)
-        times["write"] = time.perf_counter() - t
-        bar.update()
-
-        pngs: list[Path] = []
-        if png_dir is not None and page.figures:
-            from .png import write_pngs
-
-            t = time.perf_counter()
-            bar.set_postfix_str("png")
-            pngs = write_pngs(page.figures, png_dir)
-            times["png"] = time.perf_counter() - t
-            bar.update()
+        info = render_and_write(page, out, png_dir, bar, times)
     finally:
         bar.close()
     times["total"] = time.perf_counter() - t0
-    return ReportInfo(out, size, [s.id for s in page.sections], [f.id for f in page.figures],
-                      pngs, times)
+    return info
 
 
 # ---- data ------------------------------------------------------------------------------------
