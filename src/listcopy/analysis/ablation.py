@@ -17,10 +17,10 @@ import torch
 from torch import Tensor
 
 from ..config import Config
-from ..task import Dataset, dataset
+from ..task import Dataset
 from .attention import mean_patterns
-from .common import (BATCH_SIZE, FwdHook, Metrics, check_batch_size, check_model, mean_activation,
-                     resid_post, resid_pre, resid_stages, scores_name, val_metrics)
+from .common import (BATCH_SIZE, FwdHook, Metrics, checked_inputs, mean_activation, resid_post,
+                     resid_pre, resid_stages, scores_name, val_metrics)
 
 MEAN_ATTENTION_EPS = 1e-12  # the seed's log(avg + 1e-12)
 
@@ -54,9 +54,7 @@ def mean_attention_ablation(model, config: Config, data: Dataset | None = None,
                             means: Tensor | None = None,
                             batch_size: int = BATCH_SIZE) -> MeanAttentionResult:
     """Metrics when every layer attends with its mean validation pattern, whatever the input."""
-    check_model(model, config)
-    check_batch_size(batch_size)
-    data = data if data is not None else dataset(config)
+    data = checked_inputs(model, config, data, batch_size)
     if means is None:
         means = mean_patterns(model, config, data, batch_size)
     base = val_metrics(model, data, batch_size=batch_size)
@@ -91,9 +89,7 @@ def pos_ablation(model, config: Config, data: Dataset | None = None,
                  batch_size: int = BATCH_SIZE) -> PosAblationResult:
     """Subtract ``W_pos`` at every position but SEP, at ``blocks.0.hook_resid_pre`` and at each
     ``blocks.L.hook_resid_post`` in turn (one point per run)."""
-    check_model(model, config)
-    check_batch_size(batch_size)
-    data = data if data is not None else dataset(config)
+    data = checked_inputs(model, config, data, batch_size)
     hook = pos_ablation_hook(model.W_pos, config.task.list_len)
     base = val_metrics(model, data, batch_size=batch_size)
     by_hook = {name: val_metrics(model, data, [(name, hook)], batch_size)
@@ -145,9 +141,7 @@ def skip_means(model, config: Config, data: Dataset, layers: list[int],
 @torch.no_grad()
 def skip_ablation(model, config: Config, data: Dataset | None = None,
                   batch_size: int = BATCH_SIZE) -> SkipAblationResult:
-    check_model(model, config)
-    check_batch_size(batch_size)
-    data = data if data is not None else dataset(config)
+    data = checked_inputs(model, config, data, batch_size)
     n_layers = config.model.n_layers
     layers = list(range(n_layers))
     base = val_metrics(model, data, batch_size=batch_size)

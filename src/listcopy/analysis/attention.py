@@ -13,8 +13,8 @@ from torch import Tensor
 
 from ..config import Config
 from ..task import Dataset, dataset, token_labels
-from .common import (BATCH_SIZE, cached_pass, check_batch_size, check_example, check_layer,
-                     check_model, pattern_name, scores_name, to_json)
+from .common import (BATCH_SIZE, cached_pass, check_example, check_layer, checked_inputs,
+                     pattern_name, scores_name, to_json)
 
 LEAK_EPS = 1e-3  # the seed raises when an output position puts more than this on the input digits
 
@@ -48,9 +48,7 @@ class AttentionResult:
 def attention_patterns(model, config: Config, data: Dataset | None = None, example: int = 0,
                        batch_size: int = BATCH_SIZE) -> AttentionResult:
     """Patterns of validation example ``example`` and statistics over the whole validation set."""
-    check_model(model, config)
-    check_batch_size(batch_size)
-    data = data if data is not None else dataset(config)
+    data = checked_inputs(model, config, data, batch_size)
     check_example(example, data)
     L, n_layers = config.task.list_len, config.model.n_layers
     names = [pattern_name(layer) for layer in range(n_layers)]
@@ -128,9 +126,7 @@ class SepAttentionResult:
 @torch.no_grad()
 def sep_attention(model, config: Config, data: Dataset | None = None, layer: int = 0,
                   batch_size: int = BATCH_SIZE) -> SepAttentionResult:
-    check_model(model, config)
-    check_batch_size(batch_size)
-    data = data if data is not None else dataset(config)
+    data = checked_inputs(model, config, data, batch_size)
     check_layer(layer, config)
     L = config.task.list_len
     names = [scores_name(layer), pattern_name(layer)]

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ..config import Config, ConfigError
 from ..metrics import output_metrics
-from ..task import Dataset
+from ..task import Dataset, dataset
 
 BATCH_SIZE = 4096
 FwdHook = tuple[str, Callable]
@@ -163,6 +163,13 @@ def check_model(model, config: Config) -> None:
     if want != have:
         raise ConfigError(f"model shape (layers, heads, d_model, vocab, seq_len) = {have} does not "
                           f"match config {config.name} {want}")
+
+
+def checked_inputs(model, config: Config, data: Dataset | None, batch_size: int) -> Dataset:
+    """The common start of an analysis: check the model and batch size, default to the seed's split."""
+    check_model(model, config)
+    check_batch_size(batch_size)
+    return data if data is not None else dataset(config)
 
 
 def check_layer(layer: int, config: Config) -> int:

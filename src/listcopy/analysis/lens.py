@@ -15,9 +15,9 @@ import torch
 from torch import Tensor
 
 from ..config import Config
-from ..task import Dataset, dataset, token_labels
-from .common import (BATCH_SIZE, cached_pass, check_batch_size, check_example, check_model,
-                     pattern_name, resid_stages, stage_label, to_json)
+from ..task import Dataset, token_labels
+from .common import (BATCH_SIZE, cached_pass, check_example, checked_inputs, pattern_name,
+                     resid_stages, stage_label, to_json)
 
 
 def decode(model, resid: Tensor) -> Tensor:
@@ -51,9 +51,7 @@ class LogitLensResult:
 @torch.no_grad()
 def logit_lens(model, config: Config, data: Dataset | None = None, example: int = 0,
                batch_size: int = BATCH_SIZE) -> LogitLensResult:
-    check_model(model, config)
-    check_batch_size(batch_size)
-    data = data if data is not None else dataset(config)
+    data = checked_inputs(model, config, data, batch_size)
     check_example(example, data)
     n_layers = config.model.n_layers
     stages = resid_stages(n_layers)
