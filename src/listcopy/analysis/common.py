@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ..config import Config, ConfigError
-from ..metrics import output_metrics
+from ..metrics import evaluate
 from ..task import Dataset, dataset
 
 BATCH_SIZE = 4096
@@ -125,12 +125,8 @@ class Metrics:
 def val_metrics(model, data: Dataset, fwd_hooks: Sequence[FwdHook] = (),
                 batch_size: int = BATCH_SIZE) -> Metrics:
     """loss, acc, seq_acc on the validation set with ``fwd_hooks`` attached for this call only."""
-    out = data.task.output_slice
-    device = device_of(model)
     with hooked(model, fwd_hooks):
-        logits = torch.cat([model(x.to(device))[:, out].float()
-                            for x in batches(data.val_inputs, batch_size)])
-    m = output_metrics(logits, data.val_targets[:, out].to(device))
+        m = evaluate(model, data, batch_size)
     return Metrics(loss=m["loss"], acc=m["acc"], seq_acc=m["seq_acc"], n_val=m["n_val"])
 
 
