@@ -2,9 +2,12 @@
 member i trains as a single run with seed i, stopped members stay put, a diverging member fails alone.
 
 Both backends are checked: "torch" (any configuration) and "kernel" (the compiled CPU kernel, for
-the default constraints); tests of the kernel are skipped where no C compiler is available.
+the default constraints); tests of the kernel are skipped where no C compiler is available. On a
+machine with cuda or mps, the torch backend is also checked there (``DEVICES``), and the training
+tests below run there too (``train.device`` "auto").
 """
 
+import io
 import itertools
 import logging
 import math
@@ -19,7 +22,9 @@ from listcopy.config import Config
 from listcopy.engine import Ensemble
 from listcopy.model import ListCopyTransformer, build_model
 from listcopy.task import dataset
-from listcopy.training import train, train_ensemble
+from listcopy.training import resolve_device, train, train_ensemble
+
+from tests.conftest import run_cli
 
 @pytest.fixture(autouse=True)
 def _one_thread():
@@ -29,6 +34,9 @@ def _one_thread():
     yield
     torch.set_num_threads(before)
 
+
+DEVICES = ["cpu"] + [d for d, on in (("cuda", torch.cuda.is_available()),
+                                      ("mps", torch.backends.mps.is_available())) if on]
 
 FLAG_COMBOS = list(itertools.product([False, True], [False, True], [False, True], [False, True],
                                      [1, 2]))
@@ -77,10 +85,10 @@ def hooked_loss_and_grads(config, sd, inputs, targets):
     return logits.detach(), loss.detach(), grads
 
 
-def backends(ens_config, sds):
-    """The torch backend, and the kernel where it applies (and a compiler exists)."""
-    out = [Ensemble(ens_config, sds, backend="torch")]
-    auto = Ensemble(ens_config, sds)
+def backends(ens_config, sds, device="cpu"):
+    """The torch backend, and on cpu the kernel where it applies (and a compiler exists)."""
+    out = [Ensemble(ens_config, sds, device, backend="torch")]
+    auto = Ensemble(ens_config, sds, device)
     if auto.backend == "kernel":
         out.append(auto)
     return out
@@ -92,16 +100,18 @@ def split(ens, flat_grad, member):
             for n, s, o in zip(lay.names, lay.shapes, lay.offsets)}
 
 
-def check_against_hooked(config, sds, n=20, rtol=0.0):
+def check_against_hooked(config, sds, n=20, rtol=0.0, device="cpu"):
+    """Each backend on ``device`` against the hooked model on CPU."""
     E = len(sds)
     per_member = [batch(config, n, seed=e) for e in range(E)]
     tokens = torch.stack([b[0] for b in per_member])  # (E, n, T)
     targets = torch.stack([b[1] for b in per_member])  # (E, n, L)
-    for ens in backends(config, sds):
-        loss, grad = ens.loss_and_grad(tokens, targets)
+    for ens in backends(config, sds, device):
+        on = tokens.to(device)
+        loss, grad = (t.cpu() for t in ens.loss_and_grad(on, targets.to(device)))
         with torch.no_grad():
-            shared = ens.output_logits(tokens[0])  # (E, n, L, V), every member on member 0's batch
-        predicted = ens.predict(tokens[0])
+            shared = ens.output_logits(on[0]).cpu()  # (E, n, L, V), every member on member 0's batch
+        predicted = ens.predict(on[0]).cpu()
         for e in range(E):
             logits, ref_loss, ref_grads = hooked_loss_and_grads(config, sds[e], tokens[e], targets[e])
             ref_shared = hooked_loss_and_grads(config, sds[e], tokens[0], targets[0])[0]
@@ -114,13 +124,14 @@ def check_against_hooked(config, sds, n=20, rtol=0.0):
                 assert torch.allclose(mine[name], ref, atol=1e-5, rtol=rtol), (ens.backend, name)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("perturb", [False, True], ids=["init", "perturbed"])
 @pytest.mark.parametrize("ln,use_bias,freeze_wv,freeze_wo,n_heads", FLAG_COMBOS)
 def test_logits_and_gradients_equal_the_hooked_model(ln, use_bias, freeze_wv, freeze_wo, n_heads,
-                                                     perturb):
+                                                     perturb, device):
     config = small(ln=ln, use_bias=use_bias, freeze_wv=freeze_wv, freeze_wo=freeze_wo,
                    n_heads=n_heads)
-    check_against_hooked(config, state_dicts(config, [0, 1], perturb))
+    check_against_hooked(config, state_dicts(config, [0, 1], perturb), device=device)
 
 
 def has_kernel():
@@ -206,6 +217,26 @@ def short(steps, *extra):
 TORCH_SHAPE = ("model.use_bias=true", "task.n_digits=20", "train.batch_size=32")  # torch backend
 
 
+def assert_same_weights(config, mine, ref):
+    """Equal within 1e-5, except b_K off the CPU: it shifts every score of a query by the same
+    amount, so softmax makes its gradient zero in exact arithmetic and AdamW walks it on rounding
+    noise, which another device's batched matmuls (other E, other algorithm) round differently.
+    It cannot change any output: the outputs are held equal too."""
+    on_cpu = resolve_device("auto").type == "cpu"
+    bad = [k for k, v in ref.items() if v.is_floating_point()
+           and (on_cpu or not k.endswith(".b_K"))
+           and not torch.allclose(mine[k], v, atol=1e-5, rtol=0)]
+    assert not bad, bad
+    inputs = dataset(config).val_inputs[:256]
+    logits = []
+    for state in (mine, ref):
+        model = ListCopyTransformer(config)
+        model.load_state_dict(state)
+        with torch.no_grad():
+            logits.append(model(inputs))
+    assert torch.allclose(*logits, atol=1e-4, rtol=0)
+
+
 @pytest.mark.parametrize("extra", [(), TORCH_SHAPE], ids=["kernel", "torch"])
 def test_member_i_of_an_ensemble_is_the_single_run_with_seed_i(extra):
     configs = [short(300, f"train.seed={s}", *extra) for s in (0, 1, 2)]
@@ -213,9 +244,7 @@ def test_member_i_of_an_ensemble_is_the_single_run_with_seed_i(extra):
     for config, member in zip(configs, together):
         alone = train(config, progress=False)
         assert member.step == alone.step == 300
-        for key, value in alone.state.items():
-            if value.is_floating_point():
-                assert torch.allclose(member.state[key], value, atol=1e-5, rtol=0), key
+        assert_same_weights(config, member.state, alone.state)
         assert [h["step"] for h in member.history] == [100, 200, 300]
         for mine, ref in zip(member.history, alone.history):
             assert mine["acc"] == pytest.approx(ref["acc"], abs=1e-3)
@@ -236,9 +265,7 @@ def test_early_stopped_members_keep_their_stop_step_weights(extra, threshold, tm
     assert runs[1].steps_to_threshold == 200
     for member, steps in ((1, 200), (2, 300)):
         alone = train(configs[member].override([f"train.max_steps={steps}"]), progress=False)
-        for key, value in alone.state.items():
-            if value.is_floating_point():
-                assert torch.allclose(runs[member].state[key], value, atol=1e-5, rtol=0), key
+        assert_same_weights(configs[member], runs[member].state, alone.state)
         disk, _ = load_tensors(tmp_path / str(member) / MODEL_FILE)  # and so does its run dir
         assert torch.equal(disk["embed.W_E"], runs[member].state["embed.W_E"])
 
@@ -292,7 +319,6 @@ def test_kernel_validates_token_ranges():
 
 
 def test_bench_reports_every_run():
-    import io
     import json
 
     from listcopy.bench import run_bench
@@ -306,6 +332,30 @@ def test_bench_reports_every_run():
     assert all(r["ms_per_step"] > 0 for r in result["rows"])
     assert result["threads"] == 1 and result["cpu"] and result["torch"] == torch.__version__
     assert torch.get_num_threads() == 1  # restored (the autouse fixture set 1)
+    assert result["device"] == "cpu" and "peak_gpu_mb" not in result["rows"][0]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bench_on_a_device_with_other_sizes(device):
+    from listcopy.bench import format_table, run_bench
+
+    result = run_bench(steps=100, device=device, sizes=(3, 1), out=io.StringIO())
+    assert [r["run"] for r in result["rows"]] == ["notebook loop", "engine E=1", "engine E=3"]
+    assert result["device"].startswith(device)
+    assert [r["members"] for r in result["rows"]] == [1, 1, 3]
+    assert result["rows"][2]["ms_per_model_step"] == pytest.approx(result["rows"][2]["ms_per_step"] / 3)
+    if device == "cuda":
+        assert all(r["peak_gpu_mb"] > 0 for r in result["rows"]) and result["gpu"]
+        assert "peak GPU MB" in format_table(result)
+
+
+@pytest.mark.parametrize("args,problem", [
+    (["--sizes", "8,x"], "--sizes"), (["--sizes", "0"], "--sizes"), (["--steps", "5"], "--steps"),
+    (["--threads", "0"], "--threads")])
+def test_bench_refuses_bad_arguments_in_one_line(args, problem):
+    result = run_cli("bench", *args)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and problem in result.stderr
 
 
 @needs_kernel
@@ -317,20 +367,22 @@ def test_kernel_builds_where_the_cache_cannot_be_written(tmp_path, monkeypatch):
     assert Ensemble(config, state_dicts(config, [0], False)).backend == "kernel"
 
 
-def check_task_batch_against_hooked(config, sds, n=24, rtol=0.0):
+def check_task_batch_against_hooked(config, sds, n=24, rtol=0.0, device="cpu"):
     """Task rows only: SEP and the outputs hold the same token in every row, so the torch path
-    computes their layer-0 rows once per member (``const_positions``) and prunes by the mask."""
+    computes their layer-0 rows once per member (``const_positions``) and prunes by the mask.
+    The torch backend on ``device`` against the hooked model on CPU."""
     data = dataset(config)
     L = config.task.list_len
     E = len(sds)
     g = torch.Generator().manual_seed(7)
     rows = torch.randint(0, data.inputs.shape[0], (E, n), generator=g)
     tokens, targets = data.inputs[rows], data.targets[rows][..., L + 1:]
-    ens = Ensemble(config, sds, backend="torch")
-    assert ens.const_positions(tokens) == frozenset(range(L, 2 * L + 1))
-    loss, grad = ens.loss_and_grad(tokens, targets)
+    ens = Ensemble(config, sds, device, backend="torch")
+    on = tokens.to(device)
+    assert ens.const_positions(on) == frozenset(range(L, 2 * L + 1))
+    loss, grad = (t.cpu() for t in ens.loss_and_grad(on, targets.to(device)))
     with torch.no_grad():
-        shared = ens.output_logits(tokens[0])
+        shared = ens.output_logits(on[0]).cpu()
     for e in range(E):
         logits, ref_loss, ref_grads = hooked_loss_and_grads(config, sds[e], tokens[e], targets[e])
         ref_shared = hooked_loss_and_grads(config, sds[e], tokens[0], targets[0])[0]
@@ -341,17 +393,19 @@ def check_task_batch_against_hooked(config, sds, n=24, rtol=0.0):
             assert torch.allclose(mine[name], ref, atol=1e-5, rtol=rtol), name
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("ln,use_bias,freeze_wv,freeze_wo,n_heads", FLAG_COMBOS)
 def test_pruned_torch_path_on_task_rows_equals_the_hooked_model(ln, use_bias, freeze_wv, freeze_wo,
-                                                                n_heads):
+                                                                n_heads, device):
     config = small(ln=ln, use_bias=use_bias, freeze_wv=freeze_wv, freeze_wo=freeze_wo,
                    n_heads=n_heads)
-    check_task_batch_against_hooked(config, state_dicts(config, [0, 1], True))
+    check_task_batch_against_hooked(config, state_dicts(config, [0, 1], True), device=device)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("list_len,n_layers", [(1, 2), (2, 1), (3, 2), (3, 3), (4, 3)])
 @pytest.mark.parametrize("ln_bias", [False, True], ids=["plain", "ln_bias"])
-def test_pruned_torch_path_at_d128_equals_the_hooked_model(list_len, n_layers, ln_bias):
+def test_pruned_torch_path_at_d128_equals_the_hooked_model(list_len, n_layers, ln_bias, device):
     """The sweep's width, other list lengths (other masks) and depths, on task rows and on
     arbitrary token rows; with LN and biases, every parameter perturbed (mildly: at this width
     float32 rounding alone, the hooked model's included, grows with the logits)."""
@@ -359,8 +413,8 @@ def test_pruned_torch_path_at_d128_equals_the_hooked_model(list_len, n_layers, l
         task={"list_len": list_len, "n_digits": 10},
         model={"d_model": 128, "n_layers": n_layers, "ln": ln_bias, "use_bias": ln_bias})
     sds = state_dicts(config, [0, 1], ln_bias, scale=0.05)
-    check_task_batch_against_hooked(config, sds, rtol=1e-4)
-    check_against_hooked(config, sds, rtol=1e-4)
+    check_task_batch_against_hooked(config, sds, rtol=1e-4, device=device)
+    check_against_hooked(config, sds, rtol=1e-4, device=device)
 
 
 def test_pruned_plan_follows_the_mask():

@@ -132,3 +132,15 @@ def test_kill_during_training_then_resume_through_the_cli(tmp_path):
     b, _ = load_tensors(tmp_path / "s" / MODEL_FILE)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert read_run_json(tmp_path / "k")["step"] == 1500
+
+
+def test_auto_on_an_accelerator_says_when_the_cpu_is_faster():
+    from listcopy.training import GPU_PAYS_OFF_MEMBERS, small_ensemble_notice
+
+    cuda = torch.device("cuda")
+    notice = small_ensemble_notice(cuda, 1, "auto")
+    assert "1 model(s) on cuda" in notice and "train.device=cpu" in notice and "\n" not in notice
+    assert small_ensemble_notice(torch.device("mps"), GPU_PAYS_OFF_MEMBERS - 1, "auto")
+    assert small_ensemble_notice(cuda, GPU_PAYS_OFF_MEMBERS, "auto") is None  # the GPU pays off
+    assert small_ensemble_notice(cuda, 1, "cuda") is None  # asked for: no advice
+    assert small_ensemble_notice(torch.device("cpu"), 1, "auto") is None

@@ -1,14 +1,17 @@
 """``listcopy bench``: the notebook's training loop against the engine, in one process and one sitting.
 
     (a) notebook   the seed's loop: DataLoader + itertools.cycle, the hooked model, torch AdamW,
-                   validation accuracy (a DataLoader of 256, ``.item()`` per batch) every 100 steps
+                   validation accuracy (a DataLoader of 256, ``.item()`` per batch) every 100 steps;
+                   on an accelerator each batch is moved to it, as the seed does (``.to(DEV)``)
     (b) engine E=1 ``train_ensemble`` with one config: the real code path of ``listcopy train``
-    (c) engine E=8, E=64: seeds 0..E-1 at once
+    (c) engine E=8, E=64 (or the ``sizes`` asked for): seeds 0..E-1 at once
 
-All on the default config, for the same number of steps, evaluation every 100 steps included.
-Reported: ms per step, ms per model-step (a step of one model: ms/step / E) and the speed-up of
-each model-step over (a). The CPU kernel's build time (cold cache, in a temporary directory) is
-reported on its own; the timed runs use the warm cache, as a second ``listcopy train`` would.
+All on the default config and one device (``cpu`` unless asked; ``auto`` picks cuda, mps, cpu),
+for the same number of steps, evaluation every 100 steps included. Reported: ms per step, ms per
+model-step (a step of one model: ms/step / E), the speed-up of each model-step over (a) and, on
+cuda, the peak GPU memory of each run. The CPU kernel's build time (cold cache, in a temporary
+directory) is reported on its own; the timed runs use the warm cache, as a second ``listcopy
+train`` would.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from .config import Config
 from .engine import Ensemble
 from .model import build_model
 from .task import dataset
-from .training import train_ensemble
+from .training import resolve_device, train_ensemble
 
 ENSEMBLE_SIZES = (1, 8, 64)
 
@@ -46,7 +49,7 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def notebook_loop(config: Config, steps: int) -> float:
+def notebook_loop(config: Config, steps: int, device: torch.device | str = "cpu") -> float:
     """The seed notebook's ``train()`` (without tqdm and prints) for ``steps`` steps; seconds."""
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -56,16 +59,16 @@ def notebook_loop(config: Config, steps: int) -> float:
     train_dl = DataLoader(TensorDataset(data.train_inputs, data.train_targets), 128, shuffle=True,
                           drop_last=True)
     val_dl = DataLoader(TensorDataset(data.val_inputs, data.val_targets), 256, drop_last=False)
-    m = build_model(config)
+    m = build_model(config).to(device)
 
     def accuracy(m):
         m.eval()
         hits = tots = 0
         with torch.no_grad():
             for inputs, targets in val_dl:
-                logits = m(inputs)[:, L + 1:]
+                logits = m(inputs.to(device))[:, L + 1:]
                 preds = logits.argmax(-1)
-                hits += (preds == targets[:, L + 1:]).sum().item()
+                hits += (preds == targets[:, L + 1:].to(device)).sum().item()
                 tots += preds.numel()
         return hits / tots
 
@@ -78,8 +81,8 @@ def notebook_loop(config: Config, steps: int) -> float:
         dl = itertools.cycle(train_dl)
         for step in range(steps):
             inputs, targets = next(dl)
-            logits = m(inputs)[:, L + 1:].reshape(-1, V)
-            loss = ce(logits, targets[:, L + 1:].reshape(-1))
+            logits = m(inputs.to(device))[:, L + 1:].reshape(-1, V)
+            loss = ce(logits, targets[:, L + 1:].reshape(-1).to(device))
             loss.backward()
             opt.step()
             opt.zero_grad()
@@ -91,10 +94,11 @@ def notebook_loop(config: Config, steps: int) -> float:
         return time.perf_counter() - start
 
 
-def engine_run(config: Config, steps: int, n_members: int) -> float:
+def engine_run(config: Config, steps: int, n_members: int,
+               device: torch.device | str = "cpu") -> float:
     """``train_ensemble`` of seeds 0..E-1 for ``steps`` steps (no early stop); seconds."""
     configs = [config.override([f"train.seed={s}", f"train.max_steps={steps}",
-                                "train.early_stop_acc=1.0", "train.device=cpu"])
+                                "train.early_stop_acc=1.0", f"train.device={device}"])
                for s in range(n_members)]
     start = time.perf_counter()
     runs = train_ensemble(configs, progress=False)
@@ -123,33 +127,37 @@ def kernel_build_seconds(config: Config) -> float | None:
 
 
 def run_bench(threads: int = 1, steps: int = 2000, as_json: bool = False,
-              out: TextIO | None = None) -> dict[str, Any]:
-    """Measure (a) the notebook's loop, (b) the engine at E=1, (c) at E=8 and E=64 (default
-    config, ``steps`` steps each, ``threads`` torch threads); print a table (or JSON with
-    ``as_json``) to ``out`` (stdout) and return the figures."""
+              out: TextIO | None = None, device: str = "cpu",
+              sizes: tuple[int, ...] = ENSEMBLE_SIZES, log: TextIO | None = None) -> dict[str, Any]:
+    """Measure (a) the notebook's loop, (b) the engine at E=1, (c) at each other E of ``sizes``
+    (default config on ``device``, ``steps`` steps each, ``threads`` torch threads); print a
+    table (or JSON with ``as_json``) to ``out`` (stdout) and return the figures. With ``log``,
+    each run's seconds are written there as soon as it ends."""
     out = out or sys.stdout
     config = Config()
+    dev = resolve_device(device)
+    sizes = tuple(dict.fromkeys((1, *sizes)))  # E=1 first, each size once
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        build_s = kernel_build_seconds(config)
-        backend = Ensemble(config, [build_model(config).state_dict()], "cpu").backend  # warm
-        engine_run(config, 100, 1)  # warm-up: imports, allocator, kernel load
-        ref_s = notebook_loop(config, steps)
-        rows = [{"run": "notebook loop", "members": 1, "seconds": ref_s}]
-        for n in ENSEMBLE_SIZES:
-            rows.append({"run": f"engine E={n}", "members": n,
-                         "seconds": engine_run(config, steps, n)})
+        build_s = kernel_build_seconds(config) if dev.type == "cpu" else None
+        backend = Ensemble(config, [build_model(config).state_dict()], dev).backend
+        engine_run(config, 100, 1, dev)  # warm-up: imports, allocator, kernel load, cuda context
+        rows = [_measured("notebook loop", 1, dev, lambda: notebook_loop(config, steps, dev), log)]
+        for n in sizes:
+            rows.append(_measured(f"engine E={n}", n, dev,
+                                  lambda n=n: engine_run(config, steps, n, dev), log))
     finally:
         torch.set_num_threads(previous)
-    ref_ms = ref_s / steps * 1e3
+    ref_ms = rows[0]["seconds"] / steps * 1e3
     for row in rows:
         row["ms_per_step"] = row["seconds"] / steps * 1e3
         row["ms_per_model_step"] = row["ms_per_step"] / row["members"]
         row["speedup"] = ref_ms / row["ms_per_model_step"]
     result = {
         "config": config.name, "steps": steps, "eval_every": config.train.eval_every,
-        "threads": threads, "cpu": cpu_model(), "torch": torch.__version__,
+        "threads": threads, "cpu": cpu_model(), "device": str(dev), "gpu": gpu_name(dev),
+        "torch": torch.__version__,
         "python": platform.python_version(), "backend": backend,
         "kernel_build_s_cold": build_s, "rows": rows,
     }
@@ -160,30 +168,43 @@ def run_bench(threads: int = 1, steps: int = 2000, as_json: bool = False,
     return result
 
 
+def _measured(run: str, members: int, device: torch.device, timed,
+              log: TextIO | None) -> dict[str, Any]:
+    """One row: ``timed()``'s seconds, and on cuda the peak GPU memory it allocated."""
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    row: dict[str, Any] = {"run": run, "members": members, "seconds": timed()}
+    if cuda:
+        row["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    if log is not None:
+        print(f"{run}: {row['seconds']:.2f} s", file=log, flush=True)
+    return row
+
+
+def gpu_name(device: torch.device) -> str | None:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else None
+
+
 def format_table(result: dict[str, Any]) -> str:
     build = result["kernel_build_s_cold"]
+    on = f"device: {result['device']}" + (f" ({result['gpu']})" if result.get("gpu") else "")
     lines = [
         f"listcopy bench: {result['config']} (default config), {result['steps']} steps, "
         f"eval every {result['eval_every']}",
-        f"cpu: {result['cpu']}, threads: {result['threads']}, torch {result['torch']}, "
+        f"{on}, cpu: {result['cpu']}, threads: {result['threads']}, torch {result['torch']}, "
         f"engine backend: {result['backend']}"
         + (f" (kernel build, cold cache: {build:.2f} s; timed runs use the warm cache)"
            if build is not None else ""),
         "",
-        f"{'run':<16}{'ms/step':>10}{'ms/model-step':>16}{'speed-up':>10}",
     ]
+    gpu = any("peak_gpu_mb" in row for row in result["rows"])
+    lines.append(f"{'run':<16}{'ms/step':>10}{'ms/model-step':>16}{'speed-up':>10}"
+                 + (f"{'peak GPU MB':>13}" if gpu else ""))
     for row in result["rows"]:
         lines.append(f"{row['run']:<16}{row['ms_per_step']:>10.3f}{row['ms_per_model_step']:>16.4f}"
-                     f"{row['speedup']:>9.1f}x")
+                     f"{row['speedup']:>9.1f}x"
+                     + (f"{row['peak_gpu_mb']:>13.1f}" if gpu else ""))
     return "\n".join(lines)
 
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-    run_bench(args.threads, args.steps, args.json)

@@ -38,6 +38,14 @@ def parse_seeds(text: str) -> list[int]:
     return sorted(seeds)
 
 
+def parse_sizes(text: str) -> tuple[int, ...]:
+    """``8,64`` -> (8, 64): ensemble sizes, each at least 1 and at most 1,000,000."""
+    parts = [p.strip() for p in text.split(",")]
+    if not all(re.fullmatch(r"\d+", p) and 1 <= int(p) <= 1_000_000 for p in parts):
+        raise UsageError(f"--sizes {text!r}: use ensemble sizes from 1 to 1,000,000, like 8,64")
+    return tuple(int(p) for p in parts)
+
+
 # ---- commands --------------------------------------------------------------------------------
 
 def _config(args):
@@ -188,9 +196,13 @@ def cmd_frontier(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.steps < 100 or args.threads < 1:
+        raise UsageError("--steps must be at least 100 and --threads at least 1")
+    sizes = parse_sizes(args.sizes)
     from .bench import run_bench
 
-    run_bench(threads=args.threads, as_json=args.json)
+    run_bench(threads=args.threads, steps=args.steps, as_json=args.json, device=args.device,
+              sizes=sizes, log=sys.stderr)
     return 0
 
 
@@ -204,6 +216,8 @@ def _add_config_args(p: argparse.ArgumentParser, config_file: bool = True) -> No
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .config import DEVICES
+
     parser = argparse.ArgumentParser(
         prog="listcopy",
         description="Train and study attention-only transformers that copy a list through SEP.")
@@ -265,7 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_frontier)
 
     p = sub.add_parser("bench", help="training speed against a notebook-style loop")
-    p.add_argument("--threads", type=int, default=1, metavar="N")
+    p.add_argument("--threads", type=int, default=1, metavar="N", help="torch threads (default 1)")
+    p.add_argument("--steps", type=int, default=2000, metavar="N",
+                   help="steps of each run (default 2000)")
+    p.add_argument("--device", default="cpu", choices=DEVICES,
+                   help="where to train (default cpu; auto: cuda, then mps, then cpu)")
+    p.add_argument("--sizes", default="8,64", metavar="E1,E2",
+                   help="ensemble sizes besides E=1 (default 8,64), e.g. 64,1024,8192 on a GPU")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
     return parser

@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -162,11 +163,19 @@ class Ensemble:
 
     def state_dict(self, member: int) -> dict[str, Tensor]:
         """Member ``member``'s weights as the hooked model's state dict (buffers included), on CPU."""
-        params = self.params()
-        sd = {}
-        for name, value in self.template.state_dict().items():
-            sd[name] = params[name][member].detach().cpu().clone() if name in params else value
-        return sd
+        return self.state_dicts([member])[0]
+
+    def state_dicts(self, members: Sequence[int]) -> list[dict[str, Tensor]]:
+        """:meth:`state_dict` of each of ``members``, copied to the host at once (not per tensor)."""
+        if not members:
+            return []
+        idx = torch.tensor(list(members), device=self.device)
+        flat = self.flat.detach()[idx].cpu()
+        frozen = {k: v[idx].cpu() for k, v in self.frozen.items()}
+        params = self._params(flat, frozen)
+        template = self.template.state_dict()
+        return [{name: params[name][j].clone() if name in params else value
+                 for name, value in template.items()} for j in range(len(members))]
 
     def model(self, member: int) -> ListCopyTransformer:
         """A hooked model holding member ``member``'s weights, for analysis."""

@@ -14,6 +14,7 @@ at ``max_steps``, or at a non-finite loss; stopped members are frozen while the 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import statistics
 import time
@@ -27,9 +28,11 @@ from torch import Tensor
 from . import checkpoint as ckpt
 from .config import SHARED_TRAIN_KEYS, Config, ConfigError
 from .engine import Ensemble
-from .model import ListCopyTransformer, build_model
+from .model import ListCopyTransformer, init_weights
 from .task import Dataset, dataset, seed_generator
 
+log = logging.getLogger("listcopy")
+GPU_PAYS_OFF_MEMBERS = 128  # about where an ensemble step on a GPU beats the CPU (see notice)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -150,12 +153,30 @@ def train_ensemble(configs: Sequence[Config], out_dirs: Sequence[str | Path] | N
     if len(dirs) != len(configs):
         raise ValueError("one output directory per config")
     device = resolve_device(configs[0].train.device)
+    notice = small_ensemble_notice(device, len(configs), configs[0].train.device)
+    if notice:
+        log.warning("listcopy: %s", notice)
     data = dataset(configs[0]).to(device)
-    members = [_prepare(c, d, resume) for c, d in zip(configs, dirs)]
+    template = ListCopyTransformer(configs[0])  # re-initialised per member: one module, not E
+    members = [_prepare(c, d, resume, template) for c, d in zip(configs, dirs)]
     todo = [m for m in members if m.run.status == "running"]
     for start in sorted({m.run.step for m in todo}):  # members resumed at one step train together
         _train_group([m for m in todo if m.run.step == start], data, device, progress)
     return [m.run for m in members]
+
+
+def small_ensemble_notice(device: torch.device, n_members: int, requested: str) -> str | None:
+    """Where "auto" picked an accelerator for a few models: say that the CPU is faster there.
+
+    A step of these models is a few hundred tiny kernels: on a GPU it is launch-bound (an H100
+    took 7.9 ms per step for one model, 8.7 ms for 64 and 15.3 ms for 1,024; benchmarks/README.md),
+    while the CPU kernel takes 0.08-0.09 ms per model-step on one thread (5.0 ms for 64). The GPU
+    wins from about 128 models at once."""
+    if requested != "auto" or device.type == "cpu" or n_members >= GPU_PAYS_OFF_MEMBERS:
+        return None
+    return (f"training {n_members} model(s) on {device.type}: below about "
+            f"{GPU_PAYS_OFF_MEMBERS} models at once a step there is launch-bound and slower than "
+            "on the CPU; --set train.device=cpu trains faster")
 
 
 def check_shared(configs: Sequence[Config]) -> None:
@@ -168,7 +189,8 @@ def check_shared(configs: Sequence[Config]) -> None:
                 raise ConfigError(f"ensemble members must share train.{key}")
 
 
-def _prepare(config: Config, run_dir: Path | None, resume: bool) -> _Member:
+def _prepare(config: Config, run_dir: Path | None, resume: bool,
+             template: ListCopyTransformer) -> _Member:
     task, tc = config.task, config.train
     if run_dir is not None and ckpt.is_run_dir(run_dir) and not resume:
         raise ckpt.CheckpointError(f"{run_dir}: already holds a run (use --resume or another --out)")
@@ -190,7 +212,8 @@ def _prepare(config: Config, run_dir: Path | None, resume: bool) -> _Member:
         order.load_state(tensors)
         return _Member(run, order, tensors.get("optim.exp_avg"), tensors.get("optim.exp_avg_sq"))
     gen = seed_generator(task, tc.seed)
-    state = build_model(config, gen).state_dict()
+    init_weights(template, gen)
+    state = {k: v.detach().clone() for k, v in template.state_dict().items()}
     order = BatchOrder(gen, task.n_train, config.batch_size, tc.reshuffle)
     order.batches(0)  # the DataLoader iterator is created (and draws) right after make_model()
     return _Member(Run(config, state, run_dir=run_dir), order)
@@ -268,9 +291,12 @@ def _train_group(members: list[_Member], data: Dataset, device: torch.device,
                 run.status, run.stop_reason = "done", "max_steps"
             if run.status != "running":
                 active[i] = False
-                run.state = ens.state_dict(i)
-            if run.status != "running" or step % tc.checkpoint_every == 0:
-                _write(members[i], ens, i)
+        # Stopped members, and every member at a checkpoint: their weights, in one host copy.
+        due = [i for i, r in enumerate(runs) if r.history and r.history[-1]["step"] == step
+               and (r.status != "running" or step % tc.checkpoint_every == 0)]
+        for i, state in zip(due, ens.state_dicts(due)):
+            runs[i].state = state
+            _write(members[i], ens, i)
         t0 = time.perf_counter()
         _update_bar(bar, step, runs, tc.eval_every)
     if bar is not None:
@@ -292,8 +318,6 @@ def _next_stop(step: int, runs: list[Run], eval_every: int, max_steps: int,
 
 def _write(member: _Member, ens: Ensemble, i: int) -> None:
     run = member.run
-    if run.status == "running":
-        run.state = ens.state_dict(i)
     if run.run_dir is None:
         return
     train_state = {f"model.{k}": v for k, v in run.state.items()}
