@@ -198,11 +198,11 @@ def cmd_frontier(args) -> int:
 def cmd_bench(args) -> int:
     if args.steps < 100 or args.threads < 1:
         raise UsageError("--steps must be at least 100 and --threads at least 1")
-    sizes = parse_sizes(args.sizes)
+    sizes = {} if args.sizes is None else {"sizes": parse_sizes(args.sizes)}
     from .bench import run_bench
 
     run_bench(threads=args.threads, steps=args.steps, as_json=args.json, device=args.device,
-              sizes=sizes, log=sys.stderr)
+              log=sys.stderr, **sizes)
     return 0
 
 
@@ -284,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="steps of each run (default 2000)")
     p.add_argument("--device", default="cpu", choices=DEVICES,
                    help="where to train (default cpu; auto: cuda, then mps, then cpu)")
-    p.add_argument("--sizes", default="8,64", metavar="E1,E2",
+    p.add_argument("--sizes", metavar="E1,E2",
                    help="ensemble sizes besides E=1 (default 8,64), e.g. 64,1024,8192 on a GPU")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)

@@ -565,14 +565,12 @@ def _runs(rows: tuple[int, ...], var_rows: tuple[int, ...], const_rows: tuple[in
 def _take(var: Tensor | None, const: Tensor | None, runs: Runs) -> Tensor:
     """Rows of (var (E, B, n, ...), const (E, 1, m, ...)) by ``runs``, along dim 2; batch 1 when
     every picked row is constant, else B (constant rows broadcast)."""
-    pieces = [(var, const)[src][:, :, a:b] for src, a, b in runs]
-    if len(pieces) == 1:
-        return pieces[0]
-    B = max(p.shape[1] for p in pieces)
-    return torch.cat([p.expand(p.shape[0], B, *p.shape[2:]) for p in pieces], 2)
+    return _cat_rows([(var, const)[src][:, :, a:b] for src, a, b in runs])
 
 
-def _cat_rows(parts: list[Tensor]) -> Tensor | None:
+def _cat_rows(parts: list[Tensor | None]) -> Tensor | None:
+    """``parts`` (E, B or 1, n_i, ...) that are not None, joined along dim 2 (batch-1 parts
+    broadcast to B); None when there are none."""
     parts = [p for p in parts if p is not None]
     if not parts:
         return None

@@ -271,6 +271,7 @@ def _train_group(members: list[_Member], data: Dataset, device: torch.device,
         loss_sum.zero_()
         since_eval = 0
         elapsed = time.perf_counter() - t0
+        due = []  # members to write: stopped now, or at a checkpoint
         for i, run in enumerate(runs):
             if run.status != "running":
                 continue
@@ -291,10 +292,9 @@ def _train_group(members: list[_Member], data: Dataset, device: torch.device,
                 run.status, run.stop_reason = "done", "max_steps"
             if run.status != "running":
                 active[i] = False
-        # Stopped members, and every member at a checkpoint: their weights, in one host copy.
-        due = [i for i, r in enumerate(runs) if r.history and r.history[-1]["step"] == step
-               and (r.status != "running" or step % tc.checkpoint_every == 0)]
-        for i, state in zip(due, ens.state_dicts(due)):
+            if run.status != "running" or step % tc.checkpoint_every == 0:
+                due.append(i)
+        for i, state in zip(due, ens.state_dicts(due)):  # their weights, in one host copy
             runs[i].state = state
             _write(members[i], ens, i)
         t0 = time.perf_counter()
