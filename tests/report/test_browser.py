@@ -9,7 +9,7 @@ import os
 import pytest
 
 from listcopy.report import model_report, sweep_report
-from listcopy.report.model_report import SECTIONS
+from listcopy.report.model_page import SECTIONS
 
 from . import browser as B
 

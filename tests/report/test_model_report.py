@@ -8,8 +8,8 @@ import pytest
 
 from listcopy.checkpoint import CheckpointError
 from listcopy.config import ConfigError
-from listcopy.report import model_report
-from listcopy.report.model_report import SECTIONS
+from listcopy.report import build_page, model_report
+from listcopy.report.model_page import MODEL_SECTIONS, SECTIONS, SectionRow
 
 from .test_html import external_sources, parse
 
@@ -97,3 +97,39 @@ def test_smallest_shapes(tmp_path):
     assert "no UMAP (it needs at least 4 digits)" in text
     sep = figure_data(text)["sep_attention"]
     assert sep["layout"]["xaxis"]["title"]["text"] == "d1"
+
+
+def test_a_non_finite_loss_is_shown_as_missing_on_the_page():
+    from listcopy import Config
+
+    config = Config()
+    base = {"acc": 0.5, "seq_acc": 0.25, "loss": None, "n_val": 4}
+    m = {"acc": 0.25, "seq_acc": 0.0, "loss": None}
+    page = build_page({"name": config.name, "metrics": base, "mean_attention": m}, config)
+    assert [s.id for s in page.sections] == ["overview", "mean_attention"]
+    assert page.sections[1].numbers == (
+        "Clean: acc 0.5000, seq_acc 0.2500, loss -. "
+        "Mean attention: acc 0.2500 (-0.2500), seq_acc 0.0000 (-0.2500), loss -.")
+    assert "validation acc 0.5000, seq_acc 0.2500, loss - on 4 lists" in page.subtitle
+
+
+def test_a_new_section_is_one_builder_and_one_row(odd_analysis):
+    """The page is a loop over its table: a row added for a new analysis key draws that
+    analysis's section (after the others, its placeholders filled in); rows whose key the result
+    lacks draw nothing."""
+    _, config, result = odd_analysis
+
+    def order_by_scale(value, ctx, s):
+        s.what = s.what.format(n=len(value["scales"]))
+        s.numbers = f"largest scale {max(value['scales'])}, clean acc {ctx.base['acc']:.4f}"
+
+    table = {**MODEL_SECTIONS, "order_by_scale": SectionRow(
+        "Order by scale", "Outputs ordered by {n} scales.", order_by_scale)}
+    page = build_page({**result, "order_by_scale": {"scales": [1, 3, 2]}}, config, sections=table)
+    assert [s.id for s in page.sections] == [*SECTIONS, "order_by_scale"]
+    new = page.sections[-1]
+    assert (new.title, new.what) == ("Order by scale", "Outputs ordered by 3 scales.")
+    assert new.numbers == f"largest scale 3, clean acc {result['metrics']['acc']:.4f}"
+    assert table["order_by_scale"].what == "Outputs ordered by {n} scales."  # the row is untouched
+    few = {k: result[k] for k in ("name", "config", "metrics", "edges")}
+    assert [s.id for s in build_page(few, config, sections=table).sections] == ["overview", "edges"]

@@ -2,8 +2,12 @@
 
     html.py          the page: sections, tables, figures as inline JSON, plotly.js embedded once
     figures.py       one plotly figure per analysis, from the analysis's JSON
-    model_report.py  ``model_report``: analyse a model and write its page
-    sweep_report.py  ``sweep_report``: a sweep's tables, accuracy heatmap, seeds, steps
+    model_page.py    a model's page: the table of sections (analysis key -> builder), ``build_page``
+    model_report.py  ``model_report``: load and analyse a model, then write its page
+    sweep_report.py  ``sweep_report``: a sweep's tables, accuracy heatmap, seeds, steps (a table
+                     of section builders too)
+    frontier.py      the capacity frontier's section of a sweep report
+    output.py        what every report shares: progress stages, ``ReportInfo``, atomic writing
     png.py           every figure as a PNG through kaleido and the system's Chromium
     cli.py           ``listcopy report PATH [--out FILE.html] [--png DIR] [--axes A,B]``
 
@@ -15,7 +19,9 @@ Importing this package is cheap: plotly, torch, kaleido and the analyses load on
 """
 
 from .html import Figure, Page, Section, Table
-from .model_report import ReportInfo, build_page, model_report
+from .model_page import build_page
+from .model_report import model_report
+from .output import ReportInfo
 from .png import write_pngs
 from .sweep_report import sweep_report
 

@@ -151,16 +151,11 @@ def mean_attention_bars(ablated: Metrics, base: Metrics):
 
 
 def pos_ablation_bars(pos: dict[str, Metrics], base: Metrics):
-    entries = [(_stage_label(name), m) for name, m in pos.items()]
+    from ..analysis.common import stage_label
+
+    entries = [(stage_label(name), m) for name, m in pos.items()]
     return metric_bars("Positional embedding removed (but at SEP), at one residual point",
                        entries, base, x_title="W_pos subtracted after")
-
-
-def _stage_label(hook: str) -> str:
-    parts = hook.split(".")
-    if hook == "blocks.0.hook_resid_pre":
-        return "embed"
-    return f"L{parts[1]}" if len(parts) > 1 else hook
 
 
 def skip_ablation_bars(skip: dict[str, dict[str, Metrics]], base: Metrics):
@@ -183,52 +178,14 @@ def attention_flow(lens: dict[str, Any], n_digits: int, min_weight: float = 0.02
     logit lens's top token, coloured by the target's probability; an edge per attention weight
     from a key at one stage to a query at the next, its width and opacity the weight."""
     go = _go()
-    labels = lens["labels"]
-    stages = lens["stage_labels"]
-    attn = lens["attention"]  # (n_layers, H, T, T)
+    labels, stages = lens["labels"], lens["stage_labels"]
     T = len(labels)
-    n_heads = len(attn[0]) if attn else 1
+    shapes, hover = _flow_edges(lens["attention"], labels, min_weight)
     fig = go.Figure()
-    shapes = []
-    mid_x, mid_y, mid_text = [], [], []
-    for s in range(len(stages) - 1):
-        for t in range(T):  # the residual stream carries each position to the next stage
-            shapes.append(dict(type="line", x0=s, y0=t, x1=s + 1, y1=t, layer="below",
-                               line=dict(color="#cccccc", width=1, dash="dot")))
-        for h in range(n_heads):
-            pat = attn[s][h]
-            for q in range(T):
-                for k in range(T):
-                    w = pat[q][k]
-                    if w is None or w < min_weight:
-                        continue
-                    shapes.append(dict(type="line", x0=s, y0=k, x1=s + 1, y1=q, layer="below",
-                                       opacity=round(0.15 + 0.85 * w, 3),
-                                       line=dict(color=HEAD_COLORS[h % len(HEAD_COLORS)],
-                                                 width=round(0.5 + 7 * w, 2))))
-                    mid_x.append(s + 0.5)
-                    mid_y.append((q + k) / 2)
-                    head = f" head {h}" if n_heads > 1 else ""
-                    mid_text.append(f"layer {s}{head}: {labels[q]} attends to {labels[k]}: {w:.3f}")
-    fig.add_trace(go.Scatter(x=mid_x, y=mid_y, mode="markers", marker=dict(size=8, opacity=0),
-                             hovertext=mid_text, hoverinfo="text", showlegend=False))
-    xs, ys, text, color, hover = [], [], [], [], []
-    for s, stage in enumerate(stages):
-        for t in range(T):
-            top = lens["top_token"][s][t]
-            xs.append(s)
-            ys.append(t)
-            text.append(token_text(top, n_digits))
-            color.append(lens["target_prob"][s][t])
-            hover.append(f"{stage}, {labels[t]}: top {token_text(top, n_digits)} "
-                         f"(p {lens['top_prob'][s][t]:.3f}); target "
-                         f"{token_text(lens['targets'][t], n_digits)} p {lens['target_prob'][s][t]:.3f}")
-    fig.add_trace(go.Scatter(
-        x=xs, y=ys, mode="markers+text", text=text, textfont=dict(color="white", size=11),
-        marker=dict(size=34, color=_round(color, 3), colorscale="Viridis", cmin=0, cmax=1,
-                    line=dict(color="#333", width=1),
-                    colorbar=dict(title="p(target)")),
-        hovertext=hover, hoverinfo="text", showlegend=False))
+    fig.add_trace(go.Scatter(x=hover["x"], y=hover["y"], mode="markers",
+                             marker=dict(size=8, opacity=0), hovertext=hover["text"],
+                             hoverinfo="text", showlegend=False))
+    fig.add_trace(_lens_nodes(lens, n_digits, go))
     tokens = " ".join(token_text(t, n_digits) for t in lens["tokens"])
     L = (T - 1) // 2
     targets = " ".join(token_text(t, n_digits) for t in lens["targets"][L + 1:])
@@ -240,6 +197,56 @@ def attention_flow(lens: dict[str, Any], n_digits: int, min_weight: float = 0.02
     _layout(fig, f"Attention flow with the logit lens, validation example {lens['example_index']}: "
             f"[{tokens}] \u2192 [{targets}]", 120 + 70 * T)
     return fig
+
+
+def _flow_edges(attn: Sequence, labels: Sequence[str], min_weight: float):
+    """The flow diagram's lines (dotted residual links, one line per attention weight of at least
+    ``min_weight``, coloured by head) and the hover points at the middle of each weight's line."""
+    T = len(labels)
+    n_heads = len(attn[0]) if attn else 1
+    shapes = []
+    hover: dict[str, list] = {"x": [], "y": [], "text": []}
+    for s in range(len(attn)):
+        for t in range(T):  # the residual stream carries each position to the next stage
+            shapes.append(dict(type="line", x0=s, y0=t, x1=s + 1, y1=t, layer="below",
+                               line=dict(color="#cccccc", width=1, dash="dot")))
+        for h in range(n_heads):
+            for q in range(T):
+                for k in range(T):
+                    w = attn[s][h][q][k]
+                    if w is None or w < min_weight:
+                        continue
+                    shapes.append(dict(type="line", x0=s, y0=k, x1=s + 1, y1=q, layer="below",
+                                       opacity=round(0.15 + 0.85 * w, 3),
+                                       line=dict(color=HEAD_COLORS[h % len(HEAD_COLORS)],
+                                                 width=round(0.5 + 7 * w, 2))))
+                    head = f" head {h}" if n_heads > 1 else ""
+                    hover["x"].append(s + 0.5)
+                    hover["y"].append((q + k) / 2)
+                    hover["text"].append(f"layer {s}{head}: {labels[q]} attends to {labels[k]}: "
+                                         f"{w:.3f}")
+    return shapes, hover
+
+
+def _lens_nodes(lens: dict[str, Any], n_digits: int, go):
+    """The flow diagram's nodes: one per (stage, position), the logit lens's top token on it."""
+    labels = lens["labels"]
+    xs, ys, text, color, hover = [], [], [], [], []
+    for s, stage in enumerate(lens["stage_labels"]):
+        for t in range(len(labels)):
+            top = lens["top_token"][s][t]
+            xs.append(s)
+            ys.append(t)
+            text.append(token_text(top, n_digits))
+            color.append(lens["target_prob"][s][t])
+            hover.append(f"{stage}, {labels[t]}: top {token_text(top, n_digits)} "
+                         f"(p {lens['top_prob'][s][t]:.3f}); target "
+                         f"{token_text(lens['targets'][t], n_digits)} p {lens['target_prob'][s][t]:.3f}")
+    return go.Scatter(
+        x=xs, y=ys, mode="markers+text", text=text, textfont=dict(color="white", size=11),
+        marker=dict(size=34, color=_round(color, 3), colorscale="Viridis", cmin=0, cmax=1,
+                    line=dict(color="#333", width=1), colorbar=dict(title="p(target)")),
+        hovertext=hover, hoverinfo="text", showlegend=False)
 
 
 def logit_lens_accuracy(lens: dict[str, Any]):

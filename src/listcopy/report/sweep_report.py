@@ -6,23 +6,24 @@ steps each run needed to reach the early-stop accuracy.
 
 It reads the sweep's database (``sweep.db``) only, so it works while the sweep is running.
 Tables are those of ``listcopy results``; a configuration reported under several names (the
-notebook's ``d128`` and ``d128_3layer``) counts once in the heatmap.
+notebook's ``d128`` and ``d128_3layer``) counts once in the heatmap. The page is a loop over a
+table of section builders (``SWEEP_SECTIONS``), each drawing one section from a
+:class:`SweepContext` (or none: the frontier's only in a ``listcopy frontier`` directory).
 """
 
 from __future__ import annotations
 
 import json
 import statistics
-import sys
-import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from ..config import ConfigError
 from .html import Figure, Page, Section, Table
-from .model_report import ReportInfo, _check_out, render_and_write
+from .output import ReportInfo, Stages, check_out, render_and_write
 
 DEFAULT_AXES = ("model.d_model", "model.n_layers")
 ACC_COLOR = "#1f77b4"
@@ -33,41 +34,25 @@ MISSED_COLOR = "#d62728"
 def sweep_report(sweep_dir: str | Path, out: str | Path, axes: Sequence[str] = DEFAULT_AXES,
                  png_dir: str | Path | None = None, progress: bool = True) -> ReportInfo:
     """Write the report of the sweep in ``sweep_dir`` to ``out`` (atomically)."""
-    from tqdm.auto import tqdm
-
     from ..sweep.results import load_rows
     from ..sweep.store import StoreError
 
-    out = _check_out(out)
+    out = check_out(out)
     axes = tuple(axes)
     if len(axes) != 2 or axes[0] == axes[1]:
         raise ConfigError(f"--axes {','.join(axes)}: give two different keys, e.g. "
                           "model.d_model,model.n_layers")
-    times: dict[str, float] = {}
-    t0 = time.perf_counter()
-    bar = tqdm(total=4 + (png_dir is not None), desc="sweep report", unit="step",
-               disable=not progress, file=sys.stderr, leave=False)
-    try:
-        bar.set_postfix_str("load")
-        try:
-            rows = load_rows(sweep_dir)
-        except StoreError as err:
-            raise ConfigError(str(err)) from None
-        keys = resolve_axes(rows, axes)
-        times["load"] = time.perf_counter() - t0
-        bar.update()
-
-        t = time.perf_counter()
-        bar.set_postfix_str("figures")
-        page = build_sweep_page(rows, keys, Path(sweep_dir))
-        times["figures"] = time.perf_counter() - t
-        bar.update()
-
-        info = render_and_write(page, out, png_dir, bar, times)
-    finally:
-        bar.close()
-    times["total"] = time.perf_counter() - t0
-    return info
+    with Stages("sweep report", 4 + (png_dir is not None), progress) as stages:
+        with stages("load"):
+            try:
+                rows = load_rows(sweep_dir)
+            except StoreError as err:
+                raise ConfigError(str(err)) from None
+            keys = resolve_axes(rows, axes)
+        with stages("figures"):
+            page = build_sweep_page(rows, keys, Path(sweep_dir))
+        size, pngs = render_and_write(page, out, png_dir, stages)
+    return ReportInfo.of(page, out, size, pngs, stages.times)
 
 
 # ---- data ------------------------------------------------------------------------------------
@@ -251,59 +236,99 @@ def _table(t, bad_status: bool = False) -> Table:
     return Table(list(t.columns), list(t.rows), caption=t.caption, bad=bad, formats=fmts)
 
 
-def build_sweep_page(rows: Sequence[dict[str, Any]], keys: tuple[str, str], sweep_dir: Path) -> Page:
+@dataclass(frozen=True)
+class SweepContext:
+    """What a sweep section builder draws from: every entry, the distinct runs, the two axes."""
+
+    rows: Sequence[dict[str, Any]]
+    keys: tuple[str, str]
+    sweep_dir: Path
+
+    @property
+    def runs(self) -> list[dict[str, Any]]:
+        return distinct_runs(self.rows)
+
+    @property
+    def done(self) -> bool:
+        """Whether any run finished with an accuracy (else there is nothing to draw yet)."""
+        return any(r["status"] == "done" and r["acc"] is not None for r in self.runs)
+
+
+NOT_YET = "No finished runs yet."
+
+
+def results_section(ctx: SweepContext) -> Section:
     from ..sweep.results import runs_table, summary_table
 
-    runs = distinct_runs(rows)
+    rt = runs_table(ctx.rows)
+    return Section(
+        "results", "Results",
+        "Every entry of the grid with its settings and final validation accuracy (the "
+        "notebook's table), then the same aggregated over seeds: mean and standard deviation of "
+        "the accuracy, the fraction of seeds that reached the early-stop accuracy and their "
+        "median steps to it.",
+        numbers=" ".join(rt.notes),
+        tables=[_table(rt, bad_status=True), _table(summary_table(ctx.rows))])
+
+
+def heatmap_section(ctx: SweepContext) -> Section:
+    x, y = ctx.keys
+    return Section(
+        "heatmap", "Accuracy over two axes",
+        f"Mean validation accuracy of the finished runs for each value of {x} (columns) "
+        f"and {y} (rows), over seeds and every other setting; n is the number of runs.",
+        numbers="" if ctx.done else NOT_YET,
+        figures=[Figure("acc_heatmap", acc_heatmap(ctx.rows, ctx.keys))] if ctx.done else [])
+
+
+def seeds_section(ctx: SweepContext) -> Section:
+    return Section(
+        "seeds", "Seeds",
+        "The final validation accuracy of every seed of every entry, coloured by whether the run "
+        "reached the early-stop accuracy: how much the outcome depends on the seed.",
+        numbers="" if ctx.done else NOT_YET,
+        figures=[Figure("seed_strip", seed_strip(ctx.rows))] if ctx.done else [])
+
+
+def steps_section(ctx: SweepContext) -> Section:
+    s = Section(
+        "steps", "Steps to threshold",
+        "The first evaluation step at which each run reached the early-stop accuracy, and the "
+        "fraction of each entry's finished seeds that reached it.", numbers=NOT_YET)
+    runs = ctx.runs
+    if any(r["status"] in ("done", "failed") for r in runs):
+        reached = sum(r["steps_to_threshold"] is not None for r in runs)
+        s.numbers = f"{reached} of {len(runs)} runs reached it."
+        s.figures.append(Figure("steps_to_threshold", steps_figure(ctx.rows)))
+    return s
+
+
+def frontier_section_of(ctx: SweepContext) -> Section | None:
+    """A `listcopy frontier` directory's phase diagram; None for any other sweep."""
+    from .frontier import frontier_section, load_frontier
+
+    frontier = load_frontier(ctx.sweep_dir)
+    return None if frontier is None else frontier_section(frontier)
+
+
+SWEEP_SECTIONS: tuple[Callable[[SweepContext], Section | None], ...] = (
+    results_section, heatmap_section, seeds_section, steps_section, frontier_section_of)
+
+
+def build_sweep_page(rows: Sequence[dict[str, Any]], keys: tuple[str, str], sweep_dir: Path,
+                     sections: Sequence[Callable[[SweepContext], Section | None]] = SWEEP_SECTIONS
+                     ) -> Page:
+    """The sweep's page: a section from each builder of ``sections`` that has one to give."""
+    ctx = SweepContext(rows, keys, sweep_dir)
+    runs = ctx.runs
     counts = {s: sum(r["status"] == s for r in runs) for s in ("done", "failed", "running", "pending")}
     page = Page(title=f"listcopy sweep report: {sweep_dir.name or sweep_dir}",
                 subtitle=(f"{len(rows)} entries, {len(runs)} distinct runs: "
                           + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
                           + f"; from {sweep_dir}"),
                 footer="Read from the sweep's database (sweep.db); works offline (plotly.js embedded).")
-    rt = runs_table(rows)
-    s = page.add(Section(
-        "results", "Results",
-        "Every entry of the grid with its settings and final validation accuracy (the "
-        "notebook's table), then the same aggregated over seeds: mean and standard deviation of "
-        "the accuracy, the fraction of seeds that reached the early-stop accuracy and their "
-        "median steps to it."))
-    s.numbers = " ".join(rt.notes)
-    s.tables.append(_table(rt, bad_status=True))
-    s.tables.append(_table(summary_table(rows)))
-    done = [r for r in runs if r["status"] == "done" and r["acc"] is not None]
-
-    s = page.add(Section(
-        "heatmap", "Accuracy over two axes",
-        f"Mean validation accuracy of the finished runs for each value of {keys[0]} (columns) "
-        f"and {keys[1]} (rows), over seeds and every other setting; n is the number of runs."))
-    if done:
-        s.figures.append(Figure("acc_heatmap", acc_heatmap(rows, keys)))
-    else:
-        s.numbers = "No finished runs yet."
-
-    s = page.add(Section(
-        "seeds", "Seeds",
-        "The final validation accuracy of every seed of every entry, coloured by whether the run "
-        "reached the early-stop accuracy: how much the outcome depends on the seed."))
-    if done:
-        s.figures.append(Figure("seed_strip", seed_strip(rows)))
-    else:
-        s.numbers = "No finished runs yet."
-
-    s = page.add(Section(
-        "steps", "Steps to threshold",
-        "The first evaluation step at which each run reached the early-stop accuracy, and the "
-        "fraction of each entry's finished seeds that reached it."))
-    reached = [r for r in runs if r["steps_to_threshold"] is not None]
-    if any(r["status"] in ("done", "failed") for r in runs):
-        s.numbers = f"{len(reached)} of {len(runs)} runs reached it."
-        s.figures.append(Figure("steps_to_threshold", steps_figure(rows)))
-    else:
-        s.numbers = "No finished runs yet."
-    from .frontier import frontier_section, load_frontier
-
-    frontier = load_frontier(sweep_dir)
-    if frontier is not None:  # a `listcopy frontier` directory: its phase diagram too
-        page.add(frontier_section(frontier))
+    for build in sections:
+        section = build(ctx)
+        if section is not None:
+            page.add(section)
     return page
