@@ -47,3 +47,34 @@ def test_to_json_has_no_nan_and_no_tensors():
     out = to_json(value)
     assert out == {"t": [1.0, None], "b": [True], "1": [0.1], "i": 3, "inf": None}
     json.dumps(out, allow_nan=False)
+
+
+def test_every_analysis_refuses_bad_arguments_before_running(odd):
+    """The common start of the analyses (checked_inputs): the model against the config, the batch
+    size, the example row and the layer, each refused with a one-line ConfigError."""
+    from listcopy.analysis import analyze
+    from listcopy.analysis.attention import attention_patterns, sep_attention
+    from listcopy.analysis.edges import edge_ablation
+    from listcopy.analysis.lens import logit_lens
+    from listcopy.analysis.probes import linear_probes
+    from listcopy.config import ConfigError
+
+    model, config, data = odd
+    n_val = data.val_inputs.shape[0]
+    calls = {
+        f"example = {n_val}": [lambda: attention_patterns(model, config, data, example=n_val),
+                               lambda: logit_lens(model, config, data, example=n_val),
+                               lambda: analyze(model, config, data=data, example=n_val)],
+        "example = -1": [lambda: logit_lens(model, config, data, example=-1)],
+        "layer = 2": [lambda: sep_attention(model, config, data, layer=2)],
+        "batch_size = 0": [lambda: edge_ablation(model, config, data, batch_size=0),
+                           lambda: linear_probes(model, config, data, batch_size=0),
+                           lambda: analyze(model, config, data=data, batch_size=0)],
+        "does not match": [lambda: edge_ablation(model, config.override(["model.d_model=4"]), data)],
+    }
+    for message, fns in calls.items():
+        for fn in fns:
+            with pytest.raises(ConfigError, match=message) as err:
+                fn()
+            assert "\n" not in str(err.value)
+    assert no_hooks(model)

@@ -57,7 +57,7 @@ def test_analyze_is_deterministic_and_only_runs_what_is_asked(trained):
 def test_bad_requests_are_one_line_errors(trained):
     model, config, data = trained
     with pytest.raises(ConfigError, match="unknown analysis 'edge'"):
-        parse_only("attention,edge")
+        analyze(model, config, only="attention,edge", data=data)
     with pytest.raises(ConfigError, match="example = 80"):
         analyze(model, config, only="attention", example=80, data=data)
     other = config.override(["model.d_model=8"])

@@ -13,8 +13,7 @@ from torch import Tensor
 
 from ..config import Config
 from ..task import Dataset, dataset, token_labels
-from .common import (BATCH_SIZE, cached_pass, check_example, check_layer, checked_inputs,
-                     pattern_name, scores_name, to_json)
+from .common import BATCH_SIZE, cached_pass, checked_inputs, pattern_name, scores_name, to_json
 
 LEAK_EPS = 1e-3  # the seed raises when an output position puts more than this on the input digits
 
@@ -48,8 +47,7 @@ class AttentionResult:
 def attention_patterns(model, config: Config, data: Dataset | None = None, example: int = 0,
                        batch_size: int = BATCH_SIZE) -> AttentionResult:
     """Patterns of validation example ``example`` and statistics over the whole validation set."""
-    data = checked_inputs(model, config, data, batch_size)
-    check_example(example, data)
+    data = checked_inputs(model, config, data, batch_size, example=example)
     L, n_layers = config.task.list_len, config.model.n_layers
     names = [pattern_name(layer) for layer in range(n_layers)]
     total = None
@@ -126,8 +124,7 @@ class SepAttentionResult:
 @torch.no_grad()
 def sep_attention(model, config: Config, data: Dataset | None = None, layer: int = 0,
                   batch_size: int = BATCH_SIZE) -> SepAttentionResult:
-    data = checked_inputs(model, config, data, batch_size)
-    check_layer(layer, config)
+    data = checked_inputs(model, config, data, batch_size, layer=layer)
     L = config.task.list_len
     names = [scores_name(layer), pattern_name(layer)]
     out = config.task.output_slice

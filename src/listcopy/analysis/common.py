@@ -161,11 +161,18 @@ def check_model(model, config: Config) -> None:
                           f"match config {config.name} {want}")
 
 
-def checked_inputs(model, config: Config, data: Dataset | None, batch_size: int) -> Dataset:
-    """The common start of an analysis: check the model and batch size, default to the seed's split."""
+def checked_inputs(model, config: Config, data: Dataset | None, batch_size: int, *,
+                   example: int | None = None, layer: int | None = None) -> Dataset:
+    """The common start of an analysis: check the model and batch size, default to the seed's
+    split, and check ``example`` (a validation row) and ``layer`` where the analysis takes one."""
     check_model(model, config)
     check_batch_size(batch_size)
-    return data if data is not None else dataset(config)
+    data = data if data is not None else dataset(config)
+    if example is not None:
+        check_example(example, data)
+    if layer is not None:
+        check_layer(layer, config)
+    return data
 
 
 def check_layer(layer: int, config: Config) -> int:

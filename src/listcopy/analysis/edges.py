@@ -12,9 +12,8 @@ import torch
 from torch import Tensor
 
 from ..config import Config, ConfigError
-from ..task import Dataset, attention_mask, dataset, token_labels
-from .common import (BATCH_SIZE, FwdHook, Metrics, check_batch_size, check_model, pattern_name,
-                     to_json, val_metrics)
+from ..task import Dataset, attention_mask, token_labels
+from .common import BATCH_SIZE, FwdHook, Metrics, checked_inputs, pattern_name, to_json, val_metrics
 
 TOLERANCE = 1e-3  # the research line's accuracy_tolerance
 
@@ -81,11 +80,9 @@ class EdgeAblationResult:
 @torch.no_grad()
 def edge_ablation(model, config: Config, data: Dataset | None = None, tolerance: float = TOLERANCE,
                   batch_size: int = BATCH_SIZE) -> EdgeAblationResult:
-    check_model(model, config)
-    check_batch_size(batch_size)
+    data = checked_inputs(model, config, data, batch_size)
     if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not tolerance >= 0:
         raise ConfigError(f"tolerance = {tolerance!r}: must be a number >= 0")
-    data = data if data is not None else dataset(config)
     labels = token_labels(config.task.list_len)
     base = val_metrics(model, data, batch_size=batch_size)
     results = []

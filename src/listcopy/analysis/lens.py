@@ -16,8 +16,8 @@ from torch import Tensor
 
 from ..config import Config
 from ..task import Dataset, token_labels
-from .common import (BATCH_SIZE, cached_pass, check_example, checked_inputs, pattern_name,
-                     resid_stages, stage_label, to_json)
+from .common import (BATCH_SIZE, cached_pass, checked_inputs, pattern_name, resid_stages,
+                     stage_label, to_json)
 
 
 def decode(model, resid: Tensor) -> Tensor:
@@ -51,8 +51,7 @@ class LogitLensResult:
 @torch.no_grad()
 def logit_lens(model, config: Config, data: Dataset | None = None, example: int = 0,
                batch_size: int = BATCH_SIZE) -> LogitLensResult:
-    data = checked_inputs(model, config, data, batch_size)
-    check_example(example, data)
+    data = checked_inputs(model, config, data, batch_size, example=example)
     n_layers = config.model.n_layers
     stages = resid_stages(n_layers)
     patterns = [pattern_name(layer) for layer in range(n_layers)]

@@ -19,9 +19,8 @@ import torch
 from torch import Tensor
 
 from ..config import Config, ConfigError
-from ..task import Dataset, dataset, token_labels
-from .common import (BATCH_SIZE, cached_pass, check_batch_size, check_model, resid_stages,
-                     stage_label, to_json)
+from ..task import Dataset, token_labels
+from .common import BATCH_SIZE, cached_pass, checked_inputs, resid_stages, stage_label, to_json
 
 KINDS = ("logistic", "lda")
 MAX_TRAIN = 20_000  # examples per probe fit at most (a seeded subsample beyond)
@@ -156,14 +155,12 @@ def linear_probes(model, config: Config, data: Dataset | None = None,
                   kinds: tuple[str, ...] = KINDS, seed: int = 0, max_train: int = MAX_TRAIN,
                   max_val: int = MAX_VAL, batch_size: int = BATCH_SIZE) -> ProbeResult:
     """Probes for each digit from the residual stream at SEP after the embedding and each layer."""
-    check_model(model, config)
-    check_batch_size(batch_size)
+    data = checked_inputs(model, config, data, batch_size)
     for kind in kinds:
         if kind not in KINDS:
             raise ConfigError(f"probe kind {kind!r}: allowed are " + ", ".join(KINDS))
     if max_train < 2 or max_val < 1:
         raise ConfigError(f"max_train = {max_train}, max_val = {max_val}: need >= 2 and >= 1")
-    data = data if data is not None else dataset(config)
     gen = torch.Generator().manual_seed(seed)
     tr = _subsample(data.train_inputs.shape[0], max_train, gen)
     va = _subsample(data.val_inputs.shape[0], max_val, gen)

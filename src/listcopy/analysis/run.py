@@ -19,10 +19,10 @@ from typing import Any, Callable, Iterable
 import torch
 
 from ..config import Config, ConfigError
-from ..task import Dataset, dataset
+from ..task import Dataset
 from .ablation import mean_attention_ablation, pos_ablation, skip_ablation
 from .attention import attention_patterns, sep_attention
-from .common import BATCH_SIZE, check_example, check_model, to_json, val_metrics
+from .common import BATCH_SIZE, checked_inputs, to_json, val_metrics
 from .edges import TOLERANCE, edge_ablation
 from .geometry import embedding_geometry
 from .lens import logit_lens
@@ -70,9 +70,7 @@ def analyze(model, config: Config, only: str | Iterable[str] | None = None,
     analysis's name and its seconds) reports each analysis's time.
     """
     names = parse_only(only)
-    check_model(model, config)
-    data = data if data is not None else dataset(config)
-    check_example(example, data)
+    data = checked_inputs(model, config, data, batch_size, example=example)
     report = _progress(progress)
     was_training = model.training
     model.eval()
@@ -113,69 +111,94 @@ def analyze(model, config: Config, only: str | Iterable[str] | None = None,
         model.train(was_training)
 
 
-# ---- the readable summary ----------------------------------------------------------------------
+# ---- the readable summary: a few lines per analysis, from a table ---------------------------
 
 def _m(m: dict) -> str:
     delta = f" ({m['delta_acc']:+.4f})" if "delta_acc" in m else ""
     return f"acc {m['acc']:.4f}{delta} seq_acc {m['seq_acc']:.4f} loss {m['loss']:.4f}"
 
 
+def _parameters(p: dict) -> list[str]:
+    return [f"parameters: {p['total']} in all, {p['trainable']} trainable"]
+
+
+def _attention(a: dict) -> list[str]:
+    leaks = ", ".join(f"L{i} {x:.2e}" for i, x in enumerate(a["max_leak"]))
+    const = ", ".join(f"L{i} {'yes' if c else 'no'}" for i, c in enumerate(a["patterns_constant"]))
+    ok = "ok" if a["leak_ok"] else f"LEAK above {a['leak_eps']:g}"
+    return [f"attention: max leak onto inputs {leaks} ({ok}); patterns constant: {const}"]
+
+
+def _mean_attention(m: dict) -> list[str]:
+    return [f"mean attention: {_m(m)}"]
+
+
+def _pos_ablation(pos: dict) -> list[str]:
+    return ["W_pos removed (but at SEP):"] + [f"  {name:<28} {_m(m)}" for name, m in pos.items()]
+
+
+def _skip_ablation(skip: dict) -> list[str]:
+    lines = []
+    for kind in ("zero", "mean"):
+        lines.append(f"skip connection, {kind}:")
+        lines += [f"  {'layer ' + k if k != 'all' else 'all layers':<12} {_m(m)}"
+                  for k, m in skip[kind].items()]
+    return lines
+
+
+def _logit_lens(lens: dict) -> list[str]:
+    accs = ", ".join(f"{s} {a:.4f}" for s, a in zip(lens["stage_labels"], lens["val_acc"]))
+    toks = " ".join(str(t) for t in lens["tokens"])
+    return ([f"logit lens, output acc per stage: {accs}",
+             f"  example {lens['example_index']} [{toks}]:"]
+            + [f"  {s:<6} " + " ".join(f"{t:>4}" for t in top)
+               for s, top in zip(lens["stage_labels"], lens["top_token"])])
+
+
+def _edges(e: dict) -> list[str]:
+    crit = sorted((r for r in e["edges"] if abs(r["delta_acc"]) >= e["tolerance"]),
+                  key=lambda r: r["delta_acc"])
+    return ([f"edges: {len(e['removable'])} of {len(e['edges'])} removable"
+             f" (|delta acc| < {e['tolerance']:g}); all removed at once: {_m(e['combined'])}"]
+            + [f"  L{r['layer']} {r['label']:<10} delta acc {r['delta_acc']:+.4f}" for r in crit])
+
+
+def _sep_attention(s: dict) -> list[str]:
+    return [f"SEP attention (layer {s['layer']}): {len(s['correct'])} examples, "
+            f"{sum(s['correct'])} right"]
+
+
+def _geometry(g: dict) -> list[str]:
+    lines = []
+    for name, a in g["angles"].items():
+        ev = g["pca"][name]["explained_variance_ratio"][:3]
+        lines.append(f"{name}: nearest-neighbour angle {a['nearest_mean']:.2f} +- "
+                     f"{a['nearest_std']:.2f} deg; PCA variance {', '.join(f'{v:.3f}' for v in ev)}")
+    return lines + (["UMAP: skipped"] if g["umap"] is None else [])
+
+
+def _probes(p: dict) -> list[str]:
+    lines = [f"probes at {p['position']} (train {p['n_train']}, val {p['n_val']}):"]
+    for r in p["rows"]:
+        parts = [f"{k} acc {r[k]['acc']:.3f} auc "
+                 + (f"{r[k]['auc']:.3f}" if r[k]["auc"] is not None else "-")
+                 for k in ("logistic", "lda") if k in r]
+        lines.append(f"  {r['stage_label']:<6} {r['target']:<3} " + "; ".join(parts))
+    return lines
+
+
+# analysis key -> its summary lines, in the order they are printed
+SUMMARIES: dict[str, Callable[[dict], list[str]]] = {
+    "parameters": _parameters, "attention": _attention, "mean_attention": _mean_attention,
+    "pos_ablation": _pos_ablation, "skip_ablation": _skip_ablation, "logit_lens": _logit_lens,
+    "edges": _edges, "sep_attention": _sep_attention, "geometry": _geometry, "probes": _probes,
+}
+
+
 def format_summary(result: dict[str, Any]) -> str:
     """A few lines per analysis present in ``result`` (the dict :func:`analyze` returns)."""
     lines = [f"{result['name']}: {_m(result['metrics'])}  (n_val {result['metrics']['n_val']})"]
-    if "parameters" in result:
-        p = result["parameters"]
-        lines.append(f"parameters: {p['total']} in all, {p['trainable']} trainable")
-    if "attention" in result:
-        a = result["attention"]
-        leaks = ", ".join(f"L{i} {x:.2e}" for i, x in enumerate(a["max_leak"]))
-        const = ", ".join(f"L{i} {'yes' if c else 'no'}" for i, c in enumerate(a["patterns_constant"]))
-        ok = "ok" if a["leak_ok"] else f"LEAK above {a['leak_eps']:g}"
-        lines.append(f"attention: max leak onto inputs {leaks} ({ok}); patterns constant: {const}")
-    if "mean_attention" in result:
-        lines.append(f"mean attention: {_m(result['mean_attention'])}")
-    if "pos_ablation" in result:
-        lines.append("W_pos removed (but at SEP):")
-        lines += [f"  {name:<28} {_m(m)}" for name, m in result["pos_ablation"].items()]
-    if "skip_ablation" in result:
-        for kind in ("zero", "mean"):
-            lines.append(f"skip connection, {kind}:")
-            lines += [f"  {'layer ' + k if k != 'all' else 'all layers':<12} {_m(m)}"
-                      for k, m in result["skip_ablation"][kind].items()]
-    if "logit_lens" in result:
-        lens = result["logit_lens"]
-        accs = ", ".join(f"{s} {a:.4f}" for s, a in zip(lens["stage_labels"], lens["val_acc"]))
-        lines.append(f"logit lens, output acc per stage: {accs}")
-        toks = " ".join(str(t) for t in lens["tokens"])
-        lines.append(f"  example {lens['example_index']} [{toks}]:")
-        for s, top in zip(lens["stage_labels"], lens["top_token"]):
-            lines.append(f"  {s:<6} " + " ".join(f"{t:>4}" for t in top))
-    if "edges" in result:
-        e = result["edges"]
-        crit = [r for r in e["edges"] if abs(r["delta_acc"]) >= e["tolerance"]]
-        crit.sort(key=lambda r: r["delta_acc"])
-        lines.append(f"edges: {len(e['removable'])} of {len(e['edges'])} removable"
-                     f" (|delta acc| < {e['tolerance']:g}); all removed at once: {_m(e['combined'])}")
-        lines += [f"  L{r['layer']} {r['label']:<10} delta acc {r['delta_acc']:+.4f}" for r in crit]
-    if "sep_attention" in result:
-        s = result["sep_attention"]
-        n = len(s["correct"])
-        right = sum(s["correct"])
-        lines.append(f"SEP attention (layer {s['layer']}): {n} examples, {right} right")
-    if "geometry" in result:
-        g = result["geometry"]
-        for name, a in g["angles"].items():
-            ev = g["pca"][name]["explained_variance_ratio"][:3]
-            lines.append(f"{name}: nearest-neighbour angle {a['nearest_mean']:.2f} +- "
-                         f"{a['nearest_std']:.2f} deg; PCA variance {', '.join(f'{v:.3f}' for v in ev)}")
-        if g["umap"] is None:
-            lines.append("UMAP: skipped")
-    if "probes" in result:
-        p = result["probes"]
-        lines.append(f"probes at {p['position']} (train {p['n_train']}, val {p['n_val']}):")
-        for r in p["rows"]:
-            parts = [f"{k} acc {r[k]['acc']:.3f} auc "
-                     + (f"{r[k]['auc']:.3f}" if r[k]["auc"] is not None else "-")
-                     for k in ("logistic", "lda") if k in r]
-            lines.append(f"  {r['stage_label']:<6} {r['target']:<3} " + "; ".join(parts))
+    for key, summary in SUMMARIES.items():
+        if key in result:
+            lines += summary(result[key])
     return "\n".join(lines)
