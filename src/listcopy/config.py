@@ -55,6 +55,7 @@ def _check_types(obj: Any, section: str) -> None:
 
 
 TASK_KINDS = ("copy", "reverse", "sort")
+MAX_SEED = 2**63 - 1  # torch generators and SQLite take 64-bit seeds
 ENUMERATE_LIMIT = 10**6  # at most this many lists: all of them; more: a seeded sample of n_samples
 
 
@@ -74,6 +75,7 @@ class TaskConfig:
         _check(self.list_len <= 64, "task.list_len", self.list_len, "at most 64")
         _check(0 < self.train_frac < 1, "task.train_frac", self.train_frac, "in (0, 1)")
         _check(self.split_seed >= 0, "task.split_seed", self.split_seed, "an integer >= 0")
+        _check(self.split_seed <= MAX_SEED, "task.split_seed", self.split_seed, "at most 2**63 - 1")
         _check(self.kind in TASK_KINDS, "task.kind", self.kind, "one of " + ", ".join(TASK_KINDS))
         _check(2 <= self.n_samples <= ENUMERATE_LIMIT, "task.n_samples", self.n_samples,
                f"an integer in [2, {ENUMERATE_LIMIT}]")
@@ -176,6 +178,7 @@ class TrainConfig:
         _check(self.checkpoint_every >= 1, "train.checkpoint_every", self.checkpoint_every,
                "an integer >= 1")
         _check(self.seed >= 0, "train.seed", self.seed, "an integer >= 0")
+        _check(self.seed <= MAX_SEED, "train.seed", self.seed, "at most 2**63 - 1")
         dev = self.device.split(":")[0]
         _check(dev in DEVICES, "train.device", self.device, "one of " + ", ".join(DEVICES))
 
