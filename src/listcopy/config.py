@@ -10,7 +10,7 @@ Values come from the defaults, a TOML file (``[task]``, ``[model]``, ``[train]``
 whose message names the key and what is allowed. Nothing here imports torch.
 
 Also here, each in one place: the dotted-key view of a config (``Config.flat`` /
-``Config.from_flat``), what configs must share to train as one ensemble (``ensemble_key``,
+``Config.from_flat``, ``short_key``, ``dotted_key``), what configs must share to train as one ensemble (``ensemble_key``,
 ``check_ensemble``), the seed-range syntax (``parse_seeds``) and the seed's model names.
 """
 
@@ -257,6 +257,26 @@ class Config:
     @property
     def name(self) -> str:
         return model_name(self)
+
+
+def short_key(key: str) -> str:
+    """``model.d_model`` -> ``d_model``."""
+    return key.split(".", 1)[1] if "." in key else key
+
+
+def dotted_key(name: str, what: str, hint: str) -> str:
+    """The dotted key of a setting named by it or by its short name (``d_model``) where that is
+    unambiguous; else a ``ConfigError`` that starts with ``what`` (the option) and ends with
+    ``hint`` (what to use instead)."""
+    keys = list(Config().flat())
+    if name in keys:
+        return name
+    matches = [k for k in keys if short_key(k) == name]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise ConfigError(f"{what} {name!r} is ambiguous: use one of {', '.join(matches)}")
+    raise ConfigError(f"{what} {name!r}: not a setting; {hint}")
 
 
 # ---- what one ensemble shares ----------------------------------------------------------------

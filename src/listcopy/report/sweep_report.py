@@ -74,23 +74,10 @@ def sweep_report(sweep_dir: str | Path, out: str | Path, axes: Sequence[str] = D
 
 def resolve_axes(rows: Sequence[dict[str, Any]], axes: Sequence[str]) -> tuple[str, str]:
     """Dotted keys for ``axes`` (dotted, or short names like ``d_model`` when unambiguous)."""
-    from ..config import Config
+    from ..config import dotted_key
 
-    known = list((rows[0]["config"] if rows else Config()).flat())
-    out = []
-    for axis in axes:
-        axis = axis.strip()
-        if axis in known:
-            out.append(axis)
-            continue
-        matches = [k for k in known if k.split(".", 1)[1] == axis]
-        if len(matches) == 1:
-            out.append(matches[0])
-        elif matches:
-            raise ConfigError(f"--axes {axis!r} is ambiguous: use one of {', '.join(matches)}")
-        else:
-            raise ConfigError(f"--axes {axis!r}: not a setting; use keys such as model.d_model, "
-                              "model.n_layers, train.lr")
+    out = [dotted_key(axis.strip(), "--axes",
+                      "use keys such as model.d_model, model.n_layers, train.lr") for axis in axes]
     if out[0] == out[1]:
         raise ConfigError(f"--axes: both name {out[0]}; give two different keys")
     return out[0], out[1]

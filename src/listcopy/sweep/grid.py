@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..config import SECTIONS, SHARED_TRAIN_KEYS  # noqa: F401  (what an ensemble shares)
-from ..config import Config, ConfigError, ensemble_key, load_toml, parse_seeds
+from ..config import Config, ConfigError, ensemble_key, load_toml, parse_seeds, short_key
 
 TOP_LEVEL_KEYS = ("base", "specs", "axes", "seeds", *SECTIONS)
 MAX_POINTS = 1_000_000
@@ -140,10 +140,6 @@ def point_name(spec_name: str, combo: Mapping[str, Any], config: Config) -> str:
     parts = [spec_name] if spec_name else []
     parts += [f"{short_key(k)}={_fmt(v)}" for k, v in combo.items()]
     return ",".join(parts) if parts else config.name
-
-
-def short_key(key: str) -> str:
-    return key.split(".", 1)[1] if "." in key else key
 
 
 def _fmt(value: Any) -> str:

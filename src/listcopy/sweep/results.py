@@ -23,13 +23,13 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..config import SECTIONS, ConfigError
-from .grid import short_key
+from ..config import SECTIONS, ConfigError, dotted_key, short_key
 from .store import DB_FILE, Store
 
 # the notebook's columns: every model setting and the weight decay
 ALWAYS = tuple(f"model.{f.name}" for f in fields(SECTIONS["model"])) + ("train.weight_decay",)
 RESULT_COLUMNS = ("val_acc", "val_seq_acc", "steps", "steps_to_threshold", "status")
+GROUP_BY_HINT = "use name or a key such as model.d_model (or d_model)"
 SUMMARY_COLUMNS = ("n", "done", "failed", "pending", "acc_mean", "acc_std", "frac_threshold",
                    "median_steps_to_threshold")
 
@@ -91,7 +91,7 @@ def summary_table(rows: Sequence[dict[str, Any]],
     keys = setting_keys(rows)
     names = headers(keys)
     if group_by:
-        by = [_resolve(k, keys, names, rows) for k in group_by]
+        by = [k if k == "name" else dotted_key(k, "--group-by", GROUP_BY_HINT) for k in group_by]
     else:
         by = ["name"] + [k for k in keys if k != "train.seed"]
     groups: dict[str, list[dict[str, Any]]] = {}
@@ -132,22 +132,6 @@ def aggregate(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "frac_threshold": len(reached) / len(finished) if finished else None,
         "median_steps_to_threshold": statistics.median(reached) if reached else None,
     }
-
-
-def _resolve(key: str, keys: Sequence[str], names: dict[str, str],
-             rows: Sequence[dict[str, Any]]) -> str:
-    if key == "name":
-        return key
-    flat = rows[0]["config"].flat() if rows else {}
-    if key in flat:
-        return key
-    matches = [k for k in flat if short_key(k) == key]
-    if len(matches) == 1:
-        return matches[0]
-    if len(matches) > 1:
-        raise ConfigError(f"--group-by {key!r} is ambiguous: use one of {', '.join(matches)}")
-    raise ConfigError(f"--group-by {key!r}: not a setting; use name or a key such as "
-                      "model.d_model (or d_model)")
 
 
 # ---- formatting --------------------------------------------------------------------------------
