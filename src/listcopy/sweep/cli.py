@@ -56,13 +56,15 @@ def _positive_or_zero(text: str) -> int:
     return n
 
 
+SWEEP_DESCRIPTION = ("Train every run of GRID.toml not yet finished in the sweep directory "
+                     "(results in DIR/sweep.db). Re-run the same command to resume, even after "
+                     "kill -9; a second sweep on a directory in use is refused.")
+
+
 def register(subparsers) -> None:
     """Register ``sweep`` and ``results`` on the main parser's subparsers."""
-    p = subparsers.add_parser(
-        "sweep", help="train a grid of configurations x seeds, in parallel, resumable",
-        description="Train every run of GRID.toml not yet finished in the sweep directory "
-                    "(results in DIR/sweep.db). Re-run the same command to resume, even after "
-                    "kill -9; a second sweep on a directory in use is refused.")
+    p = subparsers.add_parser("sweep", description=SWEEP_DESCRIPTION,
+                              help="train a grid of configurations x seeds, in parallel, resumable")
     p.add_argument("grid", metavar="GRID.toml",
                    help="grid file: base config, [[specs]], [axes], seeds")
     p.add_argument("--out", metavar="DIR", help="sweep directory (default sweeps/GRID)")
