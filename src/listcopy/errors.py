@@ -2,7 +2,7 @@
 
     ListcopyError            base: a one-line message and ``exit_code``
       BadInput               exit 2: a value, file or option that cannot be used (a ValueError)
-        ConfigError (config.py), CheckpointError (checkpoint.py), UsageError (cli),
+        ConfigError (config.py), CheckpointError (checkpoint.py), UsageError (cli/args.py),
         GridError (sweep/grid.py), StoreError (sweep/store.py)
       Failure                exit 1: the input was fine, the work could not be done (a RuntimeError)
         SweepError, SweepBusy, WorkerDied, RayMissing (sweep/)

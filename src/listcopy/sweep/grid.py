@@ -36,8 +36,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..config import SECTIONS, SHARED_TRAIN_KEYS  # noqa: F401  (what an ensemble shares)
-from ..config import Config, ConfigError, ensemble_key, load_toml, parse_seeds, short_key
+from ..config import SHARED_TRAIN_KEYS  # noqa: F401  (re-exported: what an ensemble shares)
+from ..config import (SECTIONS, Config, ConfigError, ensemble_key, load_toml, parse_seeds,
+                      short_key)
 
 TOP_LEVEL_KEYS = ("base", "specs", "axes", "seeds", *SECTIONS)
 MAX_POINTS = 1_000_000
@@ -245,11 +246,12 @@ def parse_grid(data: Mapping[str, Any], source: str = "grid") -> Grid:
         raise GridError(f"{source}: base config: {err}") from None
     specs = _parse_specs(data.get("specs", []), source)
     axes = _parse_axes(data.get("axes", {}), source)
-    try:
-        seeds = parse_seeds(data["seeds"], f"{source}: seeds =") if "seeds" in data else (
-            base.train.seed,)
-    except ConfigError as err:
-        raise GridError(str(err)) from None
+    seeds = (base.train.seed,)
+    if "seeds" in data:
+        try:
+            seeds = parse_seeds(data["seeds"], f"{source}: seeds =")
+        except ConfigError as err:
+            raise GridError(str(err)) from None
     grid = Grid(base, specs, axes, seeds, source)
     grid.points()  # every point validated now, so the error comes before any work
     return grid
