@@ -151,11 +151,16 @@ def mean_attention_bars(ablated: Metrics, base: Metrics):
 
 
 def pos_ablation_bars(pos: dict[str, Metrics], base: Metrics):
-    from ..analysis.common import stage_label
-
-    entries = [(stage_label(name), m) for name, m in pos.items()]
+    entries = [(_stage_label(name), m) for name, m in pos.items()]
     return metric_bars("Positional embedding removed (but at SEP), at one residual point",
                        entries, base, x_title="W_pos subtracted after")
+
+
+def _stage_label(hook: str) -> str:
+    parts = hook.split(".")
+    if hook == "blocks.0.hook_resid_pre":
+        return "embed"
+    return f"L{parts[1]}" if len(parts) > 1 else hook
 
 
 def skip_ablation_bars(skip: dict[str, dict[str, Metrics]], base: Metrics):

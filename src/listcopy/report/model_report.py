@@ -242,10 +242,8 @@ def build_page(result: dict[str, Any], config: Config, history: Sequence[dict[st
             "W_pos subtracted from the residual stream at every position but SEP, at one point "
             "at a time (after the embedding, after each layer): where position information is "
             "still needed."))
-        from ..analysis.common import stage_label
-
         worst = min(pos.items(), key=lambda kv: kv[1]["acc"])
-        s.numbers = f"Largest drop: after {stage_label(worst[0])}, {_fmt_metrics(worst[1], base)}."
+        s.numbers = f"Largest drop: after {F._stage_label(worst[0])}, {_fmt_metrics(worst[1], base)}."
         s.figures.append(Figure("pos_ablation", F.pos_ablation_bars(pos, base)))
     if "skip_ablation" in result:
         sk = result["skip_ablation"]
