@@ -54,6 +54,41 @@ def test_config_of_a_seed_file_comes_from_its_name_then_set(tmp_path, fixtures):
     assert config.model.n_layers == 3
 
 
+def _tril(n):
+    return torch.tril(torch.ones(n, n, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("mask, accepted", [
+    (_tril(5), True),                               # TransformerLens 2.x: tril(n_ctx)
+    (torch.zeros(0, 0, dtype=torch.bool), True),    # TransformerLens 3.x: empty
+    (_tril(8), True),                               # a larger context, cut to n_ctx
+    (_tril(4), False), (torch.ones(5, 5, dtype=torch.bool), False), (_tril(5).float(), False),
+    (_tril(5)[0], False), (_tril(5).T.contiguous(), False),
+])
+def test_one_rule_for_saved_causal_masks_in_checks_and_loading(fixtures, mask, accepted):
+    """The checkpoint check and the model's own loading accept the same mask buffers."""
+    from listcopy.checkpoint import check_state_dict
+    from listcopy.model import ListCopyTransformer, is_saved_causal_mask
+
+    assert is_saved_causal_mask(mask, 5) is accepted
+    state = torch.load(fixtures / "seed_default_1000.pt", weights_only=True)
+    state["blocks.1.attn.mask"] = mask
+    model = ListCopyTransformer(Config())
+    if accepted:
+        check_state_dict(state, Config(), "x.pt")
+        model.load_state_dict(state)  # strict; the buffer becomes the model's own tril(5)
+        assert torch.equal(model.blocks[1].attn.mask, _tril(5))
+        return
+    with pytest.raises(CheckpointError, match="x.pt: 'blocks.1.attn.mask' is not a causal mask"):
+        check_state_dict(state, Config(), "x.pt")
+    if mask.shape != (5, 5):  # loading leaves a refused buffer as it is: strict loading fails
+        with pytest.raises(RuntimeError):
+            model.load_state_dict(state)
+    else:  # or takes it as given: never taken for a causal mask
+        model.load_state_dict(state)
+        assert torch.equal(model.blocks[1].attn.mask, mask)
+
+
 def test_export_has_exactly_the_seeds_keys_and_loads_weights_only(run_dir, tmp_path, fixtures):
     out, run = run_dir
     export_seed(run.model().state_dict(), tmp_path / "e.pt")

@@ -94,3 +94,24 @@ def test_help_does_not_import_torch():
             "    main(['--help'])\nprint('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_help_lists_every_command():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    listed = [line.split()[0] for line in result.stdout.split("COMMAND\n", 1)[1].splitlines()
+              if line.startswith("    ") and not line.startswith("     ")]
+    assert listed == ["train", "eval", "info", "export", "analyze", "report", "sweep", "results",
+                      "frontier", "bench"]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--seeds", "0-3,2"], "--seeds '0-3,2': seed 2 repeated"),
+    (["--seeds", "0-100000"], "at most 100,000 seeds"),
+    (["--seeds", "x"], "--seeds 'x': use a range"),
+    (["--seeds", f"{2**63}"], f"train.seed = {2**63}: must be at most 2**63 - 1"),
+    (["--threads", "-1"], "--threads -1: must be >= 1"),
+])
+def test_bad_train_options_exit_2_before_any_work(tmp_path, args, needle):
+    assert_one_line_error(run_cli("train", *args, "--out", str(tmp_path / "r"), "--quiet"), needle)
+    assert not (tmp_path / "r").exists()

@@ -1,7 +1,8 @@
 import pytest
 
-from listcopy.config import (Config, ConfigError, load_config, model_name, parse_model_name,
-                             parse_overrides)
+from listcopy.config import (MAX_SEEDS, Config, ConfigError, check_ensemble, ensemble_key,
+                             load_config, model_name, parse_model_name, parse_overrides,
+                             parse_seeds)
 
 
 def test_defaults_are_the_seeds():
@@ -96,3 +97,91 @@ def test_batch_size_is_clamped_to_the_training_set_as_the_seed_does():
     c = Config().override(["task.n_digits=4", "task.list_len=1", "task.train_frac=0.75"])
     assert c.task.n_train == 3 and c.batch_size == 3  # min(128, len(train_ds))
     assert Config().batch_size == 128
+
+
+def test_seeds_are_at_most_64_bit():
+    assert Config().override([f"train.seed={2**63 - 1}"]).train.seed == 2**63 - 1
+    for key in ("train.seed", "task.split_seed"):
+        with pytest.raises(ConfigError, match=f"{key} = {2**63}: must be at most 2\\*\\*63 - 1"):
+            Config().override([f"{key}={2**63}"])
+        with pytest.raises(ConfigError, match=f"{key} = -1: must be an integer >= 0"):
+            Config().override([f"{key}=-1"])
+
+
+# ---- the dotted-key view ----------------------------------------------------------------------
+
+def test_flat_lists_every_setting_under_its_dotted_key():
+    c = Config().override(["model.d_model=16", "train.lr=0.01"])
+    flat = c.flat()
+    by_hand = {f"{section}.{key}": value for section, table in c.to_dict().items()
+               for key, value in table.items()}
+    assert flat == by_hand and list(flat) == list(by_hand)  # section, then field order
+    assert flat["model.d_model"] == 16 and flat["train.lr"] == 0.01 and len(flat) == 23
+    assert Config.from_flat(flat) == c
+
+
+def test_from_flat_keeps_the_base_and_validates():
+    base = Config().override(["task.n_digits=10"])
+    c = Config.from_flat({"model.n_layers": 2, "train.seed": 4}, base=base)
+    assert (c.task.n_digits, c.model.n_layers, c.train.seed) == (10, 2, 4)
+    with pytest.raises(ConfigError, match="model.d_model"):
+        Config.from_flat({"model.d_model": 0})
+    with pytest.raises(ConfigError, match="unknown config key model.width"):
+        Config.from_flat({"model.width": 3})
+    with pytest.raises(ConfigError, match="'d_model' must look like section.key"):
+        Config.from_flat({"d_model": 3})
+
+
+# ---- what one ensemble shares -----------------------------------------------------------------
+
+def test_members_may_differ_in_seed_lr_weight_decay_threshold_and_steps():
+    a = Config()
+    b = a.override(["train.seed=3", "train.lr=0.01", "train.weight_decay=0", "train.max_steps=5",
+                    "train.early_stop_acc=0.5"])
+    assert ensemble_key(a) == ensemble_key(b)
+    check_ensemble([a, b])
+
+
+@pytest.mark.parametrize("override", ["task.n_digits=10", "task.split_seed=1", "model.d_model=16",
+                                      "model.ln=true", "train.batch_size=64",
+                                      "train.eval_every=50", "train.checkpoint_every=10",
+                                      "train.device=cpu", "train.reshuffle=true"])
+def test_members_must_share_task_model_and_the_shared_train_keys(override):
+    a, b = Config(), Config().override([override])
+    assert ensemble_key(a) != ensemble_key(b)
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=f"ensemble members must share {key} "):
+        check_ensemble([a, a, b])
+
+
+# ---- seed ranges ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("raw, seeds", [
+    ("0-3", (0, 1, 2, 3)), ("0,3,7", (0, 3, 7)), ("0-2,8", (0, 1, 2, 8)), ("7", (7,)),
+    ("3,0", (3, 0)),                                     # the order given
+    ("5-5", (5,)), (" 1 - 2 , 4 ", (1, 2, 4)),           # spaces around numbers and dashes
+    (f"0-{MAX_SEEDS - 1}", tuple(range(MAX_SEEDS))),     # exactly the limit
+    (4, (4,)), ([5, 2], (5, 2)), ((0, 1), (0, 1)),        # a grid file's integer or array
+])
+def test_seed_ranges(raw, seeds):
+    assert parse_seeds(raw) == seeds
+
+
+@pytest.mark.parametrize("raw, problem", [
+    ("5-2", "range 5-2 is empty"), ("a-b", "use a range"), ("", "use a range"),
+    ("0,", "use a range"), (",1", "use a range"), ("-1", "use a range"), ("1-", "use a range"),
+    ("1-2-3", "use a range"), ("0x10", "use a range"), ("1.5", "use a range"),
+    ("\u0663", "use a range"),                            # a non-ASCII digit
+    ("0-3,2", "seed 2 repeated"), ("1,1", "seed 1 repeated"), ([1, 1], "seed 1 repeated"),
+    (f"0-{MAX_SEEDS}", "at most 100,000 seeds"),
+    ("0-99999,100000-100001", "at most 100,000 seeds"),  # the limit is on the total
+    ("0-99999999999999999999", "at most 100,000 seeds"),  # refused before expanding
+    ([], "no seeds"), ([-1], "-1 is not an integer >= 0"), ([1.5], "1.5 is not an integer"),
+    ([True], "True is not an integer"), (True, "must be a range"), (1.0, "must be a range"),
+])
+def test_bad_seed_ranges_are_one_line_errors_naming_the_option(raw, problem):
+    with pytest.raises(ConfigError) as err:
+        parse_seeds(raw, "--seeds")
+    message = str(err.value)
+    assert message.startswith(f"--seeds {raw!r}: ") and problem in message, message
+    assert "\n" not in message

@@ -7,10 +7,12 @@
     >>> data = listcopy.dataset(config)              # the seed's split
     >>> listcopy.evaluate(model, data)               # {'loss', 'acc', 'seq_acc', 'n_val'}
 
-Only the config is imported eagerly; everything that needs torch loads on first use.
+Only the config and the error base class (``ListcopyError``: every error listcopy reports, with
+its exit status) are imported eagerly; everything that needs torch loads on first use.
 """
 
 from .config import Config, ConfigError, ModelConfig, TaskConfig, TrainConfig, load_config
+from .errors import ListcopyError
 
 __version__ = "0.1.0"
 
@@ -27,8 +29,8 @@ _LAZY = {
     "Ensemble": ("engine", "Ensemble"),
 }
 
-__all__ = ["Config", "ConfigError", "ModelConfig", "TaskConfig", "TrainConfig", "load_config",
-           *_LAZY]
+__all__ = ["Config", "ConfigError", "ListcopyError", "ModelConfig", "TaskConfig", "TrainConfig",
+           "load_config", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -27,14 +27,17 @@ import torch
 from torch import Tensor
 
 from .config import Config, ConfigError, load_config, parse_model_name
+from .errors import BadInput, one_line
 
+# The run directory's files, named once (the sweep's workers and driver use these names too).
 MODEL_FILE = "model.safetensors"
 RUN_FILE = "run.json"
 STATE_FILE = "train_state.safetensors"
+RUN_FILES = (STATE_FILE, MODEL_FILE, RUN_FILE)  # the order write_run writes them: run.json last
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, corrupt, or does not fit its config. The message is one line."""
+class CheckpointError(BadInput):
+    """A checkpoint that is missing, corrupt, or does not fit its config (exit 2). One line."""
 
 
 # ---- atomic writes ---------------------------------------------------------------------------
@@ -113,7 +116,8 @@ def load_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: file not found") from None
     except Exception as err:  # safetensors raises its own error types for corrupt files
-        raise CheckpointError(f"{path}: not a readable safetensors file ({_short(err)})") from None
+        why = one_line(err, 200, first_line=True)
+        raise CheckpointError(f"{path}: not a readable safetensors file ({why})") from None
     digest = header.get("sha256")
     if digest is not None and digest != tensors_digest(tensors):
         raise CheckpointError(f"{path}: corrupt (its data does not match its sha256)")
@@ -124,10 +128,6 @@ def load_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
         except json.JSONDecodeError:
             raise CheckpointError(f"{path}: corrupt listcopy metadata") from None
     return tensors, meta
-
-
-def _short(err: BaseException) -> str:
-    return str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
 
 
 def versions() -> dict[str, str]:
@@ -151,6 +151,8 @@ def expected_state(config: Config) -> dict[str, tuple[tuple[int, ...], torch.dty
 
 def check_state_dict(state: dict[str, Tensor], config: Config, source: str) -> None:
     """Raise one ``CheckpointError`` naming ``source`` if ``state`` does not fit ``config``'s model."""
+    from .model import is_saved_causal_mask
+
     expected = expected_state(config)
     missing = [k for k in expected if k not in state]
     extra = [k for k in state if k not in expected]
@@ -165,11 +167,7 @@ def check_state_dict(state: dict[str, Tensor], config: Config, source: str) -> N
         if not isinstance(value, Tensor):
             raise CheckpointError(f"{source}: {key!r} is not a tensor")
         if key.endswith(".mask"):  # TransformerLens 2.x saves tril(n_ctx), 3.x an empty (0, 0)
-            n = shape[0]
-            causal = torch.tril(torch.ones(n, n, dtype=torch.bool))
-            ok = value.dtype == torch.bool and value.dim() == 2 and (
-                value.numel() == 0 or (value.shape[0] >= n and torch.equal(value[:n, :n], causal)))
-            if not ok:
+            if not is_saved_causal_mask(value, shape[0]):
                 raise CheckpointError(f"{source}: {key!r} is not a causal mask")
             continue
         if key.endswith(".IGNORE") and not (value.numel() == 1 and float(value) == float("-inf")):
@@ -203,7 +201,7 @@ def load_seed_state(path: Path) -> dict[str, Tensor]:
         raise CheckpointError(f"{path}: file not found") from None
     except Exception as err:
         raise CheckpointError(f"{path}: refused or unreadable as a weights-only state dict"
-                              f" ({_short(err)})") from None
+                              f" ({one_line(err, 200, first_line=True)})") from None
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
         raise CheckpointError(f"{path}: not a state dict (a mapping of names to tensors)")
     return state
@@ -237,7 +235,8 @@ def read_run_json(run_dir: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path}: corrupt JSON ({_short(err)})") from None
+        why = one_line(err, 200, first_line=True)
+        raise CheckpointError(f"{path}: corrupt JSON ({why})") from None
     if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
         raise CheckpointError(f"{path}: no 'config' table")
     return data

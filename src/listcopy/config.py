@@ -8,11 +8,16 @@
 Values come from the defaults, a TOML file (``[task]``, ``[model]``, ``[train]`` tables) and
 ``section.key=value`` overrides, in that order. Every problem is raised as one ``ConfigError``
 whose message names the key and what is allowed. Nothing here imports torch.
+
+Also here, each in one place: the dotted-key view of a config (``Config.flat`` /
+``Config.from_flat``, ``short_key``, ``dotted_key``), what configs must share to train as one ensemble (``ensemble_key``,
+``check_ensemble``), the seed-range syntax (``parse_seeds``) and the seed's model names.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 import tomllib
@@ -20,9 +25,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from .errors import BadInput
 
-class ConfigError(ValueError):
-    """A configuration value, key or file that cannot be used. The message is one line."""
+
+class ConfigError(BadInput):
+    """A configuration value, key or file that cannot be used (exit 2). The message is one line."""
 
 
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -48,6 +55,7 @@ def _check_types(obj: Any, section: str) -> None:
 
 
 TASK_KINDS = ("copy", "reverse", "sort")
+MAX_SEED = 2**63 - 1  # torch generators and SQLite take 64-bit seeds
 ENUMERATE_LIMIT = 10**6  # at most this many lists: all of them; more: a seeded sample of n_samples
 
 
@@ -67,6 +75,7 @@ class TaskConfig:
         _check(self.list_len <= 64, "task.list_len", self.list_len, "at most 64")
         _check(0 < self.train_frac < 1, "task.train_frac", self.train_frac, "in (0, 1)")
         _check(self.split_seed >= 0, "task.split_seed", self.split_seed, "an integer >= 0")
+        _check(self.split_seed <= MAX_SEED, "task.split_seed", self.split_seed, "at most 2**63 - 1")
         _check(self.kind in TASK_KINDS, "task.kind", self.kind, "one of " + ", ".join(TASK_KINDS))
         _check(2 <= self.n_samples <= ENUMERATE_LIMIT, "task.n_samples", self.n_samples,
                f"an integer in [2, {ENUMERATE_LIMIT}]")
@@ -169,6 +178,7 @@ class TrainConfig:
         _check(self.checkpoint_every >= 1, "train.checkpoint_every", self.checkpoint_every,
                "an integer >= 1")
         _check(self.seed >= 0, "train.seed", self.seed, "an integer >= 0")
+        _check(self.seed <= MAX_SEED, "train.seed", self.seed, "at most 2**63 - 1")
         dev = self.device.split(":")[0]
         _check(dev in DEVICES, "train.device", self.device, "one of " + ", ".join(DEVICES))
 
@@ -222,6 +232,24 @@ class Config:
         """Apply ``section.key=value`` strings (values in TOML syntax; bare words are strings)."""
         return Config.from_dict(parse_overrides(assignments), base=self)
 
+    def flat(self) -> dict[str, Any]:
+        """Every setting under its dotted key, in section then field order:
+        ``{"task.n_digits": 100, ..., "train.reshuffle": False}``."""
+        return {f"{section}.{key}": value for section, table in self.to_dict().items()
+                for key, value in table.items()}
+
+    @classmethod
+    def from_flat(cls, settings: Mapping[str, Any], base: "Config | None" = None) -> "Config":
+        """The inverse of ``flat``: ``{"model.d_model": 16}`` -> a validated Config; missing keys keep
+        ``base``'s (default) values."""
+        nested: dict[str, dict[str, Any]] = {}
+        for key, value in settings.items():
+            section, dot, name = key.partition(".")
+            if not dot or not name:
+                raise ConfigError(f"setting {key!r} must look like section.key")
+            nested.setdefault(section, {})[name] = value
+        return cls.from_dict(nested, base=base)
+
     def replace(self, **sections: Mapping[str, Any]) -> "Config":
         """``config.replace(model={"d_model": 16})``: a validated copy with some keys changed."""
         return Config.from_dict(sections, base=self)
@@ -229,6 +257,111 @@ class Config:
     @property
     def name(self) -> str:
         return model_name(self)
+
+
+def short_key(key: str) -> str:
+    """``model.d_model`` -> ``d_model``."""
+    return key.split(".", 1)[1] if "." in key else key
+
+
+def dotted_key(name: str, what: str, hint: str) -> str:
+    """The dotted key of a setting named by it or by its short name (``d_model``) where that is
+    unambiguous; else a ``ConfigError`` that starts with ``what`` (the option) and ends with
+    ``hint`` (what to use instead)."""
+    keys = list(Config().flat())
+    if name in keys:
+        return name
+    matches = [k for k in keys if short_key(k) == name]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise ConfigError(f"{what} {name!r} is ambiguous: use one of {', '.join(matches)}")
+    raise ConfigError(f"{what} {name!r}: not a setting; {hint}")
+
+
+# ---- what one ensemble shares ----------------------------------------------------------------
+
+def _shared(config: Config) -> dict[str, Any]:
+    return {k: v for k, v in config.flat().items()
+            if not k.startswith("train.") or k[len("train."):] in SHARED_TRAIN_KEYS}
+
+
+def ensemble_key(config: Config) -> str:
+    """What configs trained together as one ensemble must share, as canonical JSON: the task, the
+    model and the train settings of ``SHARED_TRAIN_KEYS``. Configs with equal keys can."""
+    return json.dumps(_shared(config), sort_keys=True)
+
+
+def check_ensemble(configs: Sequence[Config]) -> None:
+    """``ConfigError`` naming the first setting in which a config differs from the first one."""
+    first = _shared(configs[0])
+    for config in configs[1:]:
+        other = _shared(config)
+        differ = [k for k in first if first[k] != other[k]]
+        if differ:
+            k = differ[0]
+            raise ConfigError(f"ensemble members must share {k} (the task and model sections and "
+                              f"train.{', train.'.join(SHARED_TRAIN_KEYS)}): {first[k]!r} and"
+                              f" {other[k]!r} differ")
+
+
+# ---- seed ranges ---------------------------------------------------------------------------------
+
+MAX_SEEDS = 100_000
+_SEED_PART = re.compile(r"\s*([0-9]+)\s*(?:-\s*([0-9]+)\s*)?")
+
+
+def parse_seeds(raw: str | int | Sequence[int], what: str = "seeds") -> tuple[int, ...]:
+    """Many seeds, as ``listcopy train --seeds`` and a grid file's ``seeds`` give them, in the
+    order given.
+
+    A string holds comma-separated parts, each a seed ``N`` or an inclusive range ``N-M`` with
+    ``N <= M`` (decimal integers >= 0; spaces around numbers, dashes and commas are ignored):
+    ``"0-63"``, ``"0,3,7"``, ``"0-3,8"``. A grid file may also give one integer or an array of
+    them. Refused with one ``ConfigError`` line, starting with ``what`` and the value: an empty or
+    malformed part, a range that runs backwards, no seed at all, a seed given twice, more than
+    ``MAX_SEEDS`` seeds.
+    """
+    def bad(problem: str) -> ConfigError:
+        return ConfigError(f"{what} {raw!r}: {problem}")
+
+    if isinstance(raw, str):
+        seeds = _seed_ranges(raw, bad)
+    elif isinstance(raw, int) and not isinstance(raw, bool):
+        seeds = [raw]
+    elif isinstance(raw, (list, tuple)):
+        seeds = list(raw)
+    else:
+        raise bad('must be a range like "0-63" or a list of integers')
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            raise bad(f"{s!r} is not an integer >= 0")
+    if not seeds:
+        raise bad("no seeds (give at least one)")
+    if len(seeds) > MAX_SEEDS:
+        raise bad(f"at most {MAX_SEEDS:,} seeds")
+    seen: set[int] = set()
+    for s in seeds:
+        if s in seen:
+            raise bad(f"seed {s} repeated")
+        seen.add(s)
+    return tuple(seeds)
+
+
+def _seed_ranges(text: str, bad) -> list[int]:
+    seeds: list[int] = []
+    for part in text.split(","):
+        match = _SEED_PART.fullmatch(part)
+        if not match:
+            raise bad('use a range like "0-63", a list like "0,3,7" or both ("0-3,8")')
+        lo = int(match.group(1))
+        hi = int(match.group(2)) if match.group(2) is not None else lo
+        if hi < lo:
+            raise bad(f"range {part.strip()} is empty")
+        if len(seeds) + hi - lo + 1 > MAX_SEEDS:  # before expanding: "0-999999999999" is cheap
+            raise bad(f"at most {MAX_SEEDS:,} seeds")
+        seeds.extend(range(lo, hi + 1))
+    return seeds
 
 
 # ---- overrides and files -------------------------------------------------------------------

@@ -85,18 +85,10 @@ def frontier_configs(base: Config, axes: Mapping[str, Sequence[Any]]) -> list[di
 
 
 def _config(base: Config, point: Mapping[str, Any], d_model: int, seed: int | None = None) -> Config:
-    items = [f"{k}={_toml(v)}" for k, v in point.items()] + [f"model.d_model={d_model}"]
+    settings = {**point, "model.d_model": d_model}
     if seed is not None:
-        items.append(f"train.seed={seed}")
-    return base.override(items)
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f'"{value}"'
-    return repr(value)
+        settings["train.seed"] = seed
+    return Config.from_flat(settings, base=base)
 
 
 def search_frontier(base: Config, axes: Mapping[str, Sequence[Any]], seeds: Iterable[int],
@@ -157,16 +149,13 @@ def format_frontier(points: Sequence[FrontierPoint], d_max: int) -> str:
 
 def train_in_process(configs: Sequence[Config]) -> list[dict[str, Any]]:
     """An ``Evaluate`` without a database: configs of one shape train together, in this process."""
-    from .config import SHARED_TRAIN_KEYS
+    from .config import ensemble_key
     from .training import train_ensemble
 
-    def shape(c: Config):
-        return (c.task, c.model, tuple(getattr(c.train, k) for k in SHARED_TRAIN_KEYS))
-
     results: list[dict[str, Any] | None] = [None] * len(configs)
-    groups: dict[Any, list[int]] = {}
+    groups: dict[str, list[int]] = {}
     for i, c in enumerate(configs):
-        groups.setdefault(shape(c), []).append(i)
+        groups.setdefault(ensemble_key(c), []).append(i)
     for idx in groups.values():
         runs = train_ensemble([configs[i] for i in idx], progress=False)
         for i, run in zip(idx, runs):
@@ -187,8 +176,7 @@ def sweep_evaluate(out, *, workers: int | None = None, backend: str = "local",
         seeds = tuple(sorted({c.train.seed for c in configs}))
         specs: dict[str, Spec] = {}
         for c in configs:
-            flat = {f"{section}.{key}": value for section, table in c.to_dict().items()
-                    for key, value in table.items() if (section, key) != ("train", "seed")}
+            flat = {k: v for k, v in c.flat().items() if k != "train.seed"}
             spec = Spec(f"frontier {shape_label(c)}", tuple(sorted(flat.items())))
             specs.setdefault(json_key(spec.overrides), spec)
         grid = Grid(Config(), tuple(specs.values()), (), seeds, source="frontier")

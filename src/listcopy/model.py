@@ -60,6 +60,18 @@ class LayerNorm(nn.Module):
         return self.hook_normalized(x / scale * self.w + self.b)
 
 
+def is_saved_causal_mask(mask: object, n_ctx: int) -> bool:
+    """Whether a saved ``attn.mask`` buffer is a causal mask this model accepts for ``n_ctx``
+    positions: TransformerLens 2.x saves ``tril(n_ctx)`` (a larger one is cut to ``n_ctx``), 3.x an
+    empty (0, 0) bool tensor. The one rule both loading and checkpoint checks follow."""
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.dim() != 2:
+        return False
+    if mask.numel() == 0:
+        return True
+    causal = torch.tril(torch.ones(n_ctx, n_ctx, dtype=torch.bool, device=mask.device))
+    return min(mask.shape) >= n_ctx and torch.equal(mask[:n_ctx, :n_ctx], causal)
+
+
 class Attention(nn.Module):
     """One attention layer. Parameters are declared in TransformerLens' order (it fixes the init draws)."""
 
@@ -88,14 +100,11 @@ class Attention(nn.Module):
         self.hook_z = HookPoint()  # (B, T, H, d)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        """Accept both causal-mask buffers: TransformerLens 2.x saves (n_ctx, n_ctx), 3.x (0, 0)."""
+        """Accept both causal-mask buffers TransformerLens saves (see ``is_saved_causal_mask``)."""
         key = prefix + "mask"
         mask = state_dict.get(key)
-        if mask is not None and mask.dtype == torch.bool and mask.dim() == 2:
-            n = mask.shape[0]
-            T = self.mask.shape[0]
-            if n == 0 or (n >= T and torch.equal(mask[:T, :T], self.mask.to(mask.device))):
-                state_dict[key] = self.mask.clone()
+        if mask is not None and is_saved_causal_mask(mask, self.mask.shape[0]):
+            state_dict[key] = self.mask.clone()
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from . import checkpoint as ckpt
-from .config import SHARED_TRAIN_KEYS, Config, ConfigError
+from .config import SHARED_TRAIN_KEYS, Config, check_ensemble  # noqa: F401  (keys: re-exported)
 from .engine import Ensemble
 from .model import ListCopyTransformer, init_weights
 from .task import Dataset, dataset, seed_generator
@@ -148,7 +148,7 @@ def train_ensemble(configs: Sequence[Config], out_dirs: Sequence[str | Path] | N
     """
     if not configs:
         return []
-    check_shared(configs)
+    check_ensemble(configs)
     dirs = [Path(d) for d in out_dirs] if out_dirs is not None else [None] * len(configs)
     if len(dirs) != len(configs):
         raise ValueError("one output directory per config")
@@ -177,16 +177,6 @@ def small_ensemble_notice(device: torch.device, n_members: int, requested: str) 
     return (f"training {n_members} model(s) on {device.type}: below about "
             f"{GPU_PAYS_OFF_MEMBERS} models at once a step there is launch-bound and slower than "
             "on the CPU; --set train.device=cpu trains faster")
-
-
-def check_shared(configs: Sequence[Config]) -> None:
-    first = configs[0]
-    for c in configs[1:]:
-        if c.task != first.task or c.model != first.model:
-            raise ConfigError("ensemble members must share the task and model sections")
-        for key in SHARED_TRAIN_KEYS:
-            if getattr(c.train, key) != getattr(first.train, key):
-                raise ConfigError(f"ensemble members must share train.{key}")
 
 
 def _prepare(config: Config, run_dir: Path | None, resume: bool,

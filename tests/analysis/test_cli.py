@@ -1,53 +1,56 @@
-import argparse
+"""``listcopy analyze``, driven as a user does (``cli.main``): output, files, exit codes."""
+
 import json
 
 import pytest
 
-from listcopy.analysis.cli import add_parser
-from listcopy.config import ConfigError
+from listcopy import cli
 
 
-def _parse(*argv):
-    parser = argparse.ArgumentParser(prog="listcopy")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(["analyze", *argv])
+def analyze(capsys, *argv):
+    """``listcopy analyze ARGV``: (exit code, stdout, stderr lines)."""
+    code = cli.main(["analyze", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err.strip().splitlines()
 
 
 def test_analyze_command_writes_json(fixtures_dir, tmp_path, capsys):
     out = tmp_path / "a.json"
-    args = _parse(str(fixtures_dir / "seed_default_1000.pt"), "--only", "attention,skip_ablation",
-                  "--json", str(out), "--quiet")
-    assert args.func(args) == 0
+    code, printed, _ = analyze(capsys, str(fixtures_dir / "seed_default_1000.pt"), "--only",
+                               "attention,skip_ablation", "--json", str(out), "--quiet")
+    assert code == 0
     result = json.loads(out.read_text())
     assert set(result) == {"name", "config", "metrics", "attention", "skip_ablation"}
     assert result["name"] == "3layer_100dig_8d"
     assert result["metrics"]["acc"] == pytest.approx(0.75775, abs=1e-6)
-    printed = capsys.readouterr().out
     assert "skip connection, zero:" in printed and "3layer_100dig_8d" in printed
 
 
 def test_analyze_command_json_to_stdout(fixtures_dir, capsys):
-    args = _parse(str(fixtures_dir / "seed_default_1000.pt"), "--only", "metrics", "--json", "-",
-                  "--quiet")
-    assert args.func(args) == 0
-    assert set(json.loads(capsys.readouterr().out)) == {"name", "config", "metrics"}
+    code, printed, _ = analyze(capsys, str(fixtures_dir / "seed_default_1000.pt"), "--only",
+                               "metrics", "--json", "-", "--quiet")
+    assert code == 0
+    assert set(json.loads(printed)) == {"name", "config", "metrics"}
 
 
-def test_analyze_command_rejects_unknown_names_before_loading(tmp_path):
-    args = _parse(str(tmp_path / "missing.pt"), "--only", "nope")
-    with pytest.raises(ConfigError, match="unknown analysis 'nope'"):
-        args.func(args)
+def test_analyze_command_rejects_unknown_names_before_loading(tmp_path, capsys):
+    code, _, err = analyze(capsys, str(tmp_path / "missing.pt"), "--only", "nope")
+    assert code == 2 and len(err) == 1 and "unknown analysis 'nope'" in err[0]
 
 
-def test_analyze_command_missing_checkpoint(tmp_path):
-    from listcopy.checkpoint import CheckpointError
-
-    args = _parse(str(tmp_path / "missing.pt"), "--only", "attention")
-    with pytest.raises(CheckpointError):
-        args.func(args)
+def test_analyze_command_missing_checkpoint(tmp_path, capsys):
+    code, _, err = analyze(capsys, str(tmp_path / "missing.pt"), "--only", "attention")
+    assert code == 2 and len(err) == 1 and "missing.pt" in err[0]
 
 
-def test_analyze_command_bad_example(fixtures_dir):
-    args = _parse(str(fixtures_dir / "seed_default_1000.pt"), "--only", "attention", "--example", "2000")
-    with pytest.raises(ConfigError, match="example = 2000"):
-        args.func(args)
+def test_analyze_command_bad_example(fixtures_dir, capsys):
+    code, _, err = analyze(capsys, str(fixtures_dir / "seed_default_1000.pt"), "--only",
+                           "attention", "--example", "2000")
+    assert code == 2 and len(err) == 1 and "example = 2000" in err[0]
+
+
+@pytest.mark.parametrize("option, needle", [(["--threads", "0"], "--threads 0: must be >= 1"),
+                                            (["--seed", "-1"], "--seed -1: must be >= 0")])
+def test_analyze_command_bad_options(fixtures_dir, capsys, option, needle):
+    code, _, err = analyze(capsys, str(fixtures_dir / "seed_default_1000.pt"), *option)
+    assert code == 2 and len(err) == 1 and needle in err[0]

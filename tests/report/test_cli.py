@@ -9,19 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from listcopy.report.cli import main
+from listcopy.cli import main
 
 
 def report_command() -> list[str]:
-    """The real ``listcopy`` command once the main CLI has ``report``; until then this package's."""
-    from listcopy.cli import build_parser
-
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    if "report" in sub.choices:
-        exe = Path(sys.executable).with_name("listcopy")
-        return [str(exe)] if exe.exists() else [sys.executable, "-m", "listcopy.cli"]
-    return [sys.executable, "-m", "listcopy.report.cli"]
+    """The real ``listcopy`` command (the console script, or ``python -m listcopy.cli``)."""
+    exe = Path(sys.executable).with_name("listcopy")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "listcopy.cli"]
 
 
 def run(*args: str) -> subprocess.CompletedProcess:

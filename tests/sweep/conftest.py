@@ -35,15 +35,9 @@ def grid_file(tmp_path):
 
 
 def cli_command() -> list[str]:
-    """The real ``listcopy`` command once the main CLI has ``sweep``; until then the sweep CLI."""
-    from listcopy.cli import build_parser
-
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    if "sweep" in sub.choices:
-        exe = Path(sys.executable).with_name("listcopy")
-        return [str(exe)] if exe.exists() else [sys.executable, "-m", "listcopy.cli"]
-    return [sys.executable, "-m", "listcopy.sweep.cli"]
+    """The real ``listcopy`` command (the console script, or ``python -m listcopy.cli``)."""
+    exe = Path(sys.executable).with_name("listcopy")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "listcopy.cli"]
 
 
 def run_sweep_cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:

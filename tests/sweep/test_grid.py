@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from listcopy.config import Config
-from listcopy.sweep import cli as sweep_cli
+from listcopy import cli
+from listcopy.config import Config, parse_seeds
 from listcopy.sweep.grid import (SHARED_TRAIN_KEYS, GridError, config_hash, group_runs, load_grid,
-                                 parse_grid, parse_seeds, unique_runs)
+                                 parse_grid, unique_runs)
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -179,7 +179,7 @@ def test_missing_grid_file(tmp_path):
 
 @pytest.mark.parametrize("body, needle", BAD_GRIDS[:3] + BAD_GRIDS[10:11] + BAD_GRIDS[16:17])
 def test_malformed_grid_exits_2_with_one_line(grid_file, tmp_path, capsys, body, needle):
-    code = sweep_cli.main(["sweep", str(grid_file(body)), "--out", str(tmp_path / "s"),
+    code = cli.main(["sweep", str(grid_file(body)), "--out", str(tmp_path / "s"),
                            "--quiet"])
     err = capsys.readouterr().err
     assert code == 2

@@ -10,8 +10,8 @@ import sqlite3
 
 import pytest
 
+from listcopy import cli
 from listcopy.config import ConfigError
-from listcopy.sweep import cli as sweep_cli
 from listcopy.sweep.grid import load_grid
 from listcopy.sweep.results import format_results, load_rows, runs_table, summary_table
 from listcopy.sweep.store import DB_FILE, Store, StoreError, failure
@@ -138,10 +138,10 @@ def test_formats(sweep_dir, capsys):
     assert len(data["runs"]) == 15 and len(data["summary"]) == 3
     assert data["runs"][0]["config"]["model"]["d_model"] == 8
 
-    assert sweep_cli.main(["results", str(sweep_dir), "--format", "json"]) == 0
+    assert cli.main(["results", str(sweep_dir), "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["summary"][0]["n"] == 5
-    assert sweep_cli.main(["results", str(sweep_dir), "--group-by", "colour"]) == 2
+    assert cli.main(["results", str(sweep_dir), "--group-by", "colour"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "colour" in err
-    assert sweep_cli.main(["results", str(sweep_dir / "nope")]) == 2
+    assert cli.main(["results", str(sweep_dir / "nope")]) == 2
     assert "no sweep database" in capsys.readouterr().err

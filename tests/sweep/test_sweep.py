@@ -9,11 +9,12 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 
 import pytest
 
-from listcopy.sweep import cli as sweep_cli
+from listcopy import cli
 from listcopy.sweep.results import load_rows
 from listcopy.sweep.runner import SweepBusy, _exclusive, run_sweep
 from listcopy.sweep.store import DB_FILE
@@ -103,7 +104,7 @@ def test_an_exception_fails_its_group_and_the_sweep_goes_on(tmp_path, grid_file,
 
 def test_dry_run_lists_groups_and_writes_nothing(tmp_path, grid_file, capsys):
     out = tmp_path / "s"
-    assert sweep_cli.main(["sweep", str(grid_file(GRID)), "--out", str(out), "--dry-run",
+    assert cli.main(["sweep", str(grid_file(GRID)), "--out", str(out), "--dry-run",
                            "--workers", "2"]) == 0
     text = capsys.readouterr().out
     assert "8 entries, 6 distinct runs (d8 = d8_again trained once)" in text
@@ -119,7 +120,7 @@ def test_a_second_sweep_on_a_directory_is_refused(tmp_path, grid_file, capsys):
     with _exclusive(out):
         with pytest.raises(SweepBusy, match="another sweep"):
             run_sweep(grid, out, workers=0, progress=False)
-        assert sweep_cli.main(["sweep", str(grid), "--out", str(out), "--quiet"]) == 1
+        assert cli.main(["sweep", str(grid), "--out", str(out), "--quiet"]) == 1
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and f"pid {os.getpid()}" in err
     assert not (out / DB_FILE).exists()
@@ -240,3 +241,41 @@ def test_ray_backend_on_a_local_cluster(tmp_path, grid_file):
     reference = tmp_path / "local"
     run_sweep(grid, reference, workers=0, progress=False)
     assert results_by_key(out) == results_by_key(reference)
+
+
+WAITING_DRIVER = """
+import sys
+sys.path.insert(0, {root!r})
+import listcopy.sweep.local as local
+from tests.sweep import killed_worker
+local.train_group = killed_worker.wait_for_release  # what the spawned workers run
+from listcopy.cli import main
+sys.exit(main(["sweep", {grid!r}, "--out", {out!r}, "--workers", "1", "--quiet"]))
+"""
+
+
+def test_a_killed_worker_ends_the_sweep_with_one_line_and_exit_1(tmp_path, grid_file):
+    from pathlib import Path
+
+    from .killed_worker import PID_FILE
+
+    root = str(Path(__file__).resolve().parents[2])
+    grid, out = grid_file('seeds = "0"\n'), tmp_path / "s"
+    code = WAITING_DRIVER.format(root=root, grid=str(grid), out=str(out))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=root,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + 120  # a guard against a hang, not a moment waited for
+        while not (out / PID_FILE).exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the worker never started"
+            time.sleep(0.05)
+        os.kill(int((out / PID_FILE).read_text()), signal.SIGKILL)  # the worker, waiting
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    assert_one_line_error(result, 1, "listcopy sweep: error:", "worker process died")
+    assert not (out / "release").exists()  # it never trained: killed while it waited

@@ -1,9 +1,9 @@
 """``listcopy analyze PATH [--set k=v ...] [--only NAMES] [--json FILE]``: every analysis of a run
 directory or seed ``.pt``, printed as a summary, and written as one JSON object with ``--json``.
 
-``add_parser(subparsers)`` registers the command on the ``listcopy`` parser; nothing heavy is
-imported until the command runs. Bad input raises ``ConfigError`` / ``CheckpointError`` (one line),
-which the ``listcopy`` entry point turns into exit status 2.
+``register(subparsers)`` adds the command to the ``listcopy`` parser; nothing heavy is imported
+until the command runs. Bad input raises (``UsageError``, ``ConfigError``, ``CheckpointError``:
+exit 2), and ``listcopy.cli.main`` prints it as one line.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
+def register(subparsers) -> None:
     """Add the ``analyze`` command to ``subparsers`` (from ``parser.add_subparsers()``)."""
     p = subparsers.add_parser(
         "analyze", help="interpretability analyses of a run or seed .pt (summary, --json)",
@@ -38,18 +38,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no per-analysis timings on stderr")
     p.set_defaults(func=cmd_analyze)
-    return p
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from ..config import ConfigError
+    from ..cli.args import UsageError, check_threads
     from .run import format_summary, parse_only
 
     parse_only(args.only)  # unknown names fail before anything loads
-    if args.threads is not None and args.threads < 1:
-        raise ConfigError(f"--threads {args.threads}: must be >= 1")
+    check_threads(args.threads)
     if args.seed < 0:
-        raise ConfigError(f"--seed {args.seed}: must be >= 0")
+        raise UsageError(f"--seed {args.seed}: must be >= 0")
     import torch
 
     from ..checkpoint import load

@@ -1,14 +1,14 @@
 """``listcopy report PATH``: parse, call ``model_report`` or ``sweep_report``, print one line.
 
 PATH is a run directory or a seed ``.pt`` (a model report) or a sweep directory (one holding
-``sweep.db``, or that file itself: a sweep report). The main CLI registers the command with ``add_parser(subparsers)``;
-bad input raises ``ConfigError`` / ``CheckpointError``, which it prints as one line (exit 2).
+``sweep.db``, or that file itself: a sweep report). ``register(subparsers)`` adds the command to
+the ``listcopy`` parser; bad input raises (``UsageError``, ``ConfigError``, ``CheckpointError``:
+exit 2), and ``listcopy.cli.main`` prints it as one line.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 
@@ -23,8 +23,8 @@ def default_out(path: Path) -> Path:
     return path / "report.html" if path.is_dir() else path.with_suffix(".html")
 
 
-def cmd_report(args) -> int:
-    from ..config import ConfigError
+def cmd_report(args: argparse.Namespace) -> int:
+    from ..cli.args import UsageError
 
     path = Path(args.path)
     out = Path(args.out) if args.out else default_out(path)
@@ -34,14 +34,14 @@ def cmd_report(args) -> int:
                                               ("--no-umap", args.no_umap),
                                               ("--example", args.example is not None)) if used]
         if model_only:
-            raise ConfigError(f"{model_only[0]} applies to a model report, and {path} is a sweep")
+            raise UsageError(f"{model_only[0]} applies to a model report, and {path} is a sweep")
         from .sweep_report import DEFAULT_AXES, sweep_report
 
         axes = DEFAULT_AXES if args.axes is None else tuple(a for a in args.axes.split(","))
         info = sweep_report(path, out, axes=axes, png_dir=args.png, progress=progress)
     else:
         if args.axes is not None:
-            raise ConfigError(f"--axes applies to a sweep directory (one with sweep.db), "
+            raise UsageError(f"--axes applies to a sweep directory (one with sweep.db), "
                               f"and {path} is not one")
         from .model_report import model_report
 
@@ -54,7 +54,7 @@ def cmd_report(args) -> int:
     return 0
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
+def register(subparsers) -> None:
     """Register ``report`` on the main parser's subparsers."""
     p = subparsers.add_parser(
         "report", help="an offline HTML report of a model (run or seed .pt) or of a sweep",
@@ -76,23 +76,4 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="model: the validation list shown in the attention and flow figures")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_report)
-    return p
 
-
-def main(argv=None) -> int:
-    """Standalone entry (``python -m listcopy.report.cli``) until the main CLI wires it."""
-    from ..checkpoint import CheckpointError
-    from ..config import ConfigError
-
-    parser = argparse.ArgumentParser(prog="listcopy")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except (ConfigError, CheckpointError) as err:
-        print(f"listcopy report: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

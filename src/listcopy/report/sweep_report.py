@@ -57,30 +57,12 @@ def sweep_report(sweep_dir: str | Path, out: str | Path, axes: Sequence[str] = D
 
 # ---- data ------------------------------------------------------------------------------------
 
-def flat(config) -> dict[str, Any]:
-    return {f"{section}.{k}": v for section, values in config.to_dict().items()
-            for k, v in values.items()}
-
-
 def resolve_axes(rows: Sequence[dict[str, Any]], axes: Sequence[str]) -> tuple[str, str]:
     """Dotted keys for ``axes`` (dotted, or short names like ``d_model`` when unambiguous)."""
-    from ..config import Config
+    from ..config import dotted_key
 
-    known = list(flat(rows[0]["config"] if rows else Config()))
-    out = []
-    for axis in axes:
-        axis = axis.strip()
-        if axis in known:
-            out.append(axis)
-            continue
-        matches = [k for k in known if k.split(".", 1)[1] == axis]
-        if len(matches) == 1:
-            out.append(matches[0])
-        elif matches:
-            raise ConfigError(f"--axes {axis!r} is ambiguous: use one of {', '.join(matches)}")
-        else:
-            raise ConfigError(f"--axes {axis!r}: not a setting; use keys such as model.d_model, "
-                              "model.n_layers, train.lr")
+    out = [dotted_key(axis.strip(), "--axes",
+                      "use keys such as model.d_model, model.n_layers, train.lr") for axis in axes]
     if out[0] == out[1]:
         raise ConfigError(f"--axes: both name {out[0]}; give two different keys")
     return out[0], out[1]
@@ -100,7 +82,7 @@ def groups(rows: Sequence[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any
     by: dict[str, list[dict[str, Any]]] = {}
     names: dict[str, str] = {}
     for r in rows:
-        f = flat(r["config"])
+        f = r["config"].flat()
         f.pop("train.seed", None)
         gid = json.dumps([r["name"], f], sort_keys=True, default=str)
         if gid not in by:
@@ -121,11 +103,11 @@ def groups(rows: Sequence[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any
 def mean_acc_grid(rows: Sequence[dict[str, Any]], keys: tuple[str, str]):
     """(x values, y values, mean acc [y][x] or None, run counts [y][x]) over finished runs."""
     runs = [r for r in distinct_runs(rows) if r["status"] == "done" and r["acc"] is not None]
-    xs = sorted({json.dumps(flat(r["config"])[keys[0]]) for r in runs}, key=_sort_key)
-    ys = sorted({json.dumps(flat(r["config"])[keys[1]]) for r in runs}, key=_sort_key)
+    xs = sorted({json.dumps(r["config"].flat()[keys[0]]) for r in runs}, key=_sort_key)
+    ys = sorted({json.dumps(r["config"].flat()[keys[1]]) for r in runs}, key=_sort_key)
     cells: dict[tuple[str, str], list[float]] = {}
     for r in runs:
-        f = flat(r["config"])
+        f = r["config"].flat()
         cells.setdefault((json.dumps(f[keys[0]]), json.dumps(f[keys[1]])), []).append(r["acc"])
     z = [[statistics.fmean(cells[(x, y)]) if (x, y) in cells else None for x in xs] for y in ys]
     n = [[len(cells.get((x, y), [])) for x in xs] for y in ys]

@@ -17,11 +17,12 @@ grid.py, store.py and results.py do not import torch.
 """
 
 _LAZY = {
-    "Grid": "grid", "GridError": "grid", "Point": "grid", "Run": "grid", "group_runs": "grid",
-    "load_grid": "grid", "parse_grid": "grid", "format_results": "results", "load_rows": "results",
-    "runs_table": "results", "summary_table": "results", "SweepBusy": "runner",
-    "SweepError": "runner", "SweepSummary": "runner", "plan": "runner", "run_sweep": "runner",
-    "Store": "store",
+    "Grid": "grid", "GridError": "grid", "Point": "grid", "PlannedRun": "grid",
+    "group_runs": "grid", "load_grid": "grid", "parse_grid": "grid",
+    "format_results": "results", "load_rows": "results", "runs_table": "results",
+    "summary_table": "results", "ResultsTable": "results",
+    "SweepBusy": "runner", "SweepError": "runner", "SweepSummary": "runner", "plan": "runner",
+    "run_sweep": "runner", "Store": "store",
 }
 
 __all__ = list(_LAZY)

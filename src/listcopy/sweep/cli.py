@@ -1,41 +1,33 @@
 """``listcopy sweep`` and ``listcopy results``: parse, call one function, print.
 
-The main CLI registers them with ``add_parsers(subparsers)``. A bad grid file or option ends with
-one line on stderr and exit status 2; a busy sweep directory or a dead worker with exit status 1.
-``sweep`` exits 1 when any run of the grid failed (the others are still trained and recorded).
+``register(subparsers)`` adds both commands to the ``listcopy`` parser. Bad input (a grid file, an
+option, a sweep database) raises a ``BadInput`` (exit 2), a sweep that cannot go on (a busy
+directory, a worker process that died) a ``Failure`` (exit 1); ``listcopy.cli.main`` prints either
+as one line. ``sweep`` exits 1 when any run of the grid failed (the others are still trained and
+recorded).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-EXIT_BAD_INPUT = 2
 
-
-def cmd_sweep(args) -> int:
-    from ..config import ConfigError
-    from .runner import SweepError, default_out, format_plan, plan, run_sweep
-    from .store import StoreError
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from ..cli.args import UsageError
+    from .runner import default_out, format_plan, plan, run_sweep
 
     out = Path(args.out) if args.out else default_out(args.grid)
     if args.address and args.backend != "ray":
-        return _error("sweep", "--address needs --backend ray", EXIT_BAD_INPUT)
-    try:
-        if args.dry_run:
-            print(format_plan(plan(args.grid, out, workers=args.workers, threads=args.threads,
-                                   retry_failed=args.retry_failed,
-                                   max_members=args.max_members)))
-            return 0
-        summary = run_sweep(args.grid, out, workers=args.workers, threads=args.threads,
-                            backend=args.backend, address=args.address,
-                            retry_failed=args.retry_failed, progress=not args.quiet,
-                            max_members=args.max_members)
-    except (ConfigError, StoreError) as err:
-        return _error("sweep", err, EXIT_BAD_INPUT)
-    except SweepError as err:
-        return _error("sweep", err, 1)
+        raise UsageError("--address needs --backend ray")
+    if args.dry_run:
+        print(format_plan(plan(args.grid, out, workers=args.workers, threads=args.threads,
+                               retry_failed=args.retry_failed, max_members=args.max_members)))
+        return 0
+    summary = run_sweep(args.grid, out, workers=args.workers, threads=args.threads,
+                        backend=args.backend, address=args.address,
+                        retry_failed=args.retry_failed, progress=not args.quiet,
+                        max_members=args.max_members)
     c = summary.counts
     print(f"{summary.n_runs} runs ({summary.n_entries} entries): {c['done']} done, "
           f"{c['failed']} failed"
@@ -46,23 +38,12 @@ def cmd_sweep(args) -> int:
     return 1 if c["failed"] or c["pending"] or c["running"] else 0
 
 
-def cmd_results(args) -> int:
-    from ..config import ConfigError
+def cmd_results(args: argparse.Namespace) -> int:
     from .results import format_results, load_rows
-    from .store import StoreError
 
     group_by = [k.strip() for k in args.group_by.split(",") if k.strip()] if args.group_by else None
-    try:
-        rows = load_rows(args.dir)
-        print(format_results(rows, args.format, group_by, args.table))
-    except (ConfigError, StoreError) as err:
-        return _error("results", err, EXIT_BAD_INPUT)
+    print(format_results(load_rows(args.dir), args.format, group_by, args.table))
     return 0
-
-
-def _error(command: str, err: BaseException | str, code: int) -> int:
-    print(f"listcopy {command}: error: {err}", file=sys.stderr)
-    return code
 
 
 def _positive_or_zero(text: str) -> int:
@@ -75,13 +56,15 @@ def _positive_or_zero(text: str) -> int:
     return n
 
 
-def add_parsers(subparsers) -> None:
+SWEEP_DESCRIPTION = ("Train every run of GRID.toml not yet finished in the sweep directory "
+                     "(results in DIR/sweep.db). Re-run the same command to resume, even after "
+                     "kill -9; a second sweep on a directory in use is refused.")
+
+
+def register(subparsers) -> None:
     """Register ``sweep`` and ``results`` on the main parser's subparsers."""
-    p = subparsers.add_parser(
-        "sweep", help="train a grid of configurations x seeds, in parallel, resumable",
-        description="Train every run of GRID.toml not yet finished in the sweep directory "
-                    "(results in DIR/sweep.db). Re-run the same command to resume, even after "
-                    "kill -9; a second sweep on a directory in use is refused.")
+    p = subparsers.add_parser("sweep", description=SWEEP_DESCRIPTION,
+                              help="train a grid of configurations x seeds, in parallel, resumable")
     p.add_argument("grid", metavar="GRID.toml",
                    help="grid file: base config, [[specs]], [axes], seeds")
     p.add_argument("--out", metavar="DIR", help="sweep directory (default sweeps/GRID)")
@@ -111,14 +94,3 @@ def add_parsers(subparsers) -> None:
                    help="only this table (default: both; csv: runs, or summary with --group-by)")
     p.set_defaults(func=cmd_results)
 
-
-def main(argv=None) -> int:
-    """Standalone entry (tests, ``python -m listcopy.sweep.cli``) until the main CLI wires it."""
-    parser = argparse.ArgumentParser(prog="listcopy")
-    add_parsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -17,10 +17,11 @@ A grid file (TOML)::
     "train.lr" = [1e-3, 3e-4]
 
 Every point of ``specs x axes x seeds`` is one :class:`Point` (a name, the settings that made it
-and a full, validated Config). Points with the same config are one :class:`Run`, trained once and
-reported under each name (the notebook's grid has ``d128`` and ``d128_3layer``, which are the same).
-Runs whose configs share the task, the model and the train settings that an ensemble must share are
-one shape, trained together by the ensemble engine: :func:`group_runs`.
+and a full, validated Config). Points with the same config are one :class:`PlannedRun` (a run to
+train, not yet a trained ``training.Run``), trained once and reported under each name (the
+notebook's grid has ``d128`` and ``d128_3layer``, which are the same). Planned runs whose configs
+have one ``config.ensemble_key`` are one shape, trained together by the ensemble engine:
+:func:`group_runs`. ``seeds`` follows ``config.parse_seeds``, the package's one seed-range syntax.
 
 Nothing here imports torch. Every problem is a one-line :class:`GridError` (a ``ConfigError``).
 """
@@ -31,17 +32,15 @@ import hashlib
 import itertools
 import json
 import math
-import re
-from collections import Counter
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..config import SECTIONS, SHARED_TRAIN_KEYS, Config, ConfigError, load_toml
-
+from ..config import SHARED_TRAIN_KEYS  # noqa: F401  (re-exported: what an ensemble shares)
+from ..config import (SECTIONS, Config, ConfigError, ensemble_key, load_toml, parse_seeds,
+                      short_key)
 
 TOP_LEVEL_KEYS = ("base", "specs", "axes", "seeds", *SECTIONS)
-MAX_SEEDS = 100_000
 MAX_POINTS = 1_000_000
 
 
@@ -76,7 +75,7 @@ class Point:
 
 
 @dataclass(frozen=True)
-class Run:
+class PlannedRun:
     """One distinct configuration to train, and every grid entry that reports it."""
 
     key: str  # config_hash(config)
@@ -115,7 +114,7 @@ class Grid:
                 settings.update(zip(keys, combo))
                 where = _where(self.source, i, spec, dict(zip(keys, combo)))
                 try:
-                    config = self.base.replace(**_nest(settings))
+                    config = Config.from_flat(settings, base=self.base)
                 except ConfigError as err:
                     raise GridError(f"{where}: {err}") from None
                 name = point_name(spec.name, dict(zip(keys, combo)), config)
@@ -124,7 +123,7 @@ class Grid:
                     out.append(Point(name, tuple(settings.items()), seeded, len(out)))
         return out
 
-    def runs(self) -> list[Run]:
+    def runs(self) -> list[PlannedRun]:
         return unique_runs(self.points())
 
 
@@ -144,22 +143,10 @@ def point_name(spec_name: str, combo: Mapping[str, Any], config: Config) -> str:
     return ",".join(parts) if parts else config.name
 
 
-def short_key(key: str) -> str:
-    return key.split(".", 1)[1] if "." in key else key
-
-
 def _fmt(value: Any) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _nest(settings: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for key, value in settings.items():
-        section, name = key.split(".", 1)
-        out.setdefault(section, {})[name] = value
-    return out
 
 
 # ---- identity and grouping -------------------------------------------------------------------
@@ -170,19 +157,12 @@ def config_hash(config: Config) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def unique_runs(points: Sequence[Point]) -> list[Run]:
-    """One Run per distinct config, in order of first appearance."""
+def unique_runs(points: Sequence[Point]) -> list[PlannedRun]:
+    """One PlannedRun per distinct config, in order of first appearance."""
     by_key: dict[str, list[Point]] = {}
     for p in points:
         by_key.setdefault(p.key, []).append(p)
-    return [Run(k, ps[0].config, tuple(ps)) for k, ps in by_key.items()]
-
-
-def shape_key(config: Config) -> str:
-    """What runs trained together must share: task, model and the shared train settings."""
-    d = config.to_dict()
-    d["train"] = {k: d["train"][k] for k in SHARED_TRAIN_KEYS}
-    return json.dumps(d, sort_keys=True)
+    return [PlannedRun(k, ps[0].config, tuple(ps)) for k, ps in by_key.items()]
 
 
 def shape_label(config: Config) -> str:
@@ -207,18 +187,18 @@ def run_cost(config: Config) -> float:
     return config.train.max_steps * config.train.batch_size * t.seq_len * per_token
 
 
-def group_runs(runs: Sequence[Run], n_workers: int = 1,
-               max_members: int | None = None) -> list[list[Run]]:
+def group_runs(runs: Sequence[PlannedRun], n_workers: int = 1,
+               max_members: int | None = None) -> list[list[PlannedRun]]:
     """Runs of one shape form a group; big groups are split so that ``n_workers`` are kept busy.
 
     A shape with ``k`` runs gets ``ceil(n_workers * k / len(runs))`` chunks (at most ``k``), and no
     chunk exceeds ``max_members``. Groups come out costliest first (longest-job-first scheduling).
     """
-    shapes: dict[str, list[Run]] = {}
+    shapes: dict[str, list[PlannedRun]] = {}
     for run in runs:
-        shapes.setdefault(shape_key(run.config), []).append(run)
+        shapes.setdefault(ensemble_key(run.config), []).append(run)
     total = len(runs)
-    groups: list[list[Run]] = []
+    groups: list[list[PlannedRun]] = []
     for members in shapes.values():
         k = len(members)
         n_chunks = min(k, max(1, math.ceil(n_workers * k / total)))
@@ -266,7 +246,12 @@ def parse_grid(data: Mapping[str, Any], source: str = "grid") -> Grid:
         raise GridError(f"{source}: base config: {err}") from None
     specs = _parse_specs(data.get("specs", []), source)
     axes = _parse_axes(data.get("axes", {}), source)
-    seeds = (parse_seeds(data["seeds"], source) if "seeds" in data else (base.train.seed,))
+    seeds = (base.train.seed,)
+    if "seeds" in data:
+        try:
+            seeds = parse_seeds(data["seeds"], f"{source}: seeds =")
+        except ConfigError as err:
+            raise GridError(str(err)) from None
     grid = Grid(base, specs, axes, seeds, source)
     grid.points()  # every point validated now, so the error comes before any work
     return grid
@@ -341,41 +326,3 @@ def _flatten(table: Mapping[str, Any], where: str) -> dict[str, Any]:
 def _check_scalar(value: Any, where: str) -> None:
     if not isinstance(value, (bool, int, float, str)):
         raise GridError(f"{where} = {value!r}: must be a number, true/false or a string")
-
-
-def parse_seeds(raw: Any, source: str = "grid") -> tuple[int, ...]:
-    """``[0, 1, 5]``, ``"0-63"``, ``"0,3,7"`` or ``"0-3,8"`` -> distinct seeds, in order given."""
-    where = f"{source}: seeds"
-    if isinstance(raw, bool):
-        raise GridError(f"{where} = {raw!r}: must be a list of integers or a range like \"0-63\"")
-    if isinstance(raw, int):
-        raw = [raw]
-    seeds: list[int] = []
-    if isinstance(raw, list):
-        for s in raw:
-            if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-                raise GridError(f"{where}: {s!r} is not an integer >= 0")
-            seeds.append(s)
-    elif isinstance(raw, str):
-        for part in raw.split(","):
-            m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-            if not m:
-                raise GridError(f"{where} = {raw!r}: use a range like \"0-63\", a list like "
-                                "\"0,3,7\" or an array of integers")
-            lo = int(m.group(1))
-            hi = int(m.group(2)) if m.group(2) is not None else lo
-            if hi < lo:
-                raise GridError(f"{where} = {raw!r}: range {part.strip()} is empty")
-            if hi - lo >= MAX_SEEDS:
-                raise GridError(f"{where} = {raw!r}: at most {MAX_SEEDS:,} seeds")
-            seeds.extend(range(lo, hi + 1))
-    else:
-        raise GridError(f"{where} = {raw!r}: must be a list of integers or a range like \"0-63\"")
-    if not seeds:
-        raise GridError(f"{where}: no seeds (give at least one)")
-    if len(seeds) > MAX_SEEDS:
-        raise GridError(f"{where}: at most {MAX_SEEDS:,} seeds")
-    repeated = [s for s, n in Counter(seeds).items() if n > 1]
-    if repeated:
-        raise GridError(f"{where}: seed {repeated[0]} repeated")
-    return tuple(seeds)

@@ -8,13 +8,14 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Sequence
 
+from ..errors import Failure
 from .worker import GroupTask, init_worker, train_group
 
 POLL_S = 0.5  # how often the driver looks at the run directories of running groups
 
 
-class WorkerDied(RuntimeError):
-    """A worker process ended without reporting (killed, out of memory)."""
+class WorkerDied(Failure):
+    """A worker process ended without reporting (killed, out of memory): exit 1."""
 
 
 class LocalBackend:

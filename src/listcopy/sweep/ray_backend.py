@@ -14,9 +14,10 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-from ..checkpoint import atomic_write
+from ..checkpoint import RUN_FILES, atomic_write
+from ..errors import Failure, one_line
 from .store import failure
-from .worker import RUN_FILES, GroupTask, read_run_files, train_group_portable
+from .worker import GroupTask, read_run_files, train_group_portable
 
 POLL_S = 1.0
 
@@ -63,7 +64,8 @@ class RayBackend:
                 try:
                     out = ray.get(ref)
                 except Exception as err:  # noqa: BLE001  (a lost node, a task error: runs fail)
-                    driver.on_results(task, [failure(f"ray task failed: {_first_line(err)}")
+                    why = one_line(err, 300, first_line=True)  # a RayTaskError adds a traceback
+                    driver.on_results(task, [failure(f"ray task failed: {why}")
                                              for _ in task.keys])
                     continue
                 for run_dir, (_, files) in zip(task.run_dirs, out):
@@ -87,10 +89,5 @@ def import_ray():
     return ray
 
 
-class RayMissing(RuntimeError):
-    pass
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return (text.splitlines()[0] if text else type(err).__name__)[:300]
+class RayMissing(Failure):
+    """``--backend ray`` without Ray installed (exit 1)."""

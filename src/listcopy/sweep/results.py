@@ -23,19 +23,21 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..config import SECTIONS, ConfigError
-from .grid import short_key
+from ..config import SECTIONS, ConfigError, dotted_key, short_key
 from .store import DB_FILE, Store
 
 # the notebook's columns: every model setting and the weight decay
 ALWAYS = tuple(f"model.{f.name}" for f in fields(SECTIONS["model"])) + ("train.weight_decay",)
 RESULT_COLUMNS = ("val_acc", "val_seq_acc", "steps", "steps_to_threshold", "status")
+GROUP_BY_HINT = "use name or a key such as model.d_model (or d_model)"
 SUMMARY_COLUMNS = ("n", "done", "failed", "pending", "acc_mean", "acc_std", "frac_threshold",
                    "median_steps_to_threshold")
 
 
 @dataclass
-class Table:
+class ResultsTable:
+    """A table of ``listcopy results``: column names, one dict per row, a caption, notes below."""
+
     columns: list[str]
     rows: list[dict[str, Any]]
     caption: str = ""
@@ -51,7 +53,7 @@ def load_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
 
 def setting_keys(rows: Sequence[dict[str, Any]]) -> list[str]:
     """Dotted keys shown as settings: the notebook's, and every other key that varies."""
-    flat = [_flat(r["config"]) for r in rows]
+    flat = [r["config"].flat() for r in rows]
     keys = list(flat[0]) if flat else list(ALWAYS)
     return [k for k in keys
             if k in ALWAYS or len({json.dumps(f[k]) for f in flat}) > 1]
@@ -64,12 +66,12 @@ def headers(keys: Sequence[str]) -> dict[str, str]:
             for k, s in zip(keys, shorts)}
 
 
-def runs_table(rows: Sequence[dict[str, Any]]) -> Table:
+def runs_table(rows: Sequence[dict[str, Any]]) -> ResultsTable:
     keys = setting_keys(rows)
     names = headers(keys)
     out = []
     for r in rows:
-        flat = _flat(r["config"])
+        flat = r["config"].flat()
         row = {"name": r["name"]}
         row.update({names[k]: flat[k] for k in keys})
         row.update({"val_acc": r["acc"], "val_seq_acc": r["seq_acc"], "steps": r["steps"],
@@ -80,21 +82,22 @@ def runs_table(rows: Sequence[dict[str, Any]]) -> Table:
     thresholds = sorted({r["config"].train.early_stop_acc for r in rows})
     caption = (f"{len(rows)} entries; steps_to_threshold: first evaluation at val_acc >= "
                + "/".join(f"{t:g}" for t in thresholds)) if rows else "no entries"
-    return Table(["name", *(names[k] for k in keys), *RESULT_COLUMNS], out, caption, notes)
+    return ResultsTable(["name", *(names[k] for k in keys), *RESULT_COLUMNS], out, caption, notes)
 
 
-def summary_table(rows: Sequence[dict[str, Any]], group_by: Sequence[str] | None = None) -> Table:
+def summary_table(rows: Sequence[dict[str, Any]],
+                  group_by: Sequence[str] | None = None) -> ResultsTable:
     """Aggregate over seeds (default) or by ``group_by`` keys (``name``, dotted or short keys)."""
     keys = setting_keys(rows)
     names = headers(keys)
     if group_by:
-        by = [_resolve(k, keys, names, rows) for k in group_by]
+        by = [k if k == "name" else dotted_key(k, "--group-by", GROUP_BY_HINT) for k in group_by]
     else:
         by = ["name"] + [k for k in keys if k != "train.seed"]
     groups: dict[str, list[dict[str, Any]]] = {}
     labels: dict[str, dict[str, Any]] = {}
     for r in rows:
-        flat = _flat(r["config"])
+        flat = r["config"].flat()
         label = {("name" if k == "name" else names.get(k, k)):
                  (r["name"] if k == "name" else flat[k]) for k in by}
         gid = json.dumps(list(label.values()))
@@ -108,7 +111,7 @@ def summary_table(rows: Sequence[dict[str, Any]], group_by: Sequence[str] | None
     label_cols = [("name" if k == "name" else names.get(k, k)) for k in by]
     cols = [c for c in SUMMARY_COLUMNS if c != "pending" or any(r["pending"] for r in out)]
     n_runs = len({r["key"] for r in rows})
-    return Table(label_cols + cols, out,
+    return ResultsTable(label_cols + cols, out,
                  f"{len(out)} group{'s' if len(out) != 1 else ''} of {n_runs} run"
                  f"{'s' if n_runs != 1 else ''}"
                  + (f", by {', '.join(label_cols)}" if group_by else ", over seeds"))
@@ -129,27 +132,6 @@ def aggregate(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "frac_threshold": len(reached) / len(finished) if finished else None,
         "median_steps_to_threshold": statistics.median(reached) if reached else None,
     }
-
-
-def _resolve(key: str, keys: Sequence[str], names: dict[str, str],
-             rows: Sequence[dict[str, Any]]) -> str:
-    if key == "name":
-        return key
-    flat = _flat(rows[0]["config"]) if rows else {}
-    if key in flat:
-        return key
-    matches = [k for k in flat if short_key(k) == key]
-    if len(matches) == 1:
-        return matches[0]
-    if len(matches) > 1:
-        raise ConfigError(f"--group-by {key!r} is ambiguous: use one of {', '.join(matches)}")
-    raise ConfigError(f"--group-by {key!r}: not a setting; use name or a key such as "
-                      "model.d_model (or d_model)")
-
-
-def _flat(config) -> dict[str, Any]:
-    return {f"{section}.{k}": v for section, values in config.to_dict().items()
-            for k, v in values.items()}
 
 
 # ---- formatting --------------------------------------------------------------------------------

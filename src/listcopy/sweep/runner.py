@@ -25,8 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..checkpoint import atomic_write, safe_name
-from .grid import Grid, Run, group_runs, load_grid, shape_key, shape_label
+from ..checkpoint import RUN_FILE, atomic_write, safe_name
+from ..config import ensemble_key
+from ..errors import Failure
+from .grid import Grid, PlannedRun, group_runs, load_grid, shape_label, unique_runs
 from .store import DB_FILE, Store, result_of
 from .worker import GroupTask
 
@@ -37,12 +39,12 @@ RUNS_DIR = "runs"
 WORKER_WAIT_S = 60.0
 
 
-class SweepError(RuntimeError):
-    """A sweep that cannot go on (busy directory, dead worker, missing backend). One line."""
+class SweepError(Failure):
+    """A sweep that cannot go on (exit 1): an unknown backend, a busy directory. One line."""
 
 
 class SweepBusy(SweepError):
-    pass
+    """Another sweep (or its workers) holds the sweep directory."""
 
 
 @dataclass
@@ -62,20 +64,20 @@ class Plan:
 
     grid: Grid
     out: Path
-    runs: list[Run]
+    runs: list[PlannedRun]
     status: dict[str, str]  # key -> status ("pending" for runs not in the database yet)
-    groups: list[list[Run]]
+    groups: list[list[PlannedRun]]
     workers: int
     threads: int
     retry_failed: bool = False
     n_entries: int = 0
 
     @property
-    def todo(self) -> list[Run]:
+    def todo(self) -> list[PlannedRun]:
         return [r for r in self.runs if self.status[r.key] in _todo_states(self.retry_failed)]
 
 
-def run_dir_name(run: Run) -> Path:
+def run_dir_name(run: PlannedRun) -> Path:
     """``runs/NAME-seedS-KEY``, relative to the sweep directory (NAME: the run's first name)."""
     return Path(RUNS_DIR) / safe_name(f"{run.names[0]}-seed{run.seed}-{run.key[:8]}")
 
@@ -102,8 +104,6 @@ def plan(grid: Grid | str | Path, out: str | Path, *, workers: int | None = None
     grid = grid if isinstance(grid, Grid) else load_grid(grid)
     out = Path(out)
     points = grid.points()
-    from .grid import unique_runs
-
     runs = unique_runs(points)
     status = {r.key: "pending" for r in runs}
     if (out / DB_FILE).is_file():
@@ -128,7 +128,7 @@ def format_plan(p: Plan) -> str:
     n = min(p.workers, len(p.groups))
     where = ("in-process" if p.workers == 0 else f"{n} worker{'s' if n != 1 else ''} x "
              f"{p.threads} thread{'s' if p.threads != 1 else ''}")
-    shapes = len({shape_key(g[0].config) for g in p.groups})
+    shapes = len({ensemble_key(g[0].config) for g in p.groups})
     lines.append(f"{len(p.groups)} group{'s' if len(p.groups) != 1 else ''} of one shape "
                  f"({shapes} shape{'s' if shapes != 1 else ''}), {where}:")
     for i, group in enumerate(p.groups):
@@ -160,12 +160,9 @@ def run_sweep(grid: Grid | str | Path, out: str | Path, *, workers: int | None =
     if backend not in ("local", "ray"):
         raise SweepError(f"unknown backend {backend!r}: use local or ray")
     if backend == "ray":
-        from .ray_backend import RayMissing, import_ray
+        from .ray_backend import import_ray
 
-        try:
-            import_ray()
-        except RayMissing as err:
-            raise SweepError(str(err)) from None
+        import_ray()  # RayMissing (exit 1) before anything is written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with _exclusive(out):
@@ -219,12 +216,12 @@ def _count(statuses: dict[str, str]) -> dict[str, int]:
     return counts
 
 
-def _clear_failed(runs: Sequence[Run], run_dirs: dict[str, Path]) -> None:
+def _clear_failed(runs: Sequence[PlannedRun], run_dirs: dict[str, Path]) -> None:
     """A retried run that failed by a non-finite loss starts over; one that crashed resumes."""
     for run in runs:
         d = run_dirs[run.key]
         try:
-            record = json.loads((d / "run.json").read_text())
+            record = json.loads((d / RUN_FILE).read_text())
         except (OSError, ValueError):
             continue
         if record.get("status") == "failed":
@@ -268,7 +265,7 @@ class Driver:
             for key in task.keys:
                 if key not in self.running:
                     continue
-                path = self.run_dirs[key] / "run.json"
+                path = self.run_dirs[key] / RUN_FILE
                 try:
                     mtime = path.stat().st_mtime_ns
                 except OSError:

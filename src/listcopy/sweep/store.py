@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..config import Config
-from .grid import Run
+from ..errors import BadInput, one_line
+from .grid import PlannedRun
 
 DB_FILE = "sweep.db"
 SCHEMA_VERSION = 1
@@ -62,8 +63,8 @@ CREATE TABLE IF NOT EXISTS entries (
 """
 
 
-class StoreError(ValueError):
-    """A sweep database that cannot be read. The message is one line."""
+class StoreError(BadInput):
+    """A sweep database that cannot be read (exit 2). The message is one line."""
 
 
 class Store:
@@ -104,7 +105,7 @@ class Store:
         self.close()
 
     # ---- writing (the driver only) ------------------------------------------------------------
-    def add(self, runs: Sequence[Run], run_dir_of) -> int:
+    def add(self, runs: Sequence[PlannedRun], run_dir_of) -> int:
         """Insert runs not yet known (as pending) and their entries; returns how many runs are new.
 
         ``run_dir_of(run)`` gives a new run's directory, relative to the sweep directory.
@@ -204,8 +205,9 @@ def result_of(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def failure(error: BaseException | str) -> dict[str, Any]:
+    """The database's result fields of a run that failed with ``error`` (one line, 500 chars)."""
     text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-    text = " ".join(str(text).split())[:500] or "error"
+    text = one_line(text, 500) or "error"
     return {"status": "failed", "stop_reason": None, "steps": None, "loss": None, "acc": None,
             "seq_acc": None, "steps_to_threshold": None, "wall_time_s": None, "error": text}
 

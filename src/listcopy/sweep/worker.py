@@ -16,11 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..checkpoint import RUN_FILES
 from ..config import Config
 from .store import failure, result_of
-
-# The run-directory files, in the order the trainer writes them (resume state first, run.json last).
-RUN_FILES = ("train_state.safetensors", "model.safetensors", "run.json")
 
 
 @dataclass(frozen=True)

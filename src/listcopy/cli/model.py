@@ -1,0 +1,63 @@
+"""``listcopy eval``, ``info`` and ``export``: one trained model (a run directory or a seed .pt)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .args import add_config_args
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("eval", help="validation loss, acc and seq_acc of a run or seed .pt")
+    p.add_argument("path", help="run directory or seed .pt file")
+    add_config_args(p, config_file=False)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_eval)
+
+    p = subparsers.add_parser("info", help="the parameter overview of a run or seed .pt")
+    p.add_argument("path")
+    add_config_args(p, config_file=False)
+    p.set_defaults(func=cmd_info)
+
+    p = subparsers.add_parser("export",
+                              help="write a seed-format .pt (TransformerLens 3.x state dict)")
+    p.add_argument("path")
+    p.add_argument("--out", required=True, metavar="FILE.pt")
+    add_config_args(p, config_file=False)
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ..checkpoint import load
+    from ..metrics import evaluate
+    from ..task import dataset
+
+    model, config = load(args.path, args.set)
+    metrics = evaluate(model, dataset(config))
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        print(f"{config.name}: val loss {metrics['loss']:.5f}  acc {metrics['acc']:.5f}"
+              f"  seq_acc {metrics['seq_acc']:.5f}  n_val {metrics['n_val']}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from ..analysis import parameter_table
+    from ..checkpoint import load
+
+    model, config = load(args.path, args.set)
+    print(f"{config.name}")
+    print(parameter_table(model).format())
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..checkpoint import export_seed, load
+
+    model, config = load(args.path, args.set)
+    export_seed(model.state_dict(), Path(args.out))
+    print(f"wrote {args.out} ({config.name}, {len(model.state_dict())} tensors)")
+    return 0
