@@ -9,6 +9,7 @@ import torch
 
 from listcopy.config import Config
 from listcopy.engine import Ensemble
+from listcopy.engine.rows import allowed_matrices, output_rows, row_needs
 from listcopy.task import dataset
 
 from .helpers import (DEVICES, FLAG_COMBOS, backends, check_against_hooked, hooked_loss_and_grads,
@@ -130,3 +131,50 @@ def test_pruned_plan_follows_the_mask():
     assert set(first.out_const) == {3, 4} and set(first.out_var) == {2}
     assert (last.q_var, last.k_var, last.v_var) == ((), (2,), (2,))
     assert set(last.out_var) == {3, 4} and last.out_const == ()
+
+
+def test_rows_each_layer_needs_by_hand():
+    """The seed's model (list_len 2, three layers): o1 reads SEP, o2 reads SEP and o1, SEP reads
+    d1 and d2, d1 and d2 read d1."""
+    needs = row_needs(allowed_matrices(2, 3), output_rows(2))
+    assert needs.held == ((0, 1, 2, 3, 4), (0, 1, 2, 3, 4), (2, 3, 4), (3, 4))
+    assert [needs.attending(layer) for layer in range(3)] == [(2, 4), (2, 4), (4,)]
+    assert [needs.key_rows(layer) for layer in range(3)] == [(0, 1, 2, 3), (0, 1, 2, 3), (2, 3)]
+    assert [needs.value_rows(layer) for layer in range(3)] == [(0, 1, 2, 3), (0, 1, 2, 3), (2, 3)]
+
+
+def reachable(allowed, out_rows):
+    """Brute force: position j of layer l's input reaches an output iff some output row of
+    (I | A_last) @ ... @ (I | A_l) is non-zero at j (boolean matrix products)."""
+    T = len(allowed[0])
+    total = torch.eye(T, dtype=torch.int64)
+    held = [tuple(sorted(out_rows))]
+    for matrix in reversed(allowed):
+        total = ((total @ (torch.eye(T, dtype=torch.int64) + torch.tensor(matrix).long())) > 0).long()
+        held.insert(0, tuple(j for j in range(T) if total[list(out_rows), j].any()))
+    return tuple(held)
+
+
+@pytest.mark.parametrize("list_len,n_layers", [(1, 1), (2, 3), (3, 2), (4, 4)])
+def test_rows_each_layer_needs_equal_brute_force(list_len, n_layers):
+    allowed = allowed_matrices(list_len, n_layers)
+    assert row_needs(allowed, output_rows(list_len)).held == reachable(allowed, output_rows(list_len))
+
+
+def test_rows_follow_a_mask_per_layer():
+    """One allowed-matrix per layer: random causal masks (rows with no key included, which
+    receive nothing), and the seed's mask after a layer 0 where the outputs see nothing."""
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        T, n_layers = 7, 4
+        allowed = tuple(tuple(tuple(bool(x) for x in row) for row in
+                              (torch.rand(T, T, generator=g) < 0.3).tril().tolist())
+                        for _ in range(n_layers))
+        out = tuple(sorted(torch.randperm(T, generator=g)[:2].tolist()))
+        assert row_needs(allowed, out).held == reachable(allowed, out)
+    seed = allowed_matrices(2, 3)
+    first = tuple(row if i < 3 else (False,) * 5 for i, row in enumerate(seed[0]))
+    needs = row_needs((first,) + seed[1:], output_rows(2))
+    assert needs.held == reachable((first,) + seed[1:], output_rows(2))
+    assert needs.keys[0][3] == needs.keys[0][4] == () and 3 in needs.held[0]
+    assert needs.attending(0) == (2,) and needs.value_rows(0) == (0, 1)

@@ -73,13 +73,15 @@ class KernelBackend:
         return max(1, min(torch.get_num_threads(), n_active, usable_cpus()))
 
     def steps_per_call(self, batch_size: int, n_active: int, n_threads: int) -> int:
+        """Steps per call: at most ``call_flops`` per thread, at least one."""
         per_thread = math.ceil(max(n_active, 1) / n_threads)
-        return max(1, int(self.call_flops // (self.shape.flops_per_step(batch_size) * per_thread)))
+        return _count(self.call_flops / (self.shape.flops_per_step(batch_size) * per_thread), 1)
 
     def rows_per_call(self, n_active: int, n_threads: int) -> int:
+        """Evaluated rows per call: at most ``call_flops`` per thread, a multiple of ROW_ALIGN."""
         per_thread = math.ceil(max(n_active, 1) / n_threads)
-        rows = int(self.call_flops // (self.shape.flops_per_sequence() * per_thread))
-        return max(ROW_ALIGN, rows // ROW_ALIGN * ROW_ALIGN)
+        rows = _count(self.call_flops / (self.shape.flops_per_sequence() * per_thread), ROW_ALIGN)
+        return rows // ROW_ALIGN * ROW_ALIGN
 
     def train_steps(self, params: Params, optim: AdamW, s: Stretch) -> None:
         E, n_batches, B = s.batches.shape
@@ -97,14 +99,14 @@ class KernelBackend:
         threads = self.threads(n_active)
         per_call = self.steps_per_call(B, n_active, threads)
         lr, wd = _f64(s.lr), _f64(s.weight_decay)
-        done = 0 if n_active else s.n_steps
-        while done < s.n_steps:
+        if not n_active:
+            optim.step += s.n_steps
+        for done in range(0, s.n_steps if n_active else 0, per_call):
             n = min(per_call, s.n_steps - done)
             self.kernel.train(theta, optim.exp_avg, optim.exp_avg_sq, lr, wd, on, tokens, targets,
-                              rows, (s.batch0 + done) % n_batches, n, optim.step + done,
-                              s.loss_sum, n_threads=threads)
-            done += n
-        optim.step += s.n_steps
+                              rows, (s.batch0 + done) % n_batches, n, optim.step, s.loss_sum,
+                              n_threads=threads)
+            optim.step += n
 
     def loss_and_grad(self, params: Params, tokens: Tensor,
                       targets: Tensor) -> tuple[Tensor, Tensor]:
@@ -150,6 +152,11 @@ class KernelBackend:
             self.kernel.evaluate(theta, on, tokens, targets, *stats, logits=logits,
                                  n_threads=threads, rows=(start, min(N, start + per_call)))
         return stats
+
+
+def _count(x: float, least: int) -> int:
+    """``floor(x)``, at least ``least``, finite (``call_flops`` may be infinite)."""
+    return max(least, int(min(x, 1 << 62)))
 
 
 def _theta(params: Params, optim: AdamW | None = None) -> Tensor:

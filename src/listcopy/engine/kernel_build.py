@@ -145,7 +145,7 @@ def build(header: str, compiler: str, directory: Path, c_file: Path | None = Non
 def _first_error(stderr: str) -> str:
     """The compiler's first error line (``file:line:col: error: ...``), else its last line."""
     lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
-    errors = [ln for ln in lines if "error" in ln]
+    errors = [ln for ln in lines if ": error:" in ln or ": fatal error:" in ln]
     return (errors or lines or [""])[0].strip()
 
 
