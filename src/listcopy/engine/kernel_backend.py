@@ -18,9 +18,9 @@ import torch
 from torch import Tensor
 
 from ..config import Config
+from . import kernel_build
 from .backend import Stretch
 from .kernel import MAX_D_MODEL, Kernel, KernelShape
-from .kernel_build import load
 from .optim import AdamW
 from .params import Layout, Params, WeightFacts
 from .rows import RowNeeds
@@ -64,7 +64,7 @@ class KernelBackend:
     @classmethod
     def load(cls, shape: KernelShape) -> "KernelBackend | None":
         """The backend for ``shape``, or None where the kernel does not build (with a notice)."""
-        kernel = load(shape)
+        kernel = kernel_build.load(shape)
         return None if kernel is None else cls(kernel)
 
     def threads(self, n_active: int) -> int:
