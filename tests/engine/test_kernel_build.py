@@ -82,6 +82,12 @@ def someone_else_owns(path, monkeypatch):
         monkeypatch.setattr(os, "getuid", lambda: uid)
 
 
+@pytest.fixture(autouse=True)
+def _nothing_loaded_yet(monkeypatch):
+    """Each test sees the cache as a new process would (not this process's loaded kernels)."""
+    monkeypatch.setattr(kernel_build, "_loaded", {})
+
+
 @pytest.fixture
 def mark(tmp_path, monkeypatch):
     path = tmp_path / "planted-ran"
