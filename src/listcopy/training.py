@@ -27,11 +27,12 @@ from torch import Tensor
 
 from . import checkpoint as ckpt
 from .config import SHARED_TRAIN_KEYS, Config, check_ensemble  # noqa: F401  (keys: re-exported)
-from .engine import Ensemble
+from .engine import OPTIMIZER_STATE_KEYS, Ensemble
 from .model import ListCopyTransformer, init_weights
 from .task import Dataset, dataset, seed_generator
 
 log = logging.getLogger("listcopy")
+OPTIM_PREFIX = "optim."  # train_state.safetensors: the AdamW state's tensors (optim.exp_avg, ...)
 GPU_PAYS_OFF_MEMBERS = 128  # about where an ensemble step on a GPU beats the CPU (see notice)
 
 
@@ -128,8 +129,7 @@ class Run:
 class _Member:
     run: Run
     order: BatchOrder
-    exp_avg: Tensor | None = None
-    exp_avg_sq: Tensor | None = None
+    optim_state: dict[str, Tensor] | None = None  # AdamW moments to resume from
 
 
 def train(config: Config, out: str | Path | None = None, *, resume: bool = False,
@@ -200,7 +200,10 @@ def _prepare(config: Config, run_dir: Path | None, resume: bool,
             run.status, run.stop_reason = "running", None
         order = BatchOrder(torch.Generator(), task.n_train, config.batch_size, tc.reshuffle)
         order.load_state(tensors)
-        return _Member(run, order, tensors.get("optim.exp_avg"), tensors.get("optim.exp_avg_sq"))
+        optim = {k[len(OPTIM_PREFIX):]: v for k, v in tensors.items() if k.startswith(OPTIM_PREFIX)}
+        if set(optim) != set(OPTIMIZER_STATE_KEYS):
+            raise ckpt.CheckpointError(f"{run_dir / ckpt.STATE_FILE}: no optimiser state to resume")
+        return _Member(run, order, optim)
     gen = seed_generator(task, tc.seed)
     init_weights(template, gen)
     state = {k: v.detach().clone() for k, v in template.state_dict().items()}
@@ -217,80 +220,111 @@ def _comparable(config: Config) -> dict:
 
 def _train_group(members: list[_Member], data: Dataset, device: torch.device,
                  progress: bool) -> None:
-    runs = [m.run for m in members]
-    cfg = runs[0].config
-    tc, L = cfg.train, cfg.task.list_len
-    ens = Ensemble(cfg, [r.state for r in runs], device)
-    start = runs[0].step
-    if start > 0:
-        ens.exp_avg.copy_(torch.stack([m.exp_avg for m in members]))
-        ens.exp_avg_sq.copy_(torch.stack([m.exp_avg_sq for m in members]))
-        ens.adam_step = start
-    exact = torch.float32 if device.type == "mps" else torch.float64  # mps has no float64
-    col = lambda xs: torch.tensor(xs, dtype=exact, device=device)  # noqa: E731
-    lr = col([r.config.train.lr for r in runs])
-    wd = col([r.config.train.weight_decay for r in runs])
-    active = torch.ones(len(runs), dtype=torch.bool, device=device)
-    max_steps = max(r.config.train.max_steps for r in runs)
-    train_inputs = data.train_inputs.contiguous()
-    train_outputs = data.train_targets[:, L + 1:].contiguous()
-    val_inputs, val_targets = data.val_inputs, data.val_targets
-
-    epoch, batches = -1, None
-    loss_sum = torch.zeros(len(runs), dtype=exact, device=device)
-    since_eval, t0 = 0, time.perf_counter()
-    bar = _progress_bar(progress, max_steps, start, len(runs))
-    step = start
-    while step < max_steps and any(r.status == "running" for r in runs):
-        order0 = members[0].order
-        if order0.epoch_of(step) != epoch:  # all members share n_batches, so epochs align
-            epoch = order0.epoch_of(step)
-            batches = torch.stack([m.order.batches(epoch) for m in members]).to(device)
-        # Steps up to the next evaluation (or a member's max_steps, or the epoch's end) in one call.
-        stop = _next_stop(step, runs, tc.eval_every, max_steps, order0)
-        ens.train_steps(train_inputs, train_outputs, batches, step % order0.n_batches,
-                        stop - step, lr, wd, active, loss_sum)
-        since_eval += stop - step
-        step = stop
-        due_stop = [r.status == "running" and step == r.config.train.max_steps for r in runs]
-        if step % tc.eval_every and not any(due_stop):
+    """Train members resumed at one step together until each has stopped."""
+    group = _Group(members, data, device)
+    bar = _progress_bar(progress, group.max_steps, group.step, len(members))
+    while group.running():
+        if not group.train_stretch():
             continue
+        group.write(group.evaluate())
+        _update_bar(bar, group.step, group.runs, group.eval_every)
+        group.t0 = time.perf_counter()
+    if bar is not None:
+        bar.close()
+
+
+class _Group:
+    """One ensemble of members that resumed at the same step: its hyperparameters, batches,
+    running loss and clock; each member stops on its own."""
+
+    def __init__(self, members: list[_Member], data: Dataset, device: torch.device):
+        self.members, self.runs, self.data = members, [m.run for m in members], data
+        cfg = self.runs[0].config
+        self.eval_every, self.checkpoint_every = cfg.train.eval_every, cfg.train.checkpoint_every
+        self.ens = Ensemble(cfg, [r.state for r in self.runs], device)
+        self.step = self.runs[0].step
+        if self.step > 0:
+            self.ens.load_optimizer_states([m.optim_state for m in members], self.step)
+        exact = torch.float32 if device.type == "mps" else torch.float64  # mps has no float64
+        col = lambda xs: torch.tensor(xs, dtype=exact, device=device)  # noqa: E731
+        self.lr = col([r.config.train.lr for r in self.runs])
+        self.wd = col([r.config.train.weight_decay for r in self.runs])
+        self.active = torch.ones(len(self.runs), dtype=torch.bool, device=device)
+        self.max_steps = max(r.config.train.max_steps for r in self.runs)
+        L = cfg.task.list_len
+        self.inputs = data.train_inputs.contiguous()
+        self.outputs = data.train_targets[:, L + 1:].contiguous()
+        self.epoch, self.batches = -1, torch.empty(0)
+        self.loss_sum = torch.zeros(len(self.runs), dtype=exact, device=device)
+        self.since_eval, self.t0 = 0, time.perf_counter()
+
+    def running(self) -> bool:
+        return self.step < self.max_steps and any(r.status == "running" for r in self.runs)
+
+    def train_stretch(self) -> bool:
+        """The steps up to the next evaluation (or a member's max_steps, or the epoch's end) in
+        one call; whether an evaluation is due where they end."""
+        order0 = self.members[0].order
+        if order0.epoch_of(self.step) != self.epoch:  # all members share n_batches: epochs align
+            self.epoch = order0.epoch_of(self.step)
+            self.batches = torch.stack([m.order.batches(self.epoch)
+                                        for m in self.members]).to(self.active.device)
+        stop = _next_stop(self.step, self.runs, self.eval_every, self.max_steps, order0)
+        self.ens.train_steps(self.inputs, self.outputs, self.batches, self.step % order0.n_batches,
+                             stop - self.step, self.lr, self.wd, self.active, self.loss_sum)
+        self.since_eval += stop - self.step
+        self.step = stop
+        return self.step % self.eval_every == 0 or any(
+            r.status == "running" and stop == r.config.train.max_steps for r in self.runs)
+
+    def evaluate(self) -> list[int]:
+        """Validation metrics of the running members into their history and status; returns the
+        members to write (stopped now, or at a checkpoint)."""
         metrics = {k: v.tolist() for k, v in
-                   ens.evaluate(val_inputs, val_targets, active=active).items()}
-        train_loss = (loss_sum / since_eval).tolist()
-        loss_sum.zero_()
-        since_eval = 0
-        elapsed = time.perf_counter() - t0
-        due = []  # members to write: stopped now, or at a checkpoint
-        for i, run in enumerate(runs):
+                   self.ens.evaluate(self.data.val_inputs, self.data.val_targets,
+                                     active=self.active).items()}
+        train_loss = (self.loss_sum / self.since_eval).tolist()
+        self.loss_sum.zero_()
+        self.since_eval = 0
+        elapsed = time.perf_counter() - self.t0
+        due = []
+        for i, run in enumerate(self.runs):
             if run.status != "running":
                 continue
             m = {"loss": metrics["loss"][i], "acc": metrics["acc"][i],
                  "seq_acc": metrics["seq_acc"][i]}
-            run.history.append({"step": step, "train_loss": train_loss[i], "val_loss": m["loss"],
-                                "acc": m["acc"], "seq_acc": m["seq_acc"]})
-            run.step, run.metrics = step, {**m, "n_val": data.task.n_val}
-            run.wall_time_s += elapsed
-            if not (math.isfinite(train_loss[i]) and math.isfinite(m["loss"])):
-                run.status, run.stop_reason = "failed", "non_finite"
-                prev = run.history[-2]["step"] if len(run.history) > 1 else 0
-                run.error = (f"diverged: non-finite loss between steps {prev} and {step}"
-                             f" (lr {run.config.train.lr:g}); training stopped")
-            elif m["acc"] >= run.config.train.early_stop_acc:
-                run.status, run.stop_reason, run.steps_to_threshold = "done", "early_stop", step
-            elif step >= run.config.train.max_steps:
-                run.status, run.stop_reason = "done", "max_steps"
+            _record(run, self.step, train_loss[i], m, self.data.task.n_val, elapsed)
             if run.status != "running":
-                active[i] = False
-            if run.status != "running" or step % tc.checkpoint_every == 0:
+                self.active[i] = False
+            if run.status != "running" or self.step % self.checkpoint_every == 0:
                 due.append(i)
-        for i, state in zip(due, ens.state_dicts(due)):  # their weights, in one host copy
-            runs[i].state = state
-            _write(members[i], ens, i)
-        t0 = time.perf_counter()
-        _update_bar(bar, step, runs, tc.eval_every)
-    if bar is not None:
-        bar.close()
+        return due
+
+    def write(self, due: list[int]) -> None:
+        """Members ``due`` take their weights (one host copy); those with a run directory write it."""
+        for i, state in zip(due, self.ens.state_dicts(due)):
+            self.runs[i].state = state
+        on_disk = [i for i in due if self.runs[i].run_dir is not None]
+        for i, optim_state in zip(on_disk, self.ens.optimizer_states(on_disk)):
+            _write(self.members[i], optim_state)
+
+
+def _record(run: Run, step: int, train_loss: float, m: dict[str, float], n_val: int,
+            elapsed: float) -> None:
+    """One evaluation of a running member: its history, metrics, and whether it stops here."""
+    run.history.append({"step": step, "train_loss": train_loss, "val_loss": m["loss"],
+                        "acc": m["acc"], "seq_acc": m["seq_acc"]})
+    run.step, run.metrics = step, {**m, "n_val": n_val}
+    run.wall_time_s += elapsed
+    if not (math.isfinite(train_loss) and math.isfinite(m["loss"])):
+        run.status, run.stop_reason = "failed", "non_finite"
+        prev = run.history[-2]["step"] if len(run.history) > 1 else 0
+        run.error = (f"diverged: non-finite loss between steps {prev} and {step}"
+                     f" (lr {run.config.train.lr:g}); training stopped")
+    elif m["acc"] >= run.config.train.early_stop_acc:
+        run.status, run.stop_reason, run.steps_to_threshold = "done", "early_stop", step
+    elif step >= run.config.train.max_steps:
+        run.status, run.stop_reason = "done", "max_steps"
 
 
 def _next_stop(step: int, runs: list[Run], eval_every: int, max_steps: int,
@@ -306,14 +340,13 @@ def _next_stop(step: int, runs: list[Run], eval_every: int, max_steps: int,
     return stop
 
 
-def _write(member: _Member, ens: Ensemble, i: int) -> None:
+def _write(member: _Member, optim_state: dict[str, Tensor]) -> None:
+    """The member's run directory: weights, run.json and what --resume needs."""
     run = member.run
-    if run.run_dir is None:
-        return
+    assert run.run_dir is not None
     train_state = {f"model.{k}": v for k, v in run.state.items()}
     train_state.update(member.order.state())
-    train_state["optim.exp_avg"] = ens.exp_avg[i]
-    train_state["optim.exp_avg_sq"] = ens.exp_avg_sq[i]
+    train_state.update({OPTIM_PREFIX + k: v for k, v in optim_state.items()})
     ckpt.write_run(run.run_dir, run.record(), run.state, train_state)
 
 
