@@ -37,16 +37,17 @@ def spy(monkeypatch, method, after=None):
 
 
 def stretch(config, E, n_steps):
+    """train_steps' arguments: ``n_steps`` steps of E members from batch 3 of 20, lr per member."""
     data = dataset(config)
     L = config.task.list_len
     g = torch.Generator().manual_seed(0)
     n_batches, B = 20, config.train.batch_size
     batches = torch.stack([torch.randperm(data.train_inputs.shape[0], generator=g)[:n_batches * B]
                            .view(n_batches, B) for _ in range(E)])
+    lr = torch.linspace(1e-3, 3e-3, E, dtype=torch.float64)
+    wd = torch.full((E,), 0.01, dtype=torch.float64)
     return (data.train_inputs, data.train_targets[:, L + 1:].contiguous(), batches, 3, n_steps,
-            torch.linspace(1e-3, 3e-3, E, dtype=torch.float64), torch.full((E,), 0.01,
-                                                                           dtype=torch.float64),
-            torch.ones(E, dtype=torch.bool), torch.zeros(E, dtype=torch.float64))
+            lr, wd, torch.ones(E, dtype=torch.bool), torch.zeros(E, dtype=torch.float64))
 
 
 def members(config, E):
