@@ -35,9 +35,23 @@ def test_train_bad_input(capsys, model_dir, tmp_path):
     _bad(capsys, base + ["--hook", "blocks.9.hook_resid_post"], "does not exist")
     _bad(capsys, base + ["--k", "20", "--d-sae", "10"], "sae.k = 20: must be at most sae.d_sae = 10")
     _bad(capsys, base + ["--arch", "gated"], "sae.arch")
+    _bad(capsys, base + ["--lr", "1e38"], "sae.lr")
     _bad(capsys, base + ["--pos", "o7"], "position 'o7'")
     _bad(capsys, ["sae", "train", str(tmp_path / "missing"), "--out", str(out)], "missing")
     assert not out.exists()
+
+
+def test_a_failed_run_is_one_line_and_exit_1(capsys, monkeypatch, model_dir):
+    from listcopy.sae import run
+    from listcopy.sae.train import SAEDiverged
+
+    def diverge(*args, **kwargs):
+        raise SAEDiverged("SAE training diverged: non-finite loss at step 100")
+
+    monkeypatch.setattr(run, "train_sae", diverge)
+    assert main(["sae", "train", str(model_dir)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "listcopy sae train: error: SAE training diverged: non-finite loss at step 100"
 
 
 def test_eval_bad_input(capsys, model_dir, sae_dir, tmp_path):

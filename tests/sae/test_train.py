@@ -8,7 +8,7 @@ from listcopy.sae import SAEConfig
 from listcopy.sae.activations import ActivationBatches
 from listcopy.sae.io import load_sae, save_sae
 from listcopy.sae.metrics import reconstruction_metrics
-from listcopy.sae.train import fit_sae
+from listcopy.sae.train import SAEDiverged, fit_sae
 
 
 def synthetic(n_rows=4096, d=16, n_features=24, active=2, seed=0):
@@ -88,3 +88,9 @@ def test_batches_are_seeded_full_and_cover_each_epoch():
         assert len(set(seen)) == 8
     assert not torch.equal(torch.cat(first[0:2]), torch.cat(first[2:4]))
     assert next(ActivationBatches(acts, 64, seed=0)).shape == (10, 1)  # batch capped at the rows
+
+
+def test_divergence_is_a_failure_not_a_result():
+    rows, _ = synthetic(n_rows=256)
+    with pytest.raises(SAEDiverged, match="non-finite loss at step"):
+        fit_sae(rows * 1e20, SAEConfig(d_sae=16, k=2, steps=5, batch_size=64, device="cpu"))

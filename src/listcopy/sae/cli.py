@@ -2,7 +2,8 @@
 
 ``register(subparsers)`` adds the ``sae`` command to the ``listcopy`` parser; ``main(argv)`` runs it
 on its own (``python -m listcopy.sae.cli sae eval ...``), with the ``listcopy`` command's error
-handling: bad input is one line on stderr and exit 2, a runtime failure one line and exit 1.
+handling: bad input (``ConfigError``, ``CheckpointError``) is one line on stderr and exit 2, a
+failed run (``SAEDiverged``, an ``OSError``) one line and exit 1.
 Nothing heavy is imported until a command runs.
 
     listcopy sae train MODEL [--hook H] [--pos SEP] [--arch batchtopk] [--d-sae N] [--k K]
@@ -178,24 +179,22 @@ def _emit(target: str | None, result: dict) -> None:
 # ---- on its own ----------------------------------------------------------------------------
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``listcopy sae ...`` without the rest of the ``listcopy`` command, with its exit codes."""
-    from ..cli import EXIT_BAD_INPUT, UsageError, one_line
+    """``listcopy sae ...`` on its own: an error is one line on stderr and its exit status (the
+    error's ``exit_code``: 2 for bad input, 1 for a run that failed)."""
+    from ..checkpoint import CheckpointError
+    from ..config import ConfigError
+    from .train import SAEDiverged
 
     parser = argparse.ArgumentParser(prog="listcopy")
     register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
     args = parser.parse_args(argv)
-    from ..checkpoint import CheckpointError
-    from ..config import ConfigError
-
-    name = f"listcopy sae {args.sae_command}"
     try:
         return args.func(args)
-    except (ConfigError, CheckpointError, UsageError) as err:
-        print(f"{name}: error: {one_line(err)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except (OSError, FloatingPointError) as err:
-        print(f"{name}: error: {one_line(err)}", file=sys.stderr)
-        return 1
+    except (ConfigError, CheckpointError, SAEDiverged, OSError) as err:
+        text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+        print(f"listcopy sae {args.sae_command}: error: {text}", file=sys.stderr)
+        return getattr(err, "exit_code", 2 if isinstance(err, ValueError) else 1)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ class SAEConfig:
                f"at most sae.d_sae = {self.d_sae}")
         for key in ("l1_coefficient", "l0_coefficient"):
             _check(getattr(self, key) >= 0, f"sae.{key}", getattr(self, key), ">= 0")
-        _check(self.lr > 0, "sae.lr", self.lr, "> 0")
+        _check(0 < self.lr <= 10, "sae.lr", self.lr, "in (0, 10]")
         _check(self.warmup_steps >= 0, "sae.warmup_steps", self.warmup_steps, "an integer >= 0")
         _check(self.steps >= 1, "sae.steps", self.steps, "an integer >= 1")
         _check(self.warmup_steps < self.steps, "sae.warmup_steps", self.warmup_steps,

@@ -31,12 +31,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..checkpoint import CheckpointError, _short, atomic_write, write_json
+from ..checkpoint import CheckpointError, atomic_write, write_json
 from ..config import ConfigError
 from .site import DEFAULT_HOOK
 
 RECORD_FILE = "sae.json"
 LINE_SOURCE = "dictionary_learning BatchTopK (research line)"
+
+
+def _why(err: BaseException) -> str:
+    """An exception's first line (at most 200 characters), or its class name."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0][:200] if lines else type(err).__name__
 
 
 def sae_lens():
@@ -114,7 +120,7 @@ def _load_dir(path: Path, device: str) -> LoadedSAE:
         json.loads((path / SAE_CFG_FILENAME).read_text())
         sae = lens.SAE.load_from_disk(path, device=device)
     except Exception as err:  # SAELens raises many types for a bad config or weights file
-        raise CheckpointError(f"{path}: not a readable SAELens SAE ({_short(err)})") from None
+        raise CheckpointError(f"{path}: not a readable SAELens SAE ({_why(err)})") from None
     _check_finite(sae, path)
     meta = sae.cfg.metadata
     return LoadedSAE(sae.eval(), meta.get("hook_name") or DEFAULT_HOOK,
@@ -128,7 +134,7 @@ def _read_record(path: Path) -> dict | None:
     try:
         record = json.loads(file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
-        raise CheckpointError(f"{file}: corrupt JSON ({_short(err)})") from None
+        raise CheckpointError(f"{file}: corrupt JSON ({_why(err)})") from None
     if not isinstance(record, dict):
         raise CheckpointError(f"{file}: not a JSON object")
     return record
@@ -147,7 +153,7 @@ def _load_line(path: Path, device) -> LoadedSAE:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise CheckpointError(f"{path}: refused or unreadable as a weights-only SAE checkpoint"
-                              f" ({_short(err)})") from None
+                              f" ({_why(err)})") from None
     sae = line_to_saelens(ckpt, str(path)).to(device)
     return LoadedSAE(sae.eval(), DEFAULT_HOOK, "SEP", LINE_SOURCE, str(path))
 

@@ -25,6 +25,12 @@ from .io import sae_lens
 LOG_EVERY = 100  # steps between the losses kept in the history
 
 
+class SAEDiverged(RuntimeError):
+    """Training reached a non-finite loss: the input was fine, the run failed (exit status 1)."""
+
+    exit_code = 1
+
+
 def build_training_sae(config: SAEConfig, d_in: int, metadata: dict[str, Any] | None = None):
     """SAELens' training SAE of ``config.arch`` for ``d_in``-wide rows, on the CPU."""
     sae_lens()
@@ -94,7 +100,7 @@ def _run(trainer, batches: ActivationBatches, steps: int, progress: bool) -> lis
             l0 = (out.feature_acts != 0).float().sum(-1).mean().item()
             history.append({"step": step + 1, "loss": float(out.loss.detach()), "l0": l0, **losses})
             if not all(map(_finite, history[-1].values())):
-                raise FloatingPointError(f"SAE training diverged at step {step + 1}: non-finite loss")
+                raise SAEDiverged(f"SAE training diverged: non-finite loss at step {step + 1}")
     return history
 
 
