@@ -38,10 +38,10 @@ def register(subparsers) -> argparse.ArgumentParser:
                              ("--k", int, "active latents, topk/batchtopk (default 4)"),
                              ("--l1-coefficient", float, "standard's L1 penalty (default 1)"),
                              ("--l0-coefficient", float, "jumprelu's L0 penalty (default 1)"),
-                             ("--lr", float, "Adam learning rate (default 3e-4)"),
+                             ("--lr", float, "Adam learning rate (default 1e-3)"),
                              ("--warmup-steps", int, "linear warm-up steps (default 0)"),
-                             ("--steps", int, "training steps (default 5000)"),
-                             ("--batch-size", int, "rows per step (default 4096)"),
+                             ("--steps", int, "training steps (default 10000)"),
+                             ("--batch-size", int, "rows per step (default 1024)"),
                              ("--seed", int, "SAE init and batch order (default 0)")):
         t.add_argument(flag, type=kind, metavar="N", help=text)
     t.add_argument("--split", help="lists whose activations train it: train (default), val, all")
@@ -110,9 +110,7 @@ def cmd_train(args) -> int:
     from .analyze import format_metrics
     from .run import train_sae
 
-    out = Path(args.out) if args.out else None
-    if out is None:
-        out = Path("runs") / f"sae-{Path(args.model).stem}-{config.name}"
+    out = Path(args.out) if args.out else Path("runs") / f"sae-{Path(args.model).stem}-{config.name}"
     run = train_sae(args.model, config, out, overrides=args.set, progress=not args.quiet)
     _emit(args.json, {"out": str(run.out), **run.metrics, "wall_time_s": run.wall_time_s})
     if args.json != "-":

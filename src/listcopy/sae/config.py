@@ -7,6 +7,10 @@ checked against the model when the run starts (they depend on its shape).
     arch        batchtopk (saved as JumpReLU, as SAELens does), topk, jumprelu, standard (L1)
     k           active latents per row (topk) or per row on average over a batch (batchtopk)
     l1_coefficient / l0_coefficient   the sparsity penalty of standard / jumprelu
+
+The training defaults (lr 1e-3, 10,000 steps of 1,024 rows) kept a BatchTopK SAE (d_sae 100, k 4)
+on the SEP residual of a 2-layer d_model 64 model within 3.5 points of its accuracy; the line's
+learning rate and batch (3e-4, 4,096) lost 8 points in 5,000 steps.
 """
 
 from __future__ import annotations
@@ -32,10 +36,10 @@ class SAEConfig:
     k: int = 4
     l1_coefficient: float = 1.0
     l0_coefficient: float = 1.0
-    lr: float = 3e-4
+    lr: float = 1e-3
     warmup_steps: int = 0
-    steps: int = 5000
-    batch_size: int = 4096
+    steps: int = 10_000
+    batch_size: int = 1024
     seed: int = 0
     split: str = "train"
     device: str = "auto"

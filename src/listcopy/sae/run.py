@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..analysis.common import to_json
-from ..checkpoint import load, versions
+from ..checkpoint import ensure_writable, load, versions
 from ..config import Config, ConfigError
 from ..task import dataset
 from ..training import resolve_device
@@ -66,6 +66,8 @@ def train_sae(model: ModelRef, config: SAEConfig = SAEConfig(), out: str | Path 
     start = time.perf_counter()
     net, mconfig = load_model(model, overrides, config.device)
     site, _ = resolve_site(net, mconfig, config.hook, config.positions)
+    if out is not None:
+        ensure_writable(Path(out))  # before the work, not after it
     data = dataset(mconfig)
     acts = collect(net, split_data(data, config.split)[0], site)
     sae, training = fit_sae(acts, config, {"hook_name": site.hook, "positions": list(site.positions),
