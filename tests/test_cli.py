@@ -102,7 +102,7 @@ def test_help_lists_every_command():
     listed = [line.split()[0] for line in result.stdout.split("COMMAND\n", 1)[1].splitlines()
               if line.startswith("    ") and not line.startswith("     ")]
     assert listed == ["train", "eval", "info", "export", "analyze", "report", "sweep", "results",
-                      "frontier", "bench"]
+                      "frontier", "bench", "sae"]
 
 
 @pytest.mark.parametrize("args, needle", [

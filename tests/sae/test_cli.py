@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from listcopy.sae.cli import main, register
+from listcopy.cli import main
+from listcopy.sae.cli import register
 
 from .conftest import SMALL_SAE
 from .reference import line_checkpoint
@@ -17,7 +18,7 @@ def test_register_adds_the_sae_command():
     parser = argparse.ArgumentParser(prog="listcopy")
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["sae", "train", "m", "--d-sae", "8", "--k", "2", "--pos", "d1,SEP"])
-    assert (args.command, args.sae_command, args.d_sae, args.k, args.positions) == (
+    assert (args.command, args.subcommand, args.d_sae, args.k, args.positions) == (
         "sae", "train", 8, 2, "d1,SEP")
 
 

@@ -20,20 +20,19 @@ The pipeline, one module per stage:
     >>> run = train_sae("runs/2layer_100dig_64d", SAEConfig(d_sae=100, k=4), out="runs/sae-demo")
     >>> eval_sae("runs/sae-demo", "runs/2layer_100dig_64d")["patched_acc"]
 
-Nothing here imports SAELens until an SAE is built or loaded.
+Nothing here imports SAELens until an SAE is built or loaded, nor torch until a name is used
+(so ``listcopy --help`` stays fast).
 """
 
-from .config import ARCHS, SAEConfig
-from .site import DEFAULT_HOOK, Site
-
 _LAZY = {
+    "ARCHS": "config", "SAEConfig": "config", "DEFAULT_HOOK": "site", "Site": "site",
     "train_sae": "run", "eval_sae": "run", "analyze_sae": "run", "SAERun": "run",
     "fit_sae": "train", "load_sae": "io", "save_sae": "io", "LoadedSAE": "io",
     "evaluate_sae": "metrics", "reconstruction_metrics": "metrics",
     "patched_accuracy": "metrics", "analyze": "analyze",
 }
 
-__all__ = ["ARCHS", "SAEConfig", "DEFAULT_HOOK", "Site", *_LAZY]
+__all__ = list(_LAZY)
 
 
 def __getattr__(name: str):

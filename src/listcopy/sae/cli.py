@@ -1,10 +1,9 @@
 """``listcopy sae train|eval|analyze``: parse, call one function of ``listcopy.sae.run``, print.
 
-``register(subparsers)`` adds the ``sae`` command to the ``listcopy`` parser; ``main(argv)`` runs it
-on its own (``python -m listcopy.sae.cli sae eval ...``), with the ``listcopy`` command's error
-handling: bad input (``ConfigError``, ``CheckpointError``) is one line on stderr and exit 2, a
-failed run (``SAEDiverged``, an ``OSError``) one line and exit 1.
-Nothing heavy is imported until a command runs.
+``register(subparsers)`` adds the ``sae`` command to the ``listcopy`` parser (``listcopy.cli``);
+errors are raised and end in ``listcopy.cli.main``: bad input (``ConfigError``,
+``CheckpointError``) is one line on stderr and exit 2, a failed run (``SAEDiverged``) one line and
+exit 1. Nothing heavy is imported until a command runs.
 
     listcopy sae train MODEL [--hook H] [--pos SEP] [--arch batchtopk] [--d-sae N] [--k K]
                              [--lr LR] [--steps N] [--out DIR]
@@ -16,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
-from typing import Sequence
 
 TRAIN_KEYS = ("hook", "positions", "arch", "d_sae", "k", "l1_coefficient", "l0_coefficient", "lr",
               "warmup_steps", "steps", "batch_size", "seed", "split", "device")
@@ -29,7 +26,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("sae", help="sparse autoencoders on a model's activations (SAELens)",
                               description="Train, evaluate and study SAEs on a listcopy model "
                                           "(needs pip install -e '.[sae]').")
-    sub = p.add_subparsers(dest="sae_command", required=True, metavar="SAE_COMMAND")
+    sub = p.add_subparsers(dest="subcommand", required=True, metavar="SAE_COMMAND")
     t = sub.add_parser("train", help="train an SAE at a hook and positions of a model")
     t.add_argument("model", help="run directory or seed .pt")
     _site_args(t, default_note=" (default blocks.0.hook_resid_post)", pos_note=" (default SEP)")
@@ -172,28 +169,3 @@ def _emit(target: str | None, result: dict) -> None:
     from ..checkpoint import atomic_write
 
     atomic_write(Path(target), lambda tmp: tmp.write_text(text + "\n"))
-
-
-# ---- on its own ----------------------------------------------------------------------------
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``listcopy sae ...`` on its own: an error is one line on stderr and its exit status (the
-    error's ``exit_code``: 2 for bad input, 1 for a run that failed)."""
-    from ..checkpoint import CheckpointError
-    from ..config import ConfigError
-    from .train import SAEDiverged
-
-    parser = argparse.ArgumentParser(prog="listcopy")
-    register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except (ConfigError, CheckpointError, SAEDiverged, OSError) as err:
-        text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
-        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-        print(f"listcopy sae {args.sae_command}: error: {text}", file=sys.stderr)
-        return getattr(err, "exit_code", 2 if isinstance(err, ValueError) else 1)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

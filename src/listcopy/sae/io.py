@@ -33,6 +33,7 @@ from torch import Tensor
 
 from ..checkpoint import CheckpointError, atomic_write, write_json
 from ..config import ConfigError
+from ..errors import one_line
 from .site import DEFAULT_HOOK
 
 RECORD_FILE = "sae.json"
@@ -41,8 +42,7 @@ LINE_SOURCE = "dictionary_learning BatchTopK (research line)"
 
 def _why(err: BaseException) -> str:
     """An exception's first line (at most 200 characters), or its class name."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0][:200] if lines else type(err).__name__
+    return one_line(err, limit=200, first_line=True)
 
 
 def sae_lens():

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..errors import Failure
 from ..training import resolve_device
 from .activations import ActivationBatches
 from .config import SAEConfig
@@ -25,10 +26,8 @@ from .io import sae_lens
 LOG_EVERY = 100  # steps between the losses kept in the history
 
 
-class SAEDiverged(RuntimeError):
+class SAEDiverged(Failure):
     """Training reached a non-finite loss: the input was fine, the run failed (exit status 1)."""
-
-    exit_code = 1
 
 
 def build_training_sae(config: SAEConfig, d_in: int, metadata: dict[str, Any] | None = None):
