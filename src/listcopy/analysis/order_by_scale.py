@@ -106,6 +106,11 @@ def order_by_scale(model, config: Config, data: Dataset | None = None, umap: boo
 
 # ---- the summary lines of ``listcopy analyze`` ---------------------------------------------------
 
+def svc_margin_text(v: dict) -> str:
+    """``margin 0.123`` or, with no hard margin, ``not linearly separable``."""
+    return f"margin {v['margin']:.4g}" if v["separable"] else "not linearly separable"
+
+
 def _accs(values) -> str:
     return " ".join(f"{v:.4f}" for v in values)
 
@@ -134,7 +139,7 @@ def _summary_part(name: str, v: Any) -> list[str]:
         return [f"  swapped pairs ({v['n_pairs']}): larger weight stays with its position in "
                 f"{v['position_order_kept']:.1%}; AUC of a small |alpha gap| for an error {auc}"]
     if name == "positional_svc":
-        return [f"  positional SVC: accuracy {v['accuracy']:.4f}, margin {v['margin']:.4g}"]
+        return [f"  positional SVC: accuracy {v['accuracy']:.4f}, " + svc_margin_text(v)]
     return []
 
 

@@ -67,6 +67,13 @@ def fit_svc(X: np.ndarray, y: np.ndarray) -> dict:
     return {"accuracy": float(clf.score(X, y)), "margin": margin, "separable": ok}
 
 
+def project_on_rows(X: np.ndarray, W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Points X (N, D) against the rows of W (T, D): the inner products ``X W^T`` (N, T) and the
+    least-squares projection onto the rows' span, ``X W^T (W W^T)^+ W`` (N, D)."""
+    inner = X @ W.T
+    return inner, inner @ np.linalg.pinv(W @ W.T) @ W
+
+
 def final_output_residuals(model, config: Config, data: Dataset,
                            batch_size: int = BATCH_SIZE) -> np.ndarray:
     """(N, L, D) float64: each list's residual after the last layer at o1 .. oL."""
@@ -114,9 +121,8 @@ def positional_svc(model, config: Config, data: Dataset | None = None, umap: boo
     if L < 2:
         raise NotApplicable("lists of 1: one output position, nothing to separate")
     resid = final_output_residuals(model, config, data, batch_size)   # (N, L, D)
-    W_pos = model.W_pos.detach().double().cpu().numpy()                # (T, D)
-    X_inner = resid.reshape(-1, resid.shape[-1]) @ W_pos.T             # (N * L, T)
-    X_proj = X_inner @ np.linalg.pinv(W_pos @ W_pos.T) @ W_pos        # (N * L, D) in span(W_pos)
+    X_inner, X_proj = project_on_rows(resid.reshape(-1, resid.shape[-1]),
+                                      model.W_pos.detach().double().cpu().numpy())
     y = np.tile(np.arange(L), resid.shape[0])
     return SeparabilityResult(
         labels=tuple(token_labels(L)[L + 1:]), projection=fit_svc(X_proj, y),

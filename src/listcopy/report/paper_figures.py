@@ -207,6 +207,8 @@ def swapped_histograms(sp: dict[str, Any]):
 
 def svc_points(svc: dict[str, Any]):
     """The projected output residuals in 2D (PCA, and UMAP when computed), by output position."""
+    from ..analysis.order_by_scale import svc_margin_text
+
     go = _go()
     pts = svc["points"]
     views = [("PCA", pts["pca"])] + ([("UMAP", pts["umap"])] if pts.get("umap") else [])
@@ -223,5 +225,5 @@ def svc_points(svc: dict[str, Any]):
                                                  color=HEAD_COLORS[n % len(HEAD_COLORS)])),
                           row=1, col=c)
     _layout(fig, f"Output residuals projected on W_pos: SVC accuracy {svc['accuracy']:.4f}, "
-            f"margin {svc['margin']:.3g}", 460)
+            + svc_margin_text(svc), 460)
     return fig
