@@ -1,0 +1,72 @@
+"""``listcopy paper`` end to end on small settings: both models trained, analysed, one page and
+one JSON written; a given model used instead of training; bad input refused before any work."""
+
+import argparse
+import json
+
+import pytest
+
+from listcopy.config import ConfigError
+from listcopy.paper import paper_config, paper_report
+from listcopy.paper.cli import register
+from listcopy.paper.settings import MODELS, PAPER_NUMBERS
+
+SMALL = ["task.n_digits=12", "model.d_model=16", "train.max_steps=300", "train.eval_every=100",
+         "train.batch_size=64", "train.device=cpu"]
+
+
+def test_the_paper_settings():
+    c = paper_config("2layer")
+    assert (c.model.n_layers, c.model.d_model, c.task.n_digits, c.train.batch_size) == (2, 64, 100, 128)
+    assert not c.model.ln and not c.model.use_bias and c.model.freeze_wv and c.model.freeze_wo
+    assert paper_config("3layer", ["model.d_model=8"]).model.d_model == 8
+    assert set(MODELS) == set(PAPER_NUMBERS) == {"2layer", "3layer"}
+
+
+@pytest.mark.slow
+def test_paper_end_to_end(tmp_path):
+    info = paper_report(tmp_path / "p", overrides=SMALL, umap=False, progress=False)
+    assert info.sections == ["2layer", "3layer"]
+    assert set(info.models) == {"2layer", "3layer"} and all(p.is_dir() for p in info.models.values())
+    r = json.loads(info.json.read_text())
+    assert set(r) == {"2layer", "3layer"}
+    two = r["2layer"]
+    assert two["config"]["model"]["n_layers"] == 2 and two["config"]["task"]["n_digits"] == 12
+    assert {"metrics", "mean_attention", "order_by_scale", "critical_edges", "moderation"} <= set(two)
+    assert two["moderation"]["edges"] == "1:4-3"
+    text = info.html.read_text()
+    assert "Order by Scale, reproduced with listcopy" in text and "2layer_figure1" in text
+    assert "listcopy&#x27;s seed variant" in text or "listcopy's seed variant" in text
+
+    # again, with the 2-layer model given: nothing retrained, the same numbers for it
+    again = paper_report(tmp_path / "q", models=[info.models["2layer"]], overrides=SMALL,
+                         umap=False, progress=False)
+    assert again.models["2layer"] is None
+    assert json.loads(again.json.read_text())["2layer"]["metrics"] == two["metrics"]
+
+
+def _paper(*argv):
+    parser = argparse.ArgumentParser(prog="listcopy")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["paper", *argv])
+    return args.func(args)
+
+
+def test_bad_input_is_refused_before_training(tmp_path, fixtures):
+    with pytest.raises(ConfigError, match="model.nonsense"):
+        _paper("--out", str(tmp_path / "p"), "--set", "model.nonsense=1", "--quiet")
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(ConfigError, match="not a directory"):
+        _paper("--out", str(f), "--quiet")
+    from listcopy import Config, train
+
+    one = tmp_path / "one_layer"
+    train(Config().override(["task.n_digits=5", "model.n_layers=1", "model.d_model=4",
+                             "train.max_steps=10", "train.device=cpu"]), one, progress=False)
+    with pytest.raises(ConfigError, match="1 layers; the paper's models have 2 and 3"):
+        _paper("--out", str(tmp_path / "p"), "--model", str(one), "--quiet")
+    seed = str(fixtures / "seed_default_1000.pt")  # 3 layers
+    with pytest.raises(ConfigError, match="a second 3-layer model"):
+        _paper("--out", str(tmp_path / "p"), "--model", seed, "--model", seed, "--quiet")
+    assert not (tmp_path / "p").exists()
