@@ -20,7 +20,7 @@ import torch
 from ..config import Config, ConfigError
 from ..task import Dataset
 from .common import BATCH_SIZE, Metrics, checked_inputs, to_json, val_metrics
-from .delta_logits import delta_logits
+from .decomposition import delta_logits
 from .paths import NotApplicable
 from .pattern_edits import Edge, pattern_hooks
 

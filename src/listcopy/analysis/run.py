@@ -29,8 +29,8 @@ from .critical import summary_lines as critical_summary
 from .edges import TOLERANCE, edge_ablation
 from .geometry import embedding_geometry
 from .lens import logit_lens
-from .order_by_scale import order_by_scale
-from .order_by_scale import summary_lines as order_by_scale_summary
+from .order_scale import order_by_scale
+from .order_scale import summary_lines as order_by_scale_summary
 from .parameters import parameter_table
 from .probes import linear_probes
 

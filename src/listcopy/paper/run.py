@@ -48,7 +48,7 @@ def paper_analysis(model, config: Config, tolerance: float = FIGURE1_TOLERANCE,
     from ..analysis.common import to_json, val_metrics
     from ..analysis.critical import critical_edges
     from ..analysis.edge_sets import ablate_edges
-    from ..analysis.order_by_scale import order_by_scale
+    from ..analysis.order_scale import order_by_scale
     from ..task import dataset
 
     model.eval()

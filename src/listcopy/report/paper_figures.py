@@ -207,7 +207,7 @@ def swapped_histograms(sp: dict[str, Any]):
 
 def svc_points(svc: dict[str, Any]):
     """The projected output residuals in 2D (PCA, and UMAP when computed), by output position."""
-    from ..analysis.order_by_scale import svc_margin_text
+    from ..analysis.order_scale import svc_margin_text
 
     go = _go()
     pts = svc["points"]

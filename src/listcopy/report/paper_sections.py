@@ -42,7 +42,7 @@ def _numbers(r: dict[str, Any]) -> list[str]:
         out.append(_na("Swapped pairs", sp))
     svc = r.get("positional_svc")
     if isinstance(svc, dict):
-        from ..analysis.order_by_scale import svc_margin_text
+        from ..analysis.order_scale import svc_margin_text
 
         out.append(f"Positional SVC: accuracy {svc['accuracy']:.4f}, {svc_margin_text(svc)}.")
     elif svc is not None:

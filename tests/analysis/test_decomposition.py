@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from listcopy import Config
-from listcopy.analysis.delta_logits import delta_logits
+from listcopy.analysis.decomposition import delta_logits
 from listcopy.analysis.intervention import alpha_intervention, default_alpha_edit
 from listcopy.analysis.paths import NotApplicable
 from listcopy.analysis.pattern_edits import edited_patterns

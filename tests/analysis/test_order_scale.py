@@ -7,7 +7,7 @@ import torch
 
 from listcopy import Config
 from listcopy.analysis import analyze, format_summary
-from listcopy.analysis.order_by_scale import PARTS, paper_attention
+from listcopy.analysis.order_scale import PARTS, paper_attention
 from listcopy.model import build_model
 from listcopy.task import dataset
 

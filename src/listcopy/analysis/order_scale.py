@@ -2,7 +2,7 @@
 result, the ``order_by_scale`` key of ``listcopy analyze``:
 
     reconstruction      logits rebuilt as a sum over attention paths (paths.py)
-    delta_logits        equation 6, each term's contribution to the gap (delta_logits.py)
+    delta_logits        equation 6, each term's contribution to the gap (decomposition.py)
     alpha_intervention  SEP's weights set, accuracy before and after (intervention.py)
     swapped_pairs       equation 5 on lists and their swapped partners (swapped.py)
     positional_svc      the output residuals separated by position (separability.py)
@@ -23,7 +23,7 @@ import torch
 from ..config import Config
 from ..task import Dataset, token_labels
 from .common import BATCH_SIZE, cached_pass, checked_inputs, pattern_name, to_json
-from .delta_logits import delta_logits
+from .decomposition import delta_logits
 from .intervention import alpha_intervention
 from .paths import NotApplicable, logit_reconstruction
 from .separability import positional_svc
