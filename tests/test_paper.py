@@ -70,3 +70,36 @@ def test_bad_input_is_refused_before_training(tmp_path, fixtures):
     with pytest.raises(ConfigError, match="a second 3-layer model"):
         _paper("--out", str(tmp_path / "p"), "--model", seed, "--model", seed, "--quiet")
     assert not (tmp_path / "p").exists()
+
+
+def test_the_grid_file_is_table_4():
+    from pathlib import Path
+
+    from listcopy.paper.settings import TABLE4
+    from listcopy.sweep import load_grid
+
+    points = load_grid(Path(__file__).parent.parent / "examples" / "paper_grid.toml").points()
+    keys = {(p.config.model.d_model, p.config.model.ln, p.config.model.use_bias,
+             not p.config.model.freeze_wv, not p.config.model.freeze_wo) for p in points}
+    assert keys == set(TABLE4) and len(points) == 3 * len(TABLE4)
+    assert {p.config.model.n_layers for p in points} == {2}
+
+
+def test_table4_rows_by_hand():
+    from listcopy import Config
+    from listcopy.paper.page import table4_rows
+
+    def row(acc, status="done", **model):
+        sets = [f"model.{k}={str(v).lower()}" for k, v in model.items()]
+        return {"config": Config().override(["model.n_layers=2", *sets]), "acc": acc,
+                "status": status}
+
+    runs = [row(0.9, d_model=64), row(0.8, d_model=64), row(0.1, "failed", d_model=64),
+            row(0.5, d_model=64, ln=True, freeze_wv=False),
+            {"config": Config(), "acc": 0.99, "status": "done"}]  # 3 layers: not Table 4's
+    rows = table4_rows(runs)
+    assert rows == [
+        {"d_model": 64, "LN": False, "bias": False, "W_V learned": False, "W_O learned": False,
+         "paper": 0.9180, "listcopy": pytest.approx(0.85), "runs": 2},
+        {"d_model": 64, "LN": True, "bias": False, "W_V learned": True, "W_O learned": False,
+         "paper": 0.9089, "listcopy": 0.5, "runs": 1}]

@@ -67,20 +67,25 @@ def model_section(name: str, r: dict[str, Any]) -> Section:
     return s
 
 
-def table4_section(grid: str | Path) -> Section:
-    """Mean validation accuracy over the done runs of a sweep, by Table 4's columns."""
-    from ..sweep.results import load_rows
-
+def table4_rows(runs) -> list[dict[str, Any]]:
+    """Sweep rows (``sweep.load_rows``) -> Table 4's rows: the mean accuracy of the done 2-layer
+    runs per (d_model, LN, bias, learned W_V, learned W_O), beside the paper's."""
     groups: dict[tuple, list[float]] = {}
-    for row in load_rows(grid):
+    for row in runs:
         m = row["config"].model
         if row.get("status") != "done" or row.get("acc") is None or m.n_layers != 2:
             continue
         key = (m.d_model, m.ln, m.use_bias, not m.freeze_wv, not m.freeze_wo)
         groups.setdefault(key, []).append(row["acc"])
-    rows = [{"d_model": k[0], "LN": k[1], "bias": k[2], "W_V learned": k[3], "W_O learned": k[4],
+    return [{"d_model": k[0], "LN": k[1], "bias": k[2], "W_V learned": k[3], "W_O learned": k[4],
              "paper": TABLE4.get(k), "listcopy": sum(v) / len(v), "runs": len(v)}
             for k, v in sorted(groups.items(), key=lambda kv: (-kv[0][0], kv[0][1:]))]
+
+
+def table4_section(grid: str | Path) -> Section:
+    from ..sweep.results import load_rows
+
+    rows = table4_rows(load_rows(grid))
     s = Section("table4", "Table 4: the grid", f"Mean validation accuracy of the 2-layer runs "
                 f"of the sweep {grid}, beside the paper's (mean of three runs).")
     s.tables.append(Table(list(rows[0]) if rows else ["d_model"], rows,
