@@ -18,8 +18,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``analyze`` command to ``subparsers`` (from ``parser.add_subparsers()``)."""
     p = subparsers.add_parser(
         "analyze", help="interpretability analyses of a run or seed .pt (summary, --json)",
-        description="Attention, ablations, logit lens, edges, geometry, probes and the paper "
-                    "'Order by Scale''s analyses of a trained model, on the seed's validation "
+        description="Attention, ablations, logit lens, edges, geometry, probes and the analyses "
+                    "of the paper 'Order by Scale' of a trained model, on the seed's validation "
                     "split.")
     p.add_argument("path", help="run directory or seed .pt file")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
