@@ -27,7 +27,7 @@ from .decomposition import delta_logits
 from .intervention import alpha_intervention
 from .paths import NotApplicable, logit_reconstruction
 from .separability import positional_svc
-from .swapped import swapped_pairs
+from .swapped import sep_alpha, swapped_pairs
 
 PARTS = ("reconstruction", "delta_logits", "alpha_intervention", "swapped_pairs",
          "positional_svc", "attention")
@@ -57,20 +57,16 @@ def paper_attention(model, config: Config, data: Dataset | None = None,
                     batch_size: int = BATCH_SIZE) -> PaperAttention:
     data = checked_inputs(model, config, data, batch_size)
     L, n_layers = config.task.list_len, config.model.n_layers
-    names = [pattern_name(layer) for layer in range(min(n_layers, 2))]
-    out = config.task.output_slice
-    alpha, beta, preds = [], [], []
-    for _, logits, acts in cached_pass(model, data.val_inputs, names, batch_size=batch_size):
-        alpha.append(acts[names[0]][:, :, L, :L].sum(1).float().cpu())
-        if n_layers > 1:
-            beta.append(acts[names[1]][:, :, 2 * L, L: 2 * L].sum(1).float().cpu())
-        preds.append(logits[:, out].argmax(-1).cpu())
+    alpha, right = sep_alpha(model, config, data, 0, batch_size)
+    beta = None
+    if n_layers > 1:
+        name = pattern_name(1)
+        beta = torch.cat([acts[name][:, :, 2 * L, L: 2 * L].sum(1).float().cpu() for _, _, acts
+                          in cached_pass(model, data.val_inputs, [name], batch_size=batch_size)])
     labels = token_labels(L)
-    return PaperAttention(
-        alpha_keys=tuple(labels[:L]), beta_keys=tuple(labels[L: 2 * L]),
-        alpha=torch.cat(alpha), beta=torch.cat(beta) if beta else None,
-        digits=data.val_inputs[:, :L].clone(),
-        token_correct=torch.cat(preds) == data.val_targets[:, out])
+    return PaperAttention(alpha_keys=tuple(labels[:L]), beta_keys=tuple(labels[L: 2 * L]),
+                          alpha=alpha.float(), beta=beta, digits=data.val_inputs[:, :L].clone(),
+                          token_correct=right)
 
 
 @dataclass(frozen=True)

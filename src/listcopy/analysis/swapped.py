@@ -24,7 +24,8 @@ from torch import Tensor
 
 from ..config import Config, ConfigError
 from ..task import Dataset, token_labels
-from .common import BATCH_SIZE, cached_pass, checked_inputs, pattern_name, to_json
+from .attention import sep_attention
+from .common import BATCH_SIZE, checked_inputs, to_json
 from .paths import NotApplicable
 
 N_BINS = 10
@@ -33,19 +34,10 @@ HIST_BINS = 30
 
 def sep_alpha(model, config: Config, data: Dataset, layer: int = 0,
               batch_size: int = BATCH_SIZE) -> tuple[Tensor, Tensor]:
-    """(N, L) SEP's weights on the digit positions at ``layer`` (summed over heads) and (N, L)
-    bool: each output position right."""
-    L = config.task.list_len
-    out = config.task.output_slice
-    alpha, right = [], []
-    name = pattern_name(layer)
-    start = 0
-    for tokens, logits, acts in cached_pass(model, data.val_inputs, [name], batch_size=batch_size):
-        alpha.append(acts[name][:, :, L, :L].sum(1).double().cpu())
-        targets = data.val_targets[start: start + tokens.shape[0], out]
-        start += tokens.shape[0]
-        right.append(logits[:, out].argmax(-1).cpu() == targets)
-    return torch.cat(alpha), torch.cat(right)
+    """(N, L) SEP's weights on the digit positions at ``layer`` (summed over heads, float64) and
+    (N, L) bool: each output position right (from :func:`.attention.sep_attention`)."""
+    sep = sep_attention(model, config, data, layer, batch_size)
+    return sep.pattern.double().sum(1), sep.token_correct
 
 
 def swap_partners(lists: Tensor, i: int, j: int) -> tuple[Tensor, Tensor]:
