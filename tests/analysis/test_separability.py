@@ -54,9 +54,17 @@ def test_a_trained_model(trained):
     # the inner products are the projection in other coordinates: separable alike
     assert r["inner_products"]["separable"] == r["separable"]
     assert len(r["points"]["label"]) == len(r["points"]["pca"]) == 2 * data.val_inputs.shape[0]
+    assert r["n_points"] == 2 * data.val_inputs.shape[0]
 
 
 def test_lists_of_one():
     one = Config().override(["task.n_digits=5", "task.list_len=1", "model.d_model=8"])
     with pytest.raises(NotApplicable, match="lists of 1"):
         positional_svc(build_model(one, torch.Generator().manual_seed(0)), one)
+
+
+def test_a_large_set_is_fitted_on_a_seeded_subsample(trained):
+    model, config, data = trained
+    a = positional_svc(model, config, data, seed=1, max_fit_points=50).to_dict()
+    b = positional_svc(model, config, data, seed=1, max_fit_points=50).to_dict()
+    assert a["n_points"] == 50 and a == b

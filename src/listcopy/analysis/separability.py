@@ -5,7 +5,8 @@ Each validation list gives one point per output position: its residual after the
 ``r``, projected onto the row space of ``W_pos`` (``r W_pos^T (W_pos W_pos^T)^+ W_pos``, the
 token-embedding part removed). A linear SVC with ``C = 1e6`` (hard margin, as the paper) is fitted
 to tell the positions apart; reported: its accuracy on those points and its geometric margin
-``1 / |w|`` (the smallest over the one-vs-one classifiers when there are more than two outputs).
+``1 / |w|`` (the smallest over the one-vs-one classifiers when there are more than two outputs),
+on at most ``MAX_FIT_POINTS`` points (a seeded subsample of a larger validation set).
 Separability is decided first by a linear program; a set that is not separable has no hard
 margin (``margin`` None, ``separable`` False, the accuracy a soft-margin fit's), which also
 spares libsvm its slowest case.
@@ -29,6 +30,7 @@ from .paths import NotApplicable
 HARD_MARGIN_C = 1e6   # the research notebook's SVC(kernel="linear", C=1e6)
 MAX_ITER = 100_000    # libsvm iterations (a separable set needs far fewer)
 MAX_POINTS = 2000     # points kept for the figure (a seeded subsample beyond)
+MAX_FIT_POINTS = 20_000  # points the SVC is fitted on (a seeded subsample beyond; the paper's: 4,000)
 
 
 def separable(X: np.ndarray, y: np.ndarray) -> bool:
@@ -115,7 +117,8 @@ class SeparabilityResult:
 
 @torch.no_grad()
 def positional_svc(model, config: Config, data: Dataset | None = None, umap: bool = False,
-                   seed: int = 0, batch_size: int = BATCH_SIZE) -> SeparabilityResult:
+                   seed: int = 0, batch_size: int = BATCH_SIZE,
+                   max_fit_points: int = MAX_FIT_POINTS) -> SeparabilityResult:
     data = checked_inputs(model, config, data, batch_size)
     L = config.task.list_len
     if L < 2:
@@ -124,6 +127,10 @@ def positional_svc(model, config: Config, data: Dataset | None = None, umap: boo
     X_inner, X_proj = project_on_rows(resid.reshape(-1, resid.shape[-1]),
                                       model.W_pos.detach().double().cpu().numpy())
     y = np.tile(np.arange(L), resid.shape[0])
+    fit = np.arange(len(y))
+    if len(y) > max_fit_points:
+        fit = np.sort(np.random.default_rng(seed).choice(len(y), max_fit_points, replace=False))
     return SeparabilityResult(
-        labels=tuple(token_labels(L)[L + 1:]), projection=fit_svc(X_proj, y),
-        inner_products=fit_svc(X_inner, y), points=embed_2d(X_proj, y, umap, seed))
+        labels=tuple(token_labels(L)[L + 1:]),
+        projection={**fit_svc(X_proj[fit], y[fit]), "n_points": len(fit)},
+        inner_products=fit_svc(X_inner[fit], y[fit]), points=embed_2d(X_proj, y, umap, seed))
