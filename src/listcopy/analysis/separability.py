@@ -76,10 +76,10 @@ def project_on_rows(X: np.ndarray, W: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return inner, inner @ np.linalg.pinv(W @ W.T) @ W
 
 
-def final_output_residuals(model, config: Config, data: Dataset,
-                           batch_size: int = BATCH_SIZE) -> np.ndarray:
-    """(N, L, D) float64: each list's residual after the last layer at o1 .. oL."""
-    name = resid_post(config.model.n_layers - 1)
+def output_residuals(model, config: Config, data: Dataset, layer: int,
+                     batch_size: int = BATCH_SIZE) -> np.ndarray:
+    """(N, L, D) float64: each list's residual after ``layer`` at o1 .. oL."""
+    name = resid_post(layer)
     out = config.task.output_slice
     parts = [acts[name][:, out].double().cpu()
              for _, _, acts in cached_pass(model, data.val_inputs, [name], batch_size=batch_size)]
@@ -105,25 +105,30 @@ def embed_2d(X: np.ndarray, y: np.ndarray, umap: bool, seed: int) -> dict:
 
 @dataclass(frozen=True, eq=False)
 class SeparabilityResult:
+    layer: int                       # the residuals after this layer
     labels: tuple[str, ...]          # the classes: o1 .. oL
     projection: dict                 # accuracy, margin on the least-squares projection
     inner_products: dict             # the same on r W_pos^T (the research notebook's features)
     points: dict                     # label, pca (and umap) of the projected points
 
     def to_dict(self) -> dict:
-        return to_json({"labels": list(self.labels), **self.projection,
+        return to_json({"layer": self.layer, "labels": list(self.labels), **self.projection,
                         "inner_products": self.inner_products, "points": self.points})
 
 
 @torch.no_grad()
 def positional_svc(model, config: Config, data: Dataset | None = None, umap: bool = False,
                    seed: int = 0, batch_size: int = BATCH_SIZE,
-                   max_fit_points: int = MAX_FIT_POINTS) -> SeparabilityResult:
-    data = checked_inputs(model, config, data, batch_size)
+                   max_fit_points: int = MAX_FIT_POINTS,
+                   layer: int | None = None) -> SeparabilityResult:
+    """The output residuals after ``layer`` (default the last: the paper's final activations; the
+    research notebook reads layer 1 whatever the depth) separated by position."""
+    layer = config.model.n_layers - 1 if layer is None else layer
+    data = checked_inputs(model, config, data, batch_size, layer=layer)
     L = config.task.list_len
     if L < 2:
         raise NotApplicable("lists of 1: one output position, nothing to separate")
-    resid = final_output_residuals(model, config, data, batch_size)   # (N, L, D)
+    resid = output_residuals(model, config, data, layer, batch_size)   # (N, L, D)
     X_inner, X_proj = project_on_rows(resid.reshape(-1, resid.shape[-1]),
                                       model.W_pos.detach().double().cpu().numpy())
     y = np.tile(np.arange(L), resid.shape[0])
@@ -131,6 +136,6 @@ def positional_svc(model, config: Config, data: Dataset | None = None, umap: boo
     if len(y) > max_fit_points:
         fit = np.sort(np.random.default_rng(seed).choice(len(y), max_fit_points, replace=False))
     return SeparabilityResult(
-        labels=tuple(token_labels(L)[L + 1:]),
+        layer=layer, labels=tuple(token_labels(L)[L + 1:]),
         projection={**fit_svc(X_proj[fit], y[fit]), "n_points": len(fit)},
         inner_products=fit_svc(X_inner[fit], y[fit]), points=embed_2d(X_proj, y, umap, seed))
