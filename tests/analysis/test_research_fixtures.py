@@ -5,7 +5,7 @@ Until listcopy loads the line's variant itself (issue 14), the line's model is p
 listcopy model by hand: its vocabulary is 102 = n_digits + 2 (MASK 100, SEP 101), so a listcopy
 config of 101 "digits" has the same shapes and SEP id; its inputs (MASK at the outputs) are the
 fixture's own validation lists; and its layer-0 rule (outputs receive nothing in layer 0) is the
-pattern edit ``research_rows`` around every call. Layers 0's output rows are then masked in
+pattern edit ``research_rows`` around every call. Layer 0's output rows are then masked in
 listcopy's search but allowed-then-zeroed in the line's, so the line searches two more edges
 ((0, 3, 3), (0, 4, 4)): both change nothing.
 """
