@@ -9,9 +9,6 @@ raises (``ConfigError``, ``CheckpointError``: exit 2, one line through ``listcop
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-from pathlib import Path
 
 
 def register(subparsers) -> None:
@@ -47,19 +44,12 @@ def format_result(r: dict) -> str:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from ..checkpoint import atomic_write, load
+    from ..checkpoint import load
+    from .cli import print_result
     from .edge_sets import ablate_edges
     from .pattern_edits import parse_edges
 
     model, config = load(args.path, args.set)
     edges = parse_edges(args.edges, config.model.n_layers, config.task.seq_len)
     result = ablate_edges(model.eval(), config, edges, renorm=not args.no_renorm).to_dict()
-    text = json.dumps(result, allow_nan=False)
-    if args.json == "-":
-        print(text)
-        return 0
-    print(format_result(result))
-    if args.json:
-        atomic_write(Path(args.json), lambda tmp: tmp.write_text(text + "\n"))
-        print(f"wrote {args.json}", file=sys.stderr)
-    return 0
+    return print_result(result, format_result, args.json)

@@ -65,14 +65,20 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     model, config = load(args.path, args.set)
     result = analyze(model, config, only=args.only, progress=not args.quiet, example=args.example,
                      tolerance=args.tolerance, umap=not args.no_umap, seed=args.seed)
+    return print_result(result, format_summary, args.json)
+
+
+def print_result(result: dict, summary, json_arg: str | None) -> int:
+    """``--json -``: the result as one JSON line on standard output; otherwise ``summary(result)``
+    printed, and with ``--json FILE`` the JSON written there atomically."""
     text = json.dumps(result, allow_nan=False)
-    if args.json == "-":
+    if json_arg == "-":
         print(text)
         return 0
-    print(format_summary(result))
-    if args.json:
+    print(summary(result))
+    if json_arg:
         from ..checkpoint import atomic_write
 
-        atomic_write(Path(args.json), lambda tmp: tmp.write_text(text + "\n"))
-        print(f"wrote {args.json}", file=sys.stderr)
+        atomic_write(Path(json_arg), lambda tmp: tmp.write_text(text + "\n"))
+        print(f"wrote {json_arg}", file=sys.stderr)
     return 0
