@@ -27,14 +27,16 @@ from ..errors import EXIT_FAILURE, EXIT_INTERRUPTED, ListcopyError, one_line
 
 def registrars():
     """Each command module's ``register``, in the order ``listcopy --help`` lists them."""
+    from ..analysis import ablate_cli as ablate
     from ..analysis import cli as analyze
+    from ..paper import cli as paper
     from ..report import cli as report
     from ..sae import cli as sae
     from ..sweep import cli as sweep
     from . import bench, frontier, model, train
 
-    return (train.register, model.register, analyze.register, report.register, sweep.register,
-            frontier.register, bench.register, sae.register)
+    return (train.register, model.register, analyze.register, ablate.register, report.register,
+            paper.register, sweep.register, frontier.register, bench.register, sae.register)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ..config import Config
 from . import figures as F
+from . import paper_sections
 from .html import Figure, Page, Section, Table
 
 
@@ -256,6 +257,20 @@ MODEL_SECTIONS: dict[str, SectionRow] = {
         "from the residual stream at {position} after the embedding and after each layer, fitted "
         "on {n_train} training lists and scored on {n_val} validation lists.",
         probes),
+    "order_by_scale": SectionRow(
+        "Order by scale",
+        "The analyses of the paper \"Order by Scale\" (sections 4.2-4.3, appendix B): the logits "
+        "rebuilt as a sum over attention paths, the gap between consecutive outputs split into "
+        "path terms (equation 6, Figure 2), SEP's weights set by hand, lists against their "
+        "swapped partners (equation 5), the output residuals separated on W_pos, and the "
+        "attention weights of right and wrong lists (Figures 3 and 4).",
+        paper_sections.order_by_scale),
+    "critical_edges": SectionRow(
+        "Critical edges and the minimal circuit",
+        "Each attention edge the model's mask allows ablated alone (touched rows renormalised "
+        "unless stated): critical when accuracy drops by more than the tolerance; the circuit "
+        "of critical edges drawn on one validation example with its logit lens (Figure 1).",
+        paper_sections.critical_edges),
 }
 
 SECTIONS = ("overview", *MODEL_SECTIONS)  # every section id, in page order
