@@ -105,3 +105,25 @@ def test_info_shows_the_inferred_configuration():
         assert part in model, model
     notice = result.stderr.strip().splitlines()
     assert len(notice) == 1 and "3 layers, 1 head, d_model 64, list_len 3" in notice[0]
+
+
+def test_edge_ablation_follows_the_layer0_mask_and_gives_the_lines_numbers():
+    """The line's notebook, renorm off (the paper's figure): one pattern entry zeroed at a time.
+    It also lists the outputs' layer-0 self edges, which its hook zeroes anyway (delta 0); listcopy
+    offers only edges that carry something."""
+    from listcopy.analysis.edges import edge_ablation
+
+    interp = json.loads((FIXTURES / "research" / "interp.json").read_text())
+    line = interp["models"]["3layer_100dig_64d"]["notebook"]["renorm_False"]["critical_edges"]
+    model, config = load(CHECKPOINTS / PAPER)
+    result = edge_ablation(model, config, tolerance=0.01)
+    mine = {(e.layer, e.query, e.key): e.metrics.acc for e in result.edges}
+    theirs = {tuple(r[:3]): r[3] for r in line["individual_layer_query_key_acc_delta"]}
+    assert set(theirs) - set(mine) == {(0, 3, 3), (0, 4, 4)}
+    assert theirs[(0, 3, 3)] == theirs[(0, 4, 4)] == line["original_accuracy"]
+    assert set(mine) < set(theirs)
+    for edge, acc in mine.items():
+        assert acc == pytest.approx(theirs[edge], abs=1e-6), edge
+    critical = sorted(list(e) for e in mine if tuple(e) not in
+                      {(r.layer, r.query, r.key) for r in result.removable})
+    assert critical == line["critical"]
