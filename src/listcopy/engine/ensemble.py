@@ -45,7 +45,8 @@ class Ensemble:
         self.params = Params.stack(self.layout, state_dicts, self.device)
         self.optim = AdamW.zeros(len(state_dicts), self.layout.size, self.device)
         self.facts = WeightFacts.of(config, state_dicts)
-        self.needs = model_row_needs(config.task.list_len, config.model.n_layers)
+        self.needs = model_row_needs(config.task.list_len, config.model.n_layers,
+                                     config.model.layer0_mask)
         self.forward = PrunedForward(config, self.facts, self.needs, self.device)
         self._backend: Backend = self._choose_backend(backend)
 

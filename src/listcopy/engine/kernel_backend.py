@@ -38,6 +38,8 @@ def unfit(config: Config, facts: WeightFacts, device: torch.device) -> str | Non
         return "it needs frozen identity W_V / W_O, no biases and no LayerNorm"
     if cfg.d_model > MAX_D_MODEL:
         return f"d_model > {MAX_D_MODEL}"
+    if cfg.layer0_mask:
+        return "the layer-0 mask (model.layer0_mask) is not in the kernel yet"
     return None
 
 
