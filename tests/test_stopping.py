@@ -134,5 +134,5 @@ def test_keep_rules_by_hand():
 def test_bad_keep_rules_are_one_line(text):
     with pytest.raises(BadInput) as err:
         KeepRule.parse(text)
-    assert str(err.value).startswith(f"--keep {text!r}: must be best or first:X") 
+    assert str(err.value).startswith(f"--keep {text!r}: must be best or first:X")
     assert "\n" not in str(err.value)
