@@ -17,7 +17,7 @@ from listcopy.schedule import lr_table
 from listcopy.task import dataset, seed_generator
 from listcopy.training import BatchOrder, train
 
-from .helpers import has_kernel, small, state_dicts
+from .helpers import has_kernel, small, state_dicts, stretch_setup
 
 
 def line_lambda(warmup, max_steps):
@@ -55,12 +55,7 @@ def test_schedule_and_clipping_equal_adamw_lambdalr_and_clip_grad_norm():
     """Three members at once: clipping off, clipping that acts on most steps, clipping that
     never acts; each with its own lr; 40 steps through the warmup into the cosine."""
     config = small()
-    sds = state_dicts(config, [0, 1, 2], False)
-    data = dataset(config)
-    L = config.task.list_len
-    inputs, targets = data.train_inputs, data.train_targets[:, L + 1:].contiguous()
-    g = torch.Generator().manual_seed(1)
-    batches = torch.stack([torch.randperm(8000, generator=g)[:40 * 32].view(40, 32) for _ in range(3)])
+    sds, inputs, targets, batches = stretch_setup(config, 3, seed=1)
     trains = [Config().replace(train={"lr": lr, "lr_schedule": "warmup_cosine", "warmup_steps": 10,
                                       "max_steps": 40}).train for lr in (1e-2, 3e-3, 5e-3)]
     clip = [None, 0.05, 100.0]
