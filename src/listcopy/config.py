@@ -195,6 +195,7 @@ class ModelConfig:
 
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+LR_SCHEDULES = ("constant", "warmup_cosine")  # the seed's; the line's LambdaLR (schedule.py)
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,13 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     reshuffle: bool = False
+    # the research line's recipe (train.py); each off by default, so the seed's runs are unchanged
+    lr_schedule: str = "constant"
+    warmup_steps: int = 1000  # warmup_cosine only: the line's --warmup-steps
+    max_grad_norm: float = 0.0  # clip_grad_norm_ over a member's trainable parameters; 0 = off
+    patience: int = 0  # evaluations without improvement before stopping; 0 = off
+    patience_threshold: float = 0.9  # ... only when the accuracy is at least this
+    fresh_data: bool = False  # new training lists every step, never a validation list
 
     def __post_init__(self) -> None:
         _check_types(self, "train")
@@ -224,11 +232,26 @@ class TrainConfig:
         _check(self.seed <= MAX_SEED, "train.seed", self.seed, "at most 2**63 - 1")
         dev = self.device.split(":")[0]
         _check(dev in DEVICES, "train.device", self.device, "one of " + ", ".join(DEVICES))
+        self._check_recipe()
+
+    def _check_recipe(self) -> None:
+        _check(self.lr_schedule in LR_SCHEDULES, "train.lr_schedule", self.lr_schedule,
+               "one of " + ", ".join(LR_SCHEDULES))
+        _check(self.warmup_steps >= 0, "train.warmup_steps", self.warmup_steps, "an integer >= 0")
+        _check(self.max_grad_norm >= 0, "train.max_grad_norm", self.max_grad_norm,
+               ">= 0 (0 = no clipping)")
+        _check(self.patience >= 0, "train.patience", self.patience, "an integer >= 0 (0 = off)")
+        _check(0 <= self.patience_threshold <= 1, "train.patience_threshold",
+               self.patience_threshold, "in [0, 1]")
+        _check(not (self.fresh_data and self.reshuffle), "train.fresh_data", self.fresh_data,
+               "false when train.reshuffle is true (fresh lists have no epochs to reshuffle)")
 
 
 # Train settings every member of one ensemble (one vectorised training group) must share;
-# seed, lr, weight_decay, early_stop_acc and max_steps may differ per member.
-SHARED_TRAIN_KEYS = ("batch_size", "eval_every", "checkpoint_every", "device", "reshuffle")
+# the others (seed, lr, weight_decay, early_stop_acc, max_steps, the schedule, clipping,
+# patience) may differ per member.
+SHARED_TRAIN_KEYS = ("batch_size", "eval_every", "checkpoint_every", "device", "reshuffle",
+                     "fresh_data")
 
 SECTIONS: dict[str, type] = {"task": TaskConfig, "model": ModelConfig, "train": TrainConfig}
 
