@@ -34,7 +34,8 @@ def test_paper_end_to_end(tmp_path):
     assert two["moderation"]["edges"] == "1:4-3"
     text = info.html.read_text()
     assert "Order by Scale, reproduced with listcopy" in text and "2layer_figure1" in text
-    assert "listcopy&#x27;s seed variant" in text or "listcopy's seed variant" in text
+    assert "the paper&#x27;s variant (task.mask_token=true, model.layer0_mask=true" in text
+    assert two["config"]["task"]["mask_token"] and two["config"]["model"]["layer0_mask"]
 
     # again, with the 2-layer model given: nothing retrained, the same numbers for it
     again = paper_report(tmp_path / "q", models=[info.models["2layer"]], overrides=SMALL,

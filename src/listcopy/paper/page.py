@@ -94,9 +94,8 @@ def table4_section(grid: str | Path) -> Section:
 
 
 def paper_page(results: dict[str, dict[str, Any]], grid: str | Path | None = None) -> Page:
-    variant = ("the paper's variant" if RESEARCH_VARIANT else
-               "listcopy's seed variant (SEP, not MASK, at the outputs; the seed's mask in every "
-               "layer), until listcopy has the paper's")
+    variant = (f"the paper's variant ({', '.join(RESEARCH_VARIANT)}: MASK at the outputs' input "
+               "positions, and in layer 0 the outputs receive nothing)")
     page = Page(title="Order by Scale, reproduced with listcopy",
                 subtitle=f"Models: {variant}. Figures 1-4 and the numbers of sections 4.1-4.3.",
                 footer="listcopy paper; works offline (plotly.js embedded).")

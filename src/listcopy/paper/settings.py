@@ -3,13 +3,13 @@ its two models' settings (Table 3) and the numbers it reports (sections 3-4, app
 that ``listcopy paper`` can put each measured number beside the paper's.
 
 ``MODELS`` are listcopy overrides; ``RESEARCH_VARIANT`` holds the overrides that select the
-paper's model variant (MASK token at the outputs' input positions, the layer-0 mask): empty until
-listcopy has that variant (issue 14), so until then the page says it shows the seed's variant.
+paper's model variant (MASK token at the outputs' input positions, the layer-0 mask: in layer 0 the
+outputs receive nothing), applied to both models.
 """
 
 from __future__ import annotations
 
-RESEARCH_VARIANT: tuple[str, ...] = ()
+RESEARCH_VARIANT: tuple[str, ...] = ("task.mask_token=true", "model.layer0_mask=true")
 
 # Table 3: one head, d_model 64, no LayerNorm, no bias, frozen identity W_V / W_O, AdamW lr 1e-3,
 # weight decay 0.01, batch 128; 100 digits, lists of 2, 80% of the 10,000 lists train. The line's
