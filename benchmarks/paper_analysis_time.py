@@ -3,9 +3,9 @@ of the paper on one CPU thread; the issue's budget is 60 s.
 
     python benchmarks/paper_analysis_time.py [PATH] [--steps N] [--json]
 
-PATH is a run directory or checkpoint (a research 2-layer d_model 64 model once listcopy loads
-the line's variant); without it a model with the paper's settings (``listcopy.paper``'s
-``2layer``) is trained for ``--steps`` steps first (not timed). The analysis runs once in this
+PATH is a run directory or checkpoint (e.g. a research 2-layer d_model 64 model); without it a
+model with the paper's settings and variant (``listcopy.paper``'s ``2layer``: MASK token, layer-0
+mask) is trained for ``--steps`` steps first (not timed). The analysis runs once in this
 fresh process, so UMAP's import and numba JIT are paid as on a first ``listcopy analyze``. Every
 thread pool (torch, BLAS, numba) is limited to one.
 """
