@@ -1,6 +1,7 @@
 import os
 import random
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,39 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run([*cmd, *args], capture_output=True, text=True, cwd=cwd, timeout=timeout,
                           env=env)
+
+
+# ---- the reliability suite's figures -----------------------------------------------------------
+# Tests count what they tried (tally["bad inputs tried"] += 1); the figures print at the end of
+# the run. Under pytest-xdist each worker hands its counts to the controller when it finishes.
+
+TALLY = pytest.StashKey[Counter]()
+WORKER_FIGURES = "listcopy_reliability_figures"
+
+
+def pytest_configure(config):
+    config.stash[TALLY] = Counter()
+
+
+@pytest.fixture
+def tally(request) -> Counter:
+    return request.config.stash[TALLY]
+
+
+def pytest_sessionfinish(session):
+    workeroutput = getattr(session.config, "workeroutput", None)  # on xdist workers only
+    if workeroutput is not None:
+        workeroutput[WORKER_FIGURES] = dict(session.config.stash[TALLY])
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    node.config.stash[TALLY].update(getattr(node, "workeroutput", {}).get(WORKER_FIGURES, {}))
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    counts = config.stash.get(TALLY, None)
+    if counts:
+        terminalreporter.section("reliability figures")
+        for key in sorted(counts):
+            terminalreporter.write_line(f"{key}: {counts[key]}")
