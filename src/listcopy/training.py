@@ -9,10 +9,18 @@ with ``train.reshuffle`` each new epoch makes the two draws again, as a fresh Da
 
 A member stops at the first evaluation where its validation accuracy reaches ``early_stop_acc``,
 at ``max_steps``, or at a non-finite loss; stopped members are frozen while the rest go on.
+
+A run directory is locked (``run.lock``) for the whole run. It is checkpointed when a member stops
+and at the first evaluation at or after each multiple of ``checkpoint_every`` (evaluations come
+every ``eval_every`` steps: with 1,000 and 999 the checkpoints are at 1,000, 2,000, 3,000, ...),
+so a resume always starts from an evaluated step. ``resume`` continues a directory's train state
+(a new run where the directory holds none of a run's files); it refuses a run whose state is gone
+and a config that differs in anything but ``RESUMABLE_KEYS``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -28,6 +36,7 @@ from torch import Tensor
 from . import checkpoint as ckpt
 from .config import SHARED_TRAIN_KEYS, Config, check_ensemble  # noqa: F401  (keys: re-exported)
 from .engine import OPTIMIZER_STATE_KEYS, Ensemble
+from .locks import ensure_open_files
 from .model import ListCopyTransformer, init_weights
 from .task import Dataset, dataset, seed_generator
 
@@ -156,12 +165,17 @@ def train_ensemble(configs: Sequence[Config], out_dirs: Sequence[str | Path] | N
     notice = small_ensemble_notice(device, len(configs), configs[0].train.device)
     if notice:
         log.warning("listcopy: %s", notice)
-    data = dataset(configs[0]).to(device)
-    template = ListCopyTransformer(configs[0])  # re-initialised per member: one module, not E
-    members = [_prepare(c, d, resume, template) for c, d in zip(configs, dirs)]
-    todo = [m for m in members if m.run.status == "running"]
-    for start in sorted({m.run.step for m in todo}):  # members resumed at one step train together
-        _train_group([m for m in todo if m.run.step == start], data, device, progress)
+    with contextlib.ExitStack() as locks:  # each run directory is ours until training ends
+        ensure_open_files(sum(d is not None for d in dirs))
+        for d in dirs:
+            if d is not None:
+                locks.enter_context(ckpt.lock_run_dir(d))
+        data = dataset(configs[0]).to(device)
+        template = ListCopyTransformer(configs[0])  # re-initialised per member: one module, not E
+        members = [_prepare(c, d, resume, template) for c, d in zip(configs, dirs)]
+        todo = [m for m in members if m.run.status == "running"]
+        for start in sorted({m.run.step for m in todo}):  # members resumed at one step: together
+            _train_group([m for m in todo if m.run.step == start], data, device, progress)
     return [m.run for m in members]
 
 
@@ -181,29 +195,16 @@ def small_ensemble_notice(device: torch.device, n_members: int, requested: str) 
 
 def _prepare(config: Config, run_dir: Path | None, resume: bool,
              template: ListCopyTransformer) -> _Member:
-    task, tc = config.task, config.train
-    if run_dir is not None and ckpt.is_run_dir(run_dir) and not resume:
-        raise ckpt.CheckpointError(f"{run_dir}: already holds a run (use --resume or another --out)")
+    """A member: resumed from ``run_dir``'s train state, or new (a fresh directory only)."""
     if run_dir is not None:
+        if ckpt.holds_run(run_dir) and not resume:
+            raise ckpt.CheckpointError(f"{run_dir}: already holds a run (use --resume or another"
+                                       " --out)")
         ckpt.ensure_writable(run_dir)  # fail now, not after the first hour of training
         ckpt.remove_stale_temporaries(run_dir)
-    if resume and run_dir is not None and (run_dir / ckpt.STATE_FILE).exists():
-        tensors, meta = ckpt.read_train_state(run_dir)
-        saved = Config.from_dict(meta["config"])
-        if _comparable(saved) != _comparable(config):
-            raise ckpt.CheckpointError(f"{run_dir}: holds a run with another config"
-                                       " (resume with the same --config and --set)")
-        state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-        run = Run.from_record(meta, state, run_dir)
-        run.config = config
-        if run.stop_reason == "max_steps" and run.step < tc.max_steps:  # resumed with more steps
-            run.status, run.stop_reason = "running", None
-        order = BatchOrder(torch.Generator(), task.n_train, config.batch_size, tc.reshuffle)
-        order.load_state(tensors)
-        optim = {k[len(OPTIM_PREFIX):]: v for k, v in tensors.items() if k.startswith(OPTIM_PREFIX)}
-        if set(optim) != set(OPTIMIZER_STATE_KEYS):
-            raise ckpt.CheckpointError(f"{run_dir / ckpt.STATE_FILE}: no optimiser state to resume")
-        return _Member(run, order, optim)
+        if resume and ckpt.holds_run(run_dir):
+            return _resume(config, run_dir)
+    task, tc = config.task, config.train
     gen = seed_generator(task, tc.seed)
     init_weights(template, gen)
     state = {k: v.detach().clone() for k, v in template.state_dict().items()}
@@ -212,10 +213,40 @@ def _prepare(config: Config, run_dir: Path | None, resume: bool,
     return _Member(Run(config, state, run_dir=run_dir), order)
 
 
-def _comparable(config: Config) -> dict:
-    d = config.to_dict()
-    d["train"] = {k: v for k, v in d["train"].items() if k not in ("device", "max_steps")}
-    return d
+RESUMABLE_KEYS = ("train.max_steps", "train.device")  # what may differ when a run is resumed
+
+
+def _resume(config: Config, run_dir: Path) -> _Member:
+    """The member saved in ``run_dir``'s train state; refused where there is none (a run whose
+    state is gone cannot be continued, and is never trained over) or its config differs."""
+    if not (run_dir / ckpt.STATE_FILE).exists():
+        raise ckpt.CheckpointError(f"{run_dir}: nothing to resume: {ckpt.STATE_FILE} is missing"
+                                   " (this run cannot be continued; train into another --out)")
+    tensors, meta = ckpt.read_train_state(run_dir)
+    changed = config_changes(Config.from_dict(meta["config"]), config)
+    if changed:
+        raise ckpt.CheckpointError(
+            f"{run_dir}: holds a run with another config ({'; '.join(changed[:3])}"
+            f"{'; ...' if len(changed) > 3 else ''}): resume with the same --config and --set "
+            f"(only {' and '.join(RESUMABLE_KEYS)} may change)")
+    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    run = Run.from_record(meta, state, run_dir)
+    run.config, tc = config, config.train
+    if run.stop_reason == "max_steps" and run.step < tc.max_steps:  # resumed with more steps
+        run.status, run.stop_reason = "running", None
+    order = BatchOrder(torch.Generator(), config.task.n_train, config.batch_size, tc.reshuffle)
+    order.load_state(tensors)
+    optim = {k[len(OPTIM_PREFIX):]: v for k, v in tensors.items() if k.startswith(OPTIM_PREFIX)}
+    if set(optim) != set(OPTIMIZER_STATE_KEYS):
+        raise ckpt.CheckpointError(f"{run_dir / ckpt.STATE_FILE}: no optimiser state to resume")
+    return _Member(run, order, optim)
+
+
+def config_changes(saved: Config, given: Config) -> list[str]:
+    """``key: saved -> given`` for each setting that differs, besides ``RESUMABLE_KEYS``."""
+    a, b = saved.flat(), given.flat()
+    return [f"{k}: {a[k]!r} there, {b[k]!r} now" for k in a
+            if k not in RESUMABLE_KEYS and a[k] != b[k]]
 
 
 def _train_group(members: list[_Member], data: Dataset, device: torch.device,
@@ -257,6 +288,8 @@ class _Group:
         self.epoch, self.batches = -1, torch.empty(0)
         self.loss_sum = torch.zeros(len(self.runs), dtype=exact, device=device)
         self.since_eval, self.t0 = 0, time.perf_counter()
+        self.last_eval = self.step  # a checkpoint is due where a multiple of checkpoint_every
+        # lies in (last_eval, step]: every boundary gets one, at the first evaluation from it
 
     def running(self) -> bool:
         return self.step < self.max_steps and any(r.status == "running" for r in self.runs)
@@ -287,6 +320,8 @@ class _Group:
         self.loss_sum.zero_()
         self.since_eval = 0
         elapsed = time.perf_counter() - self.t0
+        boundary = self.step // self.checkpoint_every > self.last_eval // self.checkpoint_every
+        self.last_eval = self.step
         due = []
         for i, run in enumerate(self.runs):
             if run.status != "running":
@@ -296,7 +331,7 @@ class _Group:
             _record(run, self.step, train_loss[i], m, self.data.task.n_val, elapsed)
             if run.status != "running":
                 self.active[i] = False
-            if run.status != "running" or self.step % self.checkpoint_every == 0:
+            if run.status != "running" or boundary:
                 due.append(i)
         return due
 

@@ -30,3 +30,11 @@ def check_threads(threads: int | None) -> None:
     """``--threads N``: absent, or >= 1."""
     if threads is not None and threads < 1:
         raise UsageError(f"--threads {threads}: must be >= 1")
+
+
+def check_json_arg(json_arg: str | None) -> None:
+    """``--json FILE``: a file that can be written (checked before any work); ``-`` is stdout."""
+    if json_arg not in (None, "-"):
+        from ..files import check_output
+
+        check_output(json_arg, "--json")
