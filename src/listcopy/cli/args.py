@@ -1,8 +1,10 @@
-"""What several ``listcopy`` commands share: the config options, ``UsageError``, value checks."""
+"""What several ``listcopy`` commands share: the config options, ``UsageError``, value checks,
+the one-line notice of what a checkpoint file's config was inferred as."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..errors import BadInput
 
@@ -38,3 +40,8 @@ def check_json_arg(json_arg: str | None) -> None:
         from ..files import check_output
 
         check_output(json_arg, "--json")
+
+
+def print_notice(line: str) -> None:
+    """What ``load`` inferred for a ``.pt`` file: one line on stderr."""
+    print(f"listcopy: {line}", file=sys.stderr)
