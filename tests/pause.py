@@ -40,7 +40,7 @@ def start(directory: Path, moment: str, n: int, *args: str, **popen) -> subproce
                             text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}, **popen)
 
 
-def wait_paused(proc: subprocess.Popen, directory: Path, timeout: float = 300) -> int | None:
+def wait_paused(proc: subprocess.Popen, directory: Path, timeout: float = 900) -> int | None:
     """The paused process's pid once it has paused; None if the command ended first (it never
     reached the moment). ``timeout`` guards against a hang; it is not the moment waited for."""
     path = Path(directory) / PAUSED

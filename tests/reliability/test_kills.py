@@ -39,7 +39,7 @@ def _assert_complete(run_dir):
 def test_training_survives_repeated_kill_9(tmp_path, tally):
     rng = random.Random(1)
     reference = _train(tmp_path / "ref")
-    assert reference.wait(timeout=600) == 0, reference.stderr.read()
+    assert reference.wait(timeout=1200) == 0, reference.stderr.read()
 
     run = tmp_path / "killed"
     steps_at_kill = []
@@ -54,7 +54,7 @@ def test_training_survives_repeated_kill_9(tmp_path, tally):
         tally["training kills survived"] += 1
     assert steps_at_kill == sorted(steps_at_kill) and steps_at_kill[-1] > 0, steps_at_kill
     final = _train(run, "--resume")
-    assert final.wait(timeout=600) == 0, final.stderr.read()
+    assert final.wait(timeout=1200) == 0, final.stderr.read()
     assert read_run_json(run)["step"] == 600
     assert max(steps_at_kill) < 600, steps_at_kill  # every kill interrupted the run
     a, _ = load_tensors(run / MODEL_FILE)

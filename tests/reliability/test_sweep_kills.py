@@ -69,7 +69,7 @@ def test_sweep_survives_repeated_kill_9(tmp_path, tally):
         tally["sweep kills survived"] += 1
     final = subprocess.run([sys.executable, "-m", "listcopy.cli", "sweep", str(grid), "--out",
                             str(out), "--workers", "2", "--quiet"], capture_output=True, text=True,
-                           timeout=600)
+                           timeout=1200)
     assert final.returncode == 0, final.stderr
     rows = load_rows(out)
     assert len(rows) == 12 and len({r["key"] for r in rows}) == 12
