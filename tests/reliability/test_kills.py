@@ -37,7 +37,6 @@ def _assert_complete(run_dir):
 
 @pytest.mark.slow
 def test_training_survives_repeated_kill_9(tmp_path, tally):
-    rng = random.Random(1)
     reference = _train(tmp_path / "ref")
     assert reference.wait(timeout=1200) == 0, reference.stderr.read()
 
