@@ -1,15 +1,13 @@
 """Training against the seed's own run (TransformerLens 3.9 fixture), determinism and resume."""
 
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from listcopy.checkpoint import MODEL_FILE, load_tensors, read_run_json
+from listcopy.checkpoint import (MODEL_FILE, STATE_FILE, CheckpointError, load_tensors,
+                                 read_run_json)
 from listcopy.config import Config
 from listcopy.task import seed_generator
 from listcopy.training import BatchOrder, train
@@ -104,29 +102,81 @@ def test_existing_run_is_never_overwritten(tmp_path):
               progress=False)
 
 
+def test_resume_with_another_config_names_the_keys_that_differ(tmp_path):
+    train(short(20, "train.eval_every=10"), tmp_path / "r", progress=False)
+    with pytest.raises(CheckpointError) as err:
+        train(short(40, "train.eval_every=10", "train.lr=0.01", "model.d_model=4"), tmp_path / "r",
+              resume=True, progress=False)
+    text = str(err.value)
+    assert "model.d_model: 8 there, 4 now" in text and "train.lr: 0.001 there, 0.01 now" in text
+    assert "train.max_steps" in text.split("only")[1]  # and says what may change
+    resumed = train(short(40, "train.eval_every=10"), tmp_path / "r", resume=True, progress=False)
+    assert resumed.step == 40  # more max_steps: allowed
+
+
+def test_resume_without_a_train_state_is_refused_and_overwrites_nothing(tmp_path):
+    run_dir = tmp_path / "r"
+    train(short(20, "train.eval_every=10"), run_dir, progress=False)
+    (run_dir / STATE_FILE).unlink()
+    before = {name: (run_dir / name).read_bytes() for name in (MODEL_FILE, "run.json")}
+    for extra in ((), ("model.d_model=4",)):
+        with pytest.raises(CheckpointError, match=f"nothing to resume: {STATE_FILE} is missing"):
+            train(short(40, "train.eval_every=10", *extra), run_dir, resume=True, progress=False)
+    assert {name: (run_dir / name).read_bytes() for name in before} == before
+    result = run_cli("train", "--set", "train.max_steps=40", "--set", "model.d_model=4",
+                     "--out", str(run_dir), "--resume", "--quiet")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "nothing to resume" in result.stderr
+    assert {name: (run_dir / name).read_bytes() for name in before} == before
+
+
+def test_resume_into_an_empty_directory_starts_a_new_run(tmp_path):
+    """What a sweep relies on: --resume where no run has written anything yet trains from step 0."""
+    (tmp_path / "r").mkdir()
+    run = train(short(20, "train.eval_every=10"), tmp_path / "r", resume=True, progress=False)
+    straight = train(short(20, "train.eval_every=10"), progress=False)
+    assert run.step == 20 and torch.equal(run.state["embed.W_E"], straight.state["embed.W_E"])
+
+
+@pytest.mark.parametrize("eval_every, checkpoint_every, max_steps, expected", [
+    (10, 15, 100, [20, 30, 50, 60, 80, 90, 100]),   # each boundary, at the first evaluation from it
+    (100, 99, 300, [100, 200, 300]),                # the issue's case (1000 and 999) scaled down:
+                                                    # common multiples only gave 300 (the end)
+    (10, 20, 60, [20, 40, 60]),                     # common multiples: as before
+])
+def test_a_checkpoint_at_every_checkpoint_every_boundary(tmp_path, monkeypatch, eval_every,
+                                                         checkpoint_every, max_steps, expected):
+    import listcopy.checkpoint as ckpt
+
+    written = []
+    real = ckpt.write_run
+    monkeypatch.setattr(ckpt, "write_run",
+                        lambda run_dir, record, *a: (written.append(record["step"]),
+                                                     real(run_dir, record, *a)))
+    config = short(max_steps, "task.n_digits=10", "train.batch_size=16", "train.early_stop_acc=1.0",
+                   f"train.eval_every={eval_every}", f"train.checkpoint_every={checkpoint_every}")
+    run = train(config, tmp_path / "r", progress=False)
+    assert run.step == max_steps and run.stop_reason == "max_steps"
+    assert written == expected
+
+
 @pytest.mark.slow
 def test_kill_during_training_then_resume_through_the_cli(tmp_path):
-    """kill -9 a real `listcopy train` after its second checkpoint; --resume; same final weights."""
-    args = ["--set", "train.max_steps=1500", "--set", "train.eval_every=50",
+    """kill -9 a real `listcopy train` right after its second checkpoint (paused there, by
+    construction: tests/pause.py); --resume; same final weights."""
+    from tests import pause
+
+    args = ["train", "--set", "train.max_steps=1500", "--set", "train.eval_every=50",
             "--set", "train.checkpoint_every=100", "--quiet"]
-    exe = [sys.executable, "-m", "listcopy.cli", "train", *args]
-    proc = subprocess.Popen([*exe, "--out", str(tmp_path / "k")], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        try:
-            if read_run_json(tmp_path / "k")["step"] >= 200:
-                break
-        except Exception:
-            pass
-        time.sleep(0.05)
+    proc = pause.start(tmp_path / "pause", "checkpoint", 2, *args, "--out", tmp_path / "k")
+    assert pause.wait_paused(proc, tmp_path / "pause") is not None, proc.communicate()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = read_run_json(tmp_path / "k")["step"]
     assert 200 <= killed_at < 1500
-    done = run_cli("train", *args, "--out", str(tmp_path / "k"), "--resume")
+    done = run_cli(*args, "--out", str(tmp_path / "k"), "--resume")
     assert done.returncode == 0, done.stderr
-    straight = run_cli("train", *args, "--out", str(tmp_path / "s"))
+    straight = run_cli(*args, "--out", str(tmp_path / "s"))
     assert straight.returncode == 0, straight.stderr
     a, _ = load_tensors(tmp_path / "k" / MODEL_FILE)
     b, _ = load_tensors(tmp_path / "s" / MODEL_FILE)

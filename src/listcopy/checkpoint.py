@@ -5,6 +5,7 @@ A run directory holds:
     model.safetensors        the weights, as the seed's state dict (names, shapes, buffers)
     run.json                 config, model name, step, status, metrics, history, package versions
     train_state.safetensors  weights + AdamW moments + the batch generator's state, for --resume
+    run.lock                 held (flock) by the process training into it: one writer at a time
 
 Every file is written to a temporary name, flushed to disk and renamed over the old one, so a kill
 at any moment leaves each file either the previous complete version or the new one. ``--resume``
@@ -14,6 +15,7 @@ reads only ``train_state.safetensors``, which carries its own step and history: 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import platform
@@ -27,58 +29,23 @@ import torch
 from torch import Tensor
 
 from .config import Config, ConfigError
-from .errors import BadInput, one_line
+from .errors import BadInput, Failure, one_line
+from .files import atomic_write  # noqa: F401  (re-exported: the package's one atomic write)
+from .locks import FolderLock
 
 # The run directory's files, named once (the sweep's workers and driver use these names too).
 MODEL_FILE = "model.safetensors"
 RUN_FILE = "run.json"
 STATE_FILE = "train_state.safetensors"
 RUN_FILES = (STATE_FILE, MODEL_FILE, RUN_FILE)  # the order write_run writes them: run.json last
+LOCK_FILE = "run.lock"  # held by the process training into the directory (locks.py)
 
 
 class CheckpointError(BadInput):
     """A checkpoint that is missing, corrupt, or does not fit its config (exit 2). One line."""
 
 
-# ---- atomic writes ---------------------------------------------------------------------------
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, fsync it, then rename it to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
+# ---- atomic writes (files.py) ---------------------------------------------------------------
 
 def write_json(path: Path, data: Any) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1) + "\n"))
@@ -102,8 +69,18 @@ def save_tensors(path: Path, tensors: dict[str, Tensor], meta: dict[str, Any] | 
     header = {"sha256": tensors_digest(tensors)}
     if meta is not None:
         header["listcopy"] = json.dumps(meta)
-    data = save(tensors, metadata=header)  # serialised here; written by Python (OSError on ENOSPC)
+    data = canonical_header(save(tensors, metadata=header))  # written by Python (ENOSPC: OSError)
     atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def canonical_header(data: bytes) -> bytes:
+    """A safetensors file with its JSON header's keys sorted: safetensors writes the metadata in
+    a hash map's order, which differs from process to process (same tensors, different bytes).
+    The header stays padded with spaces to a multiple of 8 bytes, as safetensors pads it."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8:8 + n]), sort_keys=True, separators=(",", ":"))
+    header += " " * (-len(header) % 8)
+    return len(header).to_bytes(8, "little") + header.encode() + data[8 + n:]
 
 
 def load_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
@@ -208,14 +185,38 @@ def load_seed_state(path: Path) -> dict[str, Tensor]:
 
 
 def export_seed(state: dict[str, Tensor], path: Path) -> None:
-    """Write a state dict as the seed does (``torch.save``), loadable by TransformerLens 3.x."""
-    atomic_write(Path(path), lambda tmp: torch.save(dict(state), tmp))
+    """Write a state dict as the seed does (``torch.save``), loadable by TransformerLens 3.x.
+    Saved to memory first: ``torch.save`` to a path names the zip's records after the file, and
+    the temporary's name is random (identical exports would differ in bytes)."""
+    buffer = io.BytesIO()
+    torch.save(dict(state), buffer)
+    data = buffer.getvalue()
+    atomic_write(Path(path), lambda tmp: tmp.write_bytes(data))
 
 
 # ---- run directories -------------------------------------------------------------------------
 
 def is_run_dir(path: Path) -> bool:
     return (Path(path) / RUN_FILE).is_file()
+
+
+def holds_run(path: Path) -> bool:
+    """Whether any file of a run is in ``path`` (a run killed before its first run.json too)."""
+    return any((Path(path) / name).exists() for name in RUN_FILES)
+
+
+class RunBusy(Failure):
+    """Another process is training into the run directory (exit 1)."""
+
+
+def lock_run_dir(run_dir: Path) -> FolderLock:
+    """``run.lock``, held for the whole run: a second ``train`` into the directory is refused at
+    once (whether or not the first has written a checkpoint yet)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return FolderLock(run_dir / LOCK_FILE, lambda pid: RunBusy(
+        f"{run_dir}: another listcopy process (pid {pid}) is training into this run directory; "
+        "wait for it to finish or use another --out"))
 
 
 def read_run_json(run_dir: Path) -> dict[str, Any]:

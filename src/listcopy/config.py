@@ -459,10 +459,15 @@ def parse_overrides(assignments: Sequence[str]) -> dict[str, dict[str, Any]]:
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
+    return read_toml(path)[0]
+
+
+def read_toml(path: str | Path) -> tuple[dict[str, Any], bytes]:
+    """A TOML file's tables and the bytes read (read once: ``/dev/stdin`` cannot be read twice)."""
     path = Path(path)
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        raw = path.read_bytes()
+        return tomllib.loads(raw.decode("utf-8")), raw
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except tomllib.TOMLDecodeError as err:

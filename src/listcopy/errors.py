@@ -5,7 +5,9 @@
         ConfigError (config.py), CheckpointError (checkpoint.py), UsageError (cli/args.py),
         GridError (sweep/grid.py), StoreError (sweep/store.py)
       Failure                exit 1: the input was fine, the work could not be done (a RuntimeError)
-        SweepError, SweepBusy, WorkerDied, RayMissing (sweep/)
+        SweepError, SweepBusy, WorkerDied, RayMissing (sweep/), RunBusy (checkpoint.py)
+    Terminated               SIGTERM arrived (a BaseException, like KeyboardInterrupt: no
+                             ``except Exception`` records it as a failed run); exit 143
 
 Library code raises; only ``listcopy.cli.main`` catches, prints ``one_line(err)`` and exits with
 ``err.exit_code``. ``one_line`` is also the formatter for every other message that must fit on
@@ -17,7 +19,8 @@ from __future__ import annotations
 
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_TERMINATED = 143   # 128 + SIGTERM
 
 
 class ListcopyError(Exception):
@@ -36,6 +39,11 @@ class Failure(ListcopyError, RuntimeError):
     """Work that could not be done although its input was good (exit 1)."""
 
     exit_code = EXIT_FAILURE
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: raised by ``listcopy.cli.main``'s handler wherever the command was, so
+    that what it holds is released (locks, workers) and what it finished stays (writes are atomic)."""
 
 
 def one_line(message: object, limit: int | None = None, first_line: bool = False) -> str:

@@ -14,10 +14,18 @@ A member stops at the first evaluation where its validation accuracy reaches ``e
 when ``train.patience`` evaluations pass without improvement (stopping.py), at ``max_steps``, or at
 a non-finite loss; stopped members are frozen while the rest go on. Each step's learning rate
 comes from the schedule (schedule.py); ``train.max_grad_norm`` clips each member's gradient.
+
+A run directory is locked (``run.lock``) for the whole run. It is checkpointed when a member stops
+and at the first evaluation at or after each multiple of ``checkpoint_every`` (evaluations come
+every ``eval_every`` steps: with 1,000 and 999 the checkpoints are at 1,000, 2,000, 3,000, ...),
+so a resume always starts from an evaluated step. ``resume`` continues a directory's train state
+(a new run where the directory holds none of a run's files); it refuses a run whose state is gone
+and a config that differs in anything but the device (and ``max_steps``, under a constant lr).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -35,6 +43,7 @@ from .batches import BatchOrder, EpochBatches, FreshBatches
 from .config import SHARED_TRAIN_KEYS, Config, check_ensemble  # noqa: F401  (keys: re-exported)
 from .engine import OPTIMIZER_STATE_KEYS, Ensemble
 from .fresh import FreshLists
+from .locks import ensure_open_files
 from .model import ListCopyTransformer, init_weights
 from .schedule import lr_of_step, lr_table
 from .stopping import KeepRule, Patience
@@ -133,12 +142,18 @@ def train_ensemble(configs: Sequence[Config], out_dirs: Sequence[str | Path] | N
     notice = small_ensemble_notice(device, len(configs), configs[0].train.device)
     if notice:
         log.warning("listcopy: %s", notice)
-    data = dataset(configs[0]).to(device)
-    template = ListCopyTransformer(configs[0])  # re-initialised per member: one module, not E
-    members = [_prepare(c, d, resume, template, data) for c, d in zip(configs, dirs)]
-    todo = [m for m in members if m.run.status == "running"]
-    for start in sorted({m.run.step for m in todo}):  # members resumed at one step train together
-        _train_group([m for m in todo if m.run.step == start], data, device, progress, tracker)
+    with contextlib.ExitStack() as locks:  # each run directory is ours until training ends
+        ensure_open_files(sum(d is not None for d in dirs))
+        for d in dirs:
+            if d is not None:
+                locks.enter_context(ckpt.lock_run_dir(d))
+        data = dataset(configs[0]).to(device)
+        template = ListCopyTransformer(configs[0])  # re-initialised per member: one module, not E
+        members = [_prepare(c, d, resume, template, data) for c, d in zip(configs, dirs)]
+        todo = [m for m in members if m.run.status == "running"]
+        for start in sorted({m.run.step for m in todo}):  # members resumed at one step: together
+            _train_group([m for m in todo if m.run.step == start], data, device, progress,
+                         tracker)
     return [m.run for m in members]
 
 
@@ -158,13 +173,15 @@ def small_ensemble_notice(device: torch.device, n_members: int, requested: str) 
 
 def _prepare(config: Config, run_dir: Path | None, resume: bool,
              template: ListCopyTransformer, data: Dataset) -> _Member:
-    if run_dir is not None and ckpt.is_run_dir(run_dir) and not resume:
-        raise ckpt.CheckpointError(f"{run_dir}: already holds a run (use --resume or another --out)")
+    """A member: resumed from ``run_dir``'s train state, or new (a fresh directory only)."""
     if run_dir is not None:
+        if ckpt.holds_run(run_dir) and not resume:
+            raise ckpt.CheckpointError(f"{run_dir}: already holds a run (use --resume or another"
+                                       " --out)")
         ckpt.ensure_writable(run_dir)  # fail now, not after the first hour of training
         ckpt.remove_stale_temporaries(run_dir)
-    if resume and run_dir is not None and (run_dir / ckpt.STATE_FILE).exists():
-        return _resumed(config, run_dir, data)
+        if resume and ckpt.holds_run(run_dir):
+            return _resumed(config, run_dir, data)
     gen = seed_generator(config.task, config.train.seed)
     init_weights(template, gen)
     state = {k: v.detach().clone() for k, v in template.state_dict().items()}
@@ -185,12 +202,20 @@ def _source(config: Config, gen: torch.Generator, data: Dataset) -> BatchOrder |
 
 
 def _resumed(config: Config, run_dir: Path, data: Dataset) -> _Member:
-    """A member as its latest checkpoint left it: weights, AdamW moments, batch source, patience."""
+    """A member as its latest checkpoint left it: weights, AdamW moments, batch source, patience.
+    Refused where the train state is gone (a run that cannot be continued is never trained over)
+    or the config differs in more than ``resumable_keys`` (the message names the keys)."""
+    if not (run_dir / ckpt.STATE_FILE).exists():
+        raise ckpt.CheckpointError(f"{run_dir}: nothing to resume: {ckpt.STATE_FILE} is missing"
+                                   " (this run cannot be continued; train into another --out)")
     tensors, meta = ckpt.read_train_state(run_dir)
     saved = Config.from_dict(meta["config"])
-    if _comparable(saved) != _comparable(config):
-        raise ckpt.CheckpointError(f"{run_dir}: holds a run with another config"
-                                   " (resume with the same --config and --set)")
+    changed = config_changes(saved, config)
+    if changed:
+        raise ckpt.CheckpointError(
+            f"{run_dir}: holds a run with another config ({'; '.join(changed[:3])}"
+            f"{'; ...' if len(changed) > 3 else ''}): resume with the same --config and --set "
+            f"(only {' and '.join(resumable_keys(saved))} may change)")
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     run = Run.from_record(meta, state, run_dir)
     run.config = config
@@ -206,13 +231,19 @@ def _resumed(config: Config, run_dir: Path, data: Dataset) -> _Member:
     return _Member(run, source, optim, patience)
 
 
-def _comparable(config: Config) -> dict:
-    """What a resumed run must share with the saved one: all but the device and max_steps (which
-    the cosine schedule depends on: then it must be the same too)."""
-    d = config.to_dict()
-    free = ("device", "max_steps") if config.train.lr_schedule == "constant" else ("device",)
-    d["train"] = {k: v for k, v in d["train"].items() if k not in free}
-    return d
+def resumable_keys(config: Config) -> tuple[str, ...]:
+    """What may differ when a run is resumed: the device, and ``max_steps`` under a constant lr
+    (the cosine schedule depends on it)."""
+    if config.train.lr_schedule == "constant":
+        return ("train.device", "train.max_steps")
+    return ("train.device",)
+
+
+def config_changes(saved: Config, given: Config) -> list[str]:
+    """``key: saved there, given now`` for each setting that differs, besides ``resumable_keys``."""
+    a, b, free = saved.flat(), given.flat(), resumable_keys(saved)
+    return [f"{k}: {a.get(k)!r} there, {b.get(k)!r} now" for k in sorted(set(a) | set(b))
+            if k not in free and a.get(k) != b.get(k)]
 
 
 def _train_group(members: list[_Member], data: Dataset, device: torch.device,
@@ -257,6 +288,8 @@ class _Group:
                        if cfg.train.fresh_data else EpochBatches(sources, data, device))
         self.loss_sum = torch.zeros(len(self.runs), dtype=self.exact, device=device)
         self.since_eval, self.t0 = 0, time.perf_counter()
+        self.last_eval = self.step  # a checkpoint is due where a multiple of checkpoint_every
+        # lies in (last_eval, step]: every boundary gets one, at the first evaluation from it
 
     def running(self) -> bool:
         return self.step < self.max_steps and any(r.status == "running" for r in self.runs)
@@ -289,6 +322,8 @@ class _Group:
         self.loss_sum.zero_()
         self.since_eval = 0
         elapsed = time.perf_counter() - self.t0
+        boundary = self.step // self.checkpoint_every > self.last_eval // self.checkpoint_every
+        self.last_eval = self.step
         due, evaluated = [], []
         for i, (member, run) in enumerate(zip(self.members, self.runs)):
             if run.status != "running":
@@ -299,7 +334,7 @@ class _Group:
             evaluated.append(run)
             if run.status != "running":
                 self.active[i] = False
-            if run.status != "running" or self.step % self.checkpoint_every == 0:
+            if run.status != "running" or boundary:
                 due.append(i)
         if self.tracker is not None:
             self.tracker.log(self.step, evaluated)

@@ -23,3 +23,30 @@ def test_same_command_twice_is_bit_identical(tmp_path, tally):
         hb = json.loads((tmp_path / "b" / f"seed-{seed}" / "run.json").read_text())["history"]
         assert ha == hb
     tally["determinism checks (same command twice)"] += 2
+
+
+SAVE_TWICE = """
+import sys, torch
+from listcopy.checkpoint import save_tensors
+tensors = {f"t{i}": torch.arange(i + 1, dtype=torch.float32) for i in range(12)}
+save_tensors(sys.argv[1], tensors, {"step": 5, "config": {"b": 1, "a": 2}})
+"""
+
+
+def test_checkpoint_bytes_do_not_depend_on_the_process(tmp_path):
+    """safetensors writes its header from a hash map seeded per process: the same tensors and
+    metadata came out in different bytes. Several processes, one set of bytes, keys sorted."""
+    import subprocess
+    import sys
+
+    paths = [tmp_path / f"{i}.safetensors" for i in range(4)]
+    for path in paths:
+        subprocess.run([sys.executable, "-c", SAVE_TWICE, str(path)], check=True, timeout=300)
+    first = paths[0].read_bytes()
+    assert all(p.read_bytes() == first for p in paths[1:])
+    n = int.from_bytes(first[:8], "little")
+    header = json.loads(first[8:8 + n])
+    assert list(header) == sorted(header) and list(header["__metadata__"]) == ["listcopy", "sha256"]
+    tensors, meta = load_tensors(paths[0])
+    assert meta == {"step": 5, "config": {"b": 1, "a": 2}} and torch.equal(tensors["t3"],
+                                                                        torch.arange(4.0))

@@ -19,7 +19,7 @@ ARGS = ["--set", "task.n_digits=20", "--set", "train.batch_size=32", "--set", "t
 
 def listcopy(*args):
     return subprocess.run([sys.executable, "-m", "listcopy.cli", *args], capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=900)
 
 
 @contextmanager

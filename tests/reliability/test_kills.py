@@ -1,19 +1,22 @@
-"""kill -9 a real training run at random moments (during checkpoint writes too); each time the run
-directory holds only complete files, and --resume finishes with the uninterrupted run's weights."""
+"""kill -9 a real training run at chosen moments (inside checkpoint writes too), reached by
+construction (tests/pause.py: the process waits there to be killed); each time the run directory
+holds only complete files, and --resume finishes with the uninterrupted run's weights."""
 
-import random
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
 from listcopy.checkpoint import MODEL_FILE, RUN_FILE, STATE_FILE, load, load_tensors, read_run_json
+from tests import pause
 
-KILLS = 6
-# checkpoints every 10 steps: a good share of the kills land inside a write
+# (moment, n) per kill, counted from each process's start: a checkpoint writes three files
+# (train state, model, run.json), so fsync 2 is the first checkpoint's model not yet on disk (its
+# train state in place, no run.json yet), rename 3 its run.json complete but not in place, ...
+KILLS = [("fsync", 2), ("rename", 3), ("checkpoint", 2), ("fsync", 7), ("rename", 11),
+         ("checkpoint", 5)]
 ARGS = ["--set", "task.n_digits=30", "--set", "train.max_steps=600", "--set", "train.eval_every=10",
         "--set", "train.checkpoint_every=10", "--set", "train.batch_size=64", "--quiet"]
 
@@ -34,25 +37,23 @@ def _assert_complete(run_dir):
 
 @pytest.mark.slow
 def test_training_survives_repeated_kill_9(tmp_path, tally):
-    rng = random.Random(1)
     reference = _train(tmp_path / "ref")
-    assert reference.wait(timeout=600) == 0, reference.stderr.read()
+    assert reference.wait(timeout=1200) == 0, reference.stderr.read()
 
     run = tmp_path / "killed"
     steps_at_kill = []
-    for _ in range(KILLS):
-        proc = _train(run, "--resume")
-        deadline = time.time() + 120
-        while not (run / RUN_FILE).exists() and time.time() < deadline:  # until training runs
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.4))
+    for i, (moment, n) in enumerate(KILLS):
+        where = tmp_path / f"pause{i}"
+        proc = pause.start(where, moment, n, "train", *ARGS, "--out", run, "--resume")
+        assert pause.wait_paused(proc, where) == proc.pid, proc.communicate()
         proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        proc.communicate()
         _assert_complete(run)
-        steps_at_kill.append(read_run_json(run)["step"])
+        steps_at_kill.append(read_run_json(run)["step"] if (run / RUN_FILE).exists() else 0)
         tally["training kills survived"] += 1
+    assert steps_at_kill == sorted(steps_at_kill) and steps_at_kill[-1] > 0, steps_at_kill
     final = _train(run, "--resume")
-    assert final.wait(timeout=600) == 0, final.stderr.read()
+    assert final.wait(timeout=1200) == 0, final.stderr.read()
     assert read_run_json(run)["step"] == 600
     assert max(steps_at_kill) < 600, steps_at_kill  # every kill interrupted the run
     a, _ = load_tensors(run / MODEL_FILE)

@@ -1,18 +1,22 @@
-"""kill -9 a real sweep at random moments, N times; the re-run completes it with every result
-present exactly once, equal to an uninterrupted sweep's, and the database is never corrupt."""
+"""kill -9 a real sweep at chosen moments, reached by construction (tests/pause.py: a process
+waits there to be killed), several times; the re-run completes it with every result present
+exactly once, equal to an uninterrupted sweep's, and the database is never corrupt."""
 
-import random
 import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 import pytest
 
 from listcopy.sweep import load_rows, run_sweep
+from tests import pause
 
-KILLS = 4
+# (moment, n) per kill, counted per process: before the driver marks its first group running;
+# inside a worker's third checkpoint file write (before its fsync: the driver, which writes
+# grid.toml, may be the one to pause there instead); before the driver records its 2nd and its
+# 4th result of that sweep (some runs done, the rest running)
+KILLS = [("start", 1), ("fsync", 3), ("record", 2), ("record", 4)]
 GRID = """
 seeds = "0-2"
 [task]
@@ -27,12 +31,6 @@ device = "cpu"
 "model.n_layers" = [1, 2]
 "train.max_steps" = [300, 900]
 """
-
-
-def _sweep(grid, out):
-    return subprocess.Popen([sys.executable, "-m", "listcopy.cli", "sweep", str(grid), "--out",
-                             str(out), "--workers", "2", "--quiet"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 def _check_database(out):
@@ -51,29 +49,27 @@ def _check_database(out):
 
 @pytest.mark.slow
 def test_sweep_survives_repeated_kill_9(tmp_path, tally):
-    rng = random.Random(7)
     grid = tmp_path / "grid.toml"
     grid.write_text(GRID)
     out = tmp_path / "s"
     done_before: dict = {}
-    for _ in range(KILLS):
-        proc = _sweep(grid, out)
-        time.sleep(rng.uniform(1.0, 8.0))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        if (out / "sweep.db").exists():
-            try:
-                done = _check_database(out)
-            except sqlite3.OperationalError:  # killed while sqlite was creating the file
-                assert not done_before
-                done = {}
-            for key, acc in done_before.items():  # nothing finished is ever lost or changed
-                assert done.get(key) == acc
-            done_before = done
+    for i, (moment, n) in enumerate(KILLS):
+        where = tmp_path / f"pause{i}"
+        proc = pause.start(where, moment, n, "sweep", grid, "--out", out, "--workers", "2",
+                           "--quiet")
+        assert pause.wait_paused(proc, where) is not None, proc.communicate()
+        proc.send_signal(signal.SIGKILL)  # the driver; its workers die with it (PDEATHSIG)
+        proc.communicate()
+        done = _check_database(out)
+        for key, acc in done_before.items():  # nothing finished is ever lost or changed
+            assert done.get(key) == acc
+        if moment == "record":
+            assert len(done) == len(done_before) + n - 1, (done, done_before)
+        done_before = done
         tally["sweep kills survived"] += 1
     final = subprocess.run([sys.executable, "-m", "listcopy.cli", "sweep", str(grid), "--out",
                             str(out), "--workers", "2", "--quiet"], capture_output=True, text=True,
-                           timeout=600)
+                           timeout=1200)
     assert final.returncode == 0, final.stderr
     rows = load_rows(out)
     assert len(rows) == 12 and len({r["key"] for r in rows}) == 12

@@ -67,7 +67,7 @@ def requests(driver) -> list[str]:
     return urls
 
 
-def load_offline(driver, path: Path, timeout: float = 90.0) -> dict:
+def load_offline(driver, path: Path, timeout: float = 600.0) -> dict:
     """Open ``path`` from ``file://`` and wait until every figure has been drawn (or ``timeout``).
 
     Returns the console messages and the URLs of the requests made since the page was asked for.

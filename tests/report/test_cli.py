@@ -20,7 +20,7 @@ def report_command() -> list[str]:
 
 def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*report_command(), "report", *args], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                          timeout=900, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 def test_model_and_sweep_reports(tiny_run, sweep_dir, tmp_path, capsys):

@@ -40,7 +40,7 @@ def cli_command() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "listcopy.cli"]
 
 
-def run_sweep_cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+def run_sweep_cli(*args: str, timeout: float = 900, **kwargs) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run([*cli_command(), *args], capture_output=True, text=True,
                           timeout=timeout, env=env, **kwargs)

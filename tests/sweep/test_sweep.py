@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -155,49 +156,52 @@ def _statuses(out):
         return {}
 
 
-def _start(grid, out):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([*cli_command(), "sweep", str(grid), "--out", str(out), "--workers",
-                             "2", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+def _workers_gone(lock_path, timeout: float = 300) -> bool:
+    """Whether every worker of a killed sweep has ended: a blocking exclusive flock on their
+    shared lock returns once the last one is gone (``timeout`` guards a hang; it is not the
+    moment waited for)."""
+    got = threading.Event()
+
+    def take():
+        with open(lock_path, "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            got.set()
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+    thread = threading.Thread(target=take, daemon=True)
+    thread.start()
+    return got.wait(timeout)
 
 
 def test_kill_9_and_rerun_loses_and_duplicates_nothing(tmp_path, grid_file):
+    """The kills land at chosen moments by construction (tests/pause.py), never by timing."""
+    from tests import pause
+
     grid = grid_file(KILL_GRID, base=KILL_BASE)
     out = tmp_path / "s"
+    sweep = ["sweep", str(grid), "--out", str(out), "--workers", "2", "--quiet"]
 
-    # 1. kill the driver once some runs are done and others are training
-    proc = _start(grid, out)
-    deadline = time.monotonic() + 180
-    seen = {}
-    while time.monotonic() < deadline and proc.poll() is None:
-        seen = _statuses(out)
-        if "done" in seen.values() and "running" in seen.values():
-            break
-        time.sleep(0.05)
-    assert "done" in seen.values() and "running" in seen.values(), (seen, proc.poll())
+    # 1. kill the driver once a run is done and others are training: paused before it records
+    #    its second result, so the first is in the database and the others are running
+    proc = pause.start(tmp_path / "p1", "record", 2, *sweep)
+    assert pause.wait_paused(proc, tmp_path / "p1") == proc.pid, proc.communicate()
+    seen = _statuses(out)
+    assert list(seen.values()).count("done") == 1 and "running" in seen.values(), seen
     os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=30)
+    proc.communicate(timeout=60)
     finished = {r["key"]: r for r in load_rows(out) if r["status"] == "done"}
-    assert finished
+    assert len(finished) == 1
 
     # its workers die with it: the worker lock comes free
-    with open(out / "workers.lock", "a") as fh:
-        for _ in range(100):
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("worker processes outlived their killed sweep")
-        fcntl.flock(fh, fcntl.LOCK_UN)
+    assert _workers_gone(out / "workers.lock"), "worker processes outlived their killed sweep"
 
-    # 2. kill the re-run early, while it starts up
-    proc = _start(grid, out)
-    time.sleep(1.0)
+    # 2. kill the re-run while it starts up: before it marks its first group as running
+    proc = pause.start(tmp_path / "p2", "start", 1, *sweep)
+    assert pause.wait_paused(proc, tmp_path / "p2") == proc.pid, proc.communicate()
+    assert _statuses(out) == {**{k: "pending" for k in seen if k not in finished},
+                              **{k: "done" for k in finished}}  # recovered, nothing started
     os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=30)
+    proc.communicate(timeout=60)
 
     # 3. the re-run completes
     result = run_sweep_cli("sweep", str(grid), "--out", str(out), "--workers", "2", "--quiet")
@@ -266,7 +270,7 @@ def test_a_killed_worker_ends_the_sweep_with_one_line_and_exit_1(tmp_path, grid_
                             stderr=subprocess.PIPE, text=True, cwd=root,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
-        deadline = time.monotonic() + 120  # a guard against a hang, not a moment waited for
+        deadline = time.monotonic() + 900  # a guard against a hang, not a moment waited for
         while not (out / PID_FILE).exists():
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "the worker never started"
@@ -279,3 +283,15 @@ def test_a_killed_worker_ends_the_sweep_with_one_line_and_exit_1(tmp_path, grid_
     result = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     assert_one_line_error(result, 1, "listcopy sweep: error:", "worker process died")
     assert not (out / "release").exists()  # it never trained: killed while it waited
+
+
+def test_a_grid_read_from_standard_input_is_saved_as_read(tmp_path):
+    """``sweep /dev/stdin``: the grid is read once; grid.toml holds those bytes (it was empty)."""
+    text = ('seeds = "0"\n[task]\nn_digits = 10\n[train]\nmax_steps = 50\nbatch_size = 16\n'
+            'eval_every = 50\ncheckpoint_every = 50\ndevice = "cpu"\n')
+    out = tmp_path / "s"
+    result = run_sweep_cli("sweep", "/dev/stdin", "--out", str(out), "--workers", "0", "--quiet",
+                           input=text)
+    assert result.returncode == 0, result.stderr
+    assert (out / "grid.toml").read_text() == text
+    assert [r["status"] for r in load_rows(out)] == ["done"]

@@ -46,10 +46,12 @@ def format_result(r: dict) -> str:
 
 def cmd_ablate(args: argparse.Namespace) -> int:
     from ..checkpoint import load
+    from ..cli.args import check_json_arg
     from .cli import print_result
     from .edge_sets import ablate_edges
     from .pattern_edits import parse_edges
 
+    check_json_arg(args.json)
     model, config = load(args.path, args.set)
     edges = parse_edges(args.edges, config.model.n_layers, config.task.seq_len)
     result = ablate_edges(model.eval(), config, edges, renorm=not args.no_renorm).to_dict()

@@ -43,10 +43,11 @@ def register(subparsers) -> None:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from ..cli.args import UsageError, check_threads
+    from ..cli.args import UsageError, check_json_arg, check_threads
     from .run import format_summary, parse_only
 
     parse_only(args.only)  # unknown names fail before anything loads
+    check_json_arg(args.json)
     check_threads(args.threads)
     if args.seed < 0:
         raise UsageError(f"--seed {args.seed}: must be >= 0")

@@ -13,16 +13,21 @@
 Each command module has ``register(subparsers)``: it adds its parser(s) with ``func`` set to a
 command that parses, calls one library function, prints, and raises on bad input. ``main`` is the
 one place that catches: a ``ListcopyError`` becomes one line on stderr and its exit status (2 bad
-input, 1 a runtime failure). torch is imported only inside commands, so ``--help`` is fast.
+input, 1 a runtime failure); Ctrl-C ends in one line and 130, SIGTERM in one line and 143. torch
+is imported only inside commands, so ``--help`` is fast.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
-from typing import Sequence
+import threading
+from typing import Iterator, Sequence
 
-from ..errors import EXIT_FAILURE, EXIT_INTERRUPTED, ListcopyError, one_line
+from ..errors import (EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_TERMINATED, ListcopyError, Terminated,
+                      one_line)
 
 
 def registrars():
@@ -53,15 +58,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; its errors end here as one line and an exit status."""
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with _sigterm_raises():
+            return args.func(args)
     except ListcopyError as err:
         return _fail(_label(args), one_line(err), err.exit_code)
     except KeyboardInterrupt:
         print(f"listcopy {_label(args)}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Terminated:
+        print(f"listcopy {_label(args)}: terminated (SIGTERM)", file=sys.stderr)
+        return EXIT_TERMINATED
     except OSError as err:  # a disk that is full, a directory that is read-only
         where = f": {err.filename}" if err.filename else ""
         return _fail(_label(args), one_line(f"{err.strerror or err}{where}"), EXIT_FAILURE)
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """SIGTERM raises ``Terminated`` while a command runs (in the main thread; the previous
+    handler is put back after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _label(args: argparse.Namespace) -> str:

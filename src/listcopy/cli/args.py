@@ -34,6 +34,14 @@ def check_threads(threads: int | None) -> None:
         raise UsageError(f"--threads {threads}: must be >= 1")
 
 
+def check_json_arg(json_arg: str | None) -> None:
+    """``--json FILE``: a file that can be written (checked before any work); ``-`` is stdout."""
+    if json_arg not in (None, "-"):
+        from ..files import check_output
+
+        check_output(json_arg, "--json")
+
+
 def print_notice(line: str) -> None:
     """What ``load`` inferred for a ``.pt`` file: one line on stderr."""
     print(f"listcopy: {line}", file=sys.stderr)

@@ -59,7 +59,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from ..checkpoint import export_seed, load
+    from ..files import check_output
 
+    check_output(args.out, "--out")  # before the checkpoint is read
     model, config = load(args.path, args.set, notice=print_notice)
     export_seed(model.state_dict(), Path(args.out))
     print(f"wrote {args.out} ({config.name}, {len(model.state_dict())} tensors)")

@@ -28,7 +28,7 @@ def model_report(path_or_model: Any, out: str | Path, png_dir: str | Path | None
                  notice: Callable[[str], None] | None = None) -> ReportInfo:
     """Analyse a model and write its report to ``out`` (atomically); PNGs into ``png_dir``.
     ``notice``: told in one line what a ``.pt`` file's config was inferred as (checkpoint.load)."""
-    out = check_out(out)
+    out = check_out(out, png_dir)
     n_steps = 4 + (len(_names(only)) + 1 if analysis is None else 0) + (png_dir is not None)
     with Stages("report", n_steps, progress) as stages:
         with stages("load"):

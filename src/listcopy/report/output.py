@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from ..config import ConfigError
 from .html import Page
 
 
@@ -77,11 +76,17 @@ class Stages:
         self.bar.update()
 
 
-def check_out(out: str | Path) -> Path:
-    """The output file; a directory is refused (before any work is done)."""
+def check_out(out: str | Path, png_dir: str | Path | None = None) -> Path:
+    """The output file and the PNG folder, checked before any work: ``files.check_output``
+    refuses a directory, a socket, a symlink loop...; ``--png`` needs a folder and Chromium."""
+    from ..files import check_output
+
     out = Path(out)
-    if out.is_dir():
-        raise ConfigError(f"--out {out}: is a directory; give a file name such as {out / 'report.html'}")
+    check_output(out, "--out")
+    if png_dir is not None:
+        from .png import check_png_output
+
+        check_png_output(png_dir)
     return out
 
 

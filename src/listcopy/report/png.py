@@ -40,8 +40,9 @@ def find_browser() -> str:
                       "BROWSER_PATH to a Chrome or Chromium binary")
 
 
-def write_pngs(figures: Sequence[Figure], out_dir: str | Path, scale: float = SCALE) -> list[Path]:
-    """Write each figure to ``out_dir/<id>.png``; the paths, in order."""
+def check_png_output(out_dir: str | Path) -> str:
+    """What ``--png DIR`` needs, checked before any work: a folder (or a name for one), Chromium
+    and kaleido. The browser's path."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--png {out_dir}: exists and is not a directory")
@@ -50,6 +51,13 @@ def write_pngs(figures: Sequence[Figure], out_dir: str | Path, scale: float = SC
         import kaleido  # noqa: F401
     except ImportError:
         raise ConfigError("--png needs kaleido: pip install kaleido") from None
+    return browser
+
+
+def write_pngs(figures: Sequence[Figure], out_dir: str | Path, scale: float = SCALE) -> list[Path]:
+    """Write each figure to ``out_dir/<id>.png``; the paths, in order."""
+    browser = check_png_output(out_dir)
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     images = _run(_render(figures, browser, scale))
     from ..checkpoint import atomic_write

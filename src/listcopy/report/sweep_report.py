@@ -37,7 +37,7 @@ def sweep_report(sweep_dir: str | Path, out: str | Path, axes: Sequence[str] = D
     from ..sweep.results import load_rows
     from ..sweep.store import StoreError
 
-    out = check_out(out)
+    out = check_out(out, png_dir)
     axes = tuple(axes)
     if len(axes) != 2 or axes[0] == axes[1]:
         raise ConfigError(f"--axes {','.join(axes)}: give two different keys, e.g. "

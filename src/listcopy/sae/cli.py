@@ -17,6 +17,8 @@ import argparse
 import json
 from pathlib import Path
 
+from ..cli.args import check_json_arg
+
 TRAIN_KEYS = ("hook", "positions", "arch", "d_sae", "k", "l1_coefficient", "l0_coefficient", "lr",
               "warmup_steps", "steps", "batch_size", "seed", "split", "device")
 
@@ -103,6 +105,7 @@ def sae_config(args):
 
 def cmd_train(args) -> int:
     config = sae_config(args)
+    check_json_arg(args.json)
     _threads(args)
     from .analyze import format_metrics
     from .run import train_sae
@@ -116,6 +119,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    check_json_arg(args.json)
     _threads(args)
     from .analyze import format_metrics
     from .run import eval_sae
@@ -131,6 +135,7 @@ def cmd_eval(args) -> int:
 def cmd_analyze(args) -> int:
     factors = parse_numbers(args.factors, float, "--factors") if args.factors else None
     latents = parse_numbers(args.latents, int, "--latents") if args.latents else None
+    check_json_arg(args.json)
     _threads(args)
     from .analyze import format_summary
     from .run import analyze_sae

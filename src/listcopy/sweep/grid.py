@@ -32,12 +32,12 @@ import hashlib
 import itertools
 import json
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..config import SHARED_TRAIN_KEYS  # noqa: F401  (re-exported: what an ensemble shares)
-from ..config import (SECTIONS, Config, ConfigError, ensemble_key, load_toml, parse_seeds,
+from ..config import (SECTIONS, Config, ConfigError, ensemble_key, parse_seeds, read_toml,
                       short_key)
 
 TOP_LEVEL_KEYS = ("base", "specs", "axes", "seeds", *SECTIONS)
@@ -98,6 +98,7 @@ class Grid:
     axes: tuple[tuple[str, tuple[Any, ...]], ...]
     seeds: tuple[int, ...]
     source: str = "grid"
+    text: bytes | None = field(default=None, compare=False, repr=False)  # the file, as read
 
     def points(self) -> list[Point]:
         """Every entry of specs x axes x seeds, in that order (seeds vary fastest)."""
@@ -215,10 +216,10 @@ def load_grid(path: str | Path) -> Grid:
     """Read and validate a grid file; every problem is one GridError line naming the file."""
     path = Path(path)
     try:
-        data = load_toml(path)
+        data, text = read_toml(path)
     except ConfigError as err:
         raise GridError(str(err)) from None
-    return parse_grid(data, source=str(path))
+    return replace(parse_grid(data, source=str(path)), text=text)
 
 
 def parse_grid(data: Mapping[str, Any], source: str = "grid") -> Grid:

@@ -28,6 +28,7 @@ from typing import Any, Sequence
 from ..checkpoint import RUN_FILE, atomic_write, safe_name
 from ..config import ensemble_key
 from ..errors import Failure
+from ..locks import FolderLock
 from .grid import Grid, PlannedRun, group_runs, load_grid, shape_label, unique_runs
 from .store import DB_FILE, Store, result_of
 from .worker import GroupTask
@@ -155,7 +156,6 @@ def run_sweep(grid: Grid | str | Path, out: str | Path, *, workers: int | None =
     default cores / workers. ``backend``: "local" or "ray" (``address`` None starts a local Ray).
     """
     t0 = time.perf_counter()
-    grid_path = None if isinstance(grid, Grid) else Path(grid)
     grid = grid if isinstance(grid, Grid) else load_grid(grid)
     if backend not in ("local", "ray"):
         raise SweepError(f"unknown backend {backend!r}: use local or ray")
@@ -167,9 +167,8 @@ def run_sweep(grid: Grid | str | Path, out: str | Path, *, workers: int | None =
     out.mkdir(parents=True, exist_ok=True)
     with _exclusive(out):
         _wait_for_old_workers(out / WORKER_LOCK_FILE)
-        if grid_path is not None:
-            text = grid_path.read_bytes()
-            atomic_write(out / GRID_COPY, lambda tmp: tmp.write_bytes(text))
+        if grid.text is not None:  # the bytes read (a second read of /dev/stdin gets none)
+            atomic_write(out / GRID_COPY, lambda tmp: tmp.write_bytes(grid.text))
         with Store(out / DB_FILE) as store:
             runs = grid.runs()
             store.add(runs, run_dir_name)
@@ -308,36 +307,11 @@ class Driver:
 
 # ---- locks -------------------------------------------------------------------------------------
 
-class _exclusive:
-    """``sweep.lock``: one sweep per directory. flock is released by the kernel when we die."""
-
-    def __init__(self, out: Path):
-        self.path = out / LOCK_FILE
-        self.fh = None
-
-    def __enter__(self) -> "_exclusive":
-        import fcntl
-
-        self.fh = open(self.path, "a+")
-        try:
-            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.fh.seek(0)
-            holder = self.fh.read().strip() or "?"
-            self.fh.close()
-            raise SweepBusy(f"{self.path.parent}: another sweep (pid {holder}) is running in this "
-                            "directory; wait for it to finish or use another --out") from None
-        self.fh.seek(0)
-        self.fh.truncate()
-        self.fh.write(f"{os.getpid()}\n")
-        self.fh.flush()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        assert self.fh is not None
-        self.fh.seek(0)
-        self.fh.truncate()
-        self.fh.close()  # releases the lock
+def _exclusive(out: Path) -> FolderLock:
+    """``sweep.lock``: one sweep per directory (locks.py; the kernel frees it when we die)."""
+    return FolderLock(out / LOCK_FILE, lambda pid: SweepBusy(
+        f"{out}: another sweep (pid {pid}) is running in this directory; wait for it to finish "
+        "or use another --out"))
 
 
 def _wait_for_old_workers(path: Path, timeout: float = WORKER_WAIT_S) -> None:
