@@ -6,7 +6,9 @@ less than a tolerance, and the metrics with all of those removed at once.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -77,19 +79,30 @@ class EdgeAblationResult:
                         "combined": self.combined.to_dict(self.base)})
 
 
+def n_edges(config: Config) -> int:
+    """How many edges :func:`edge_ablation` ablates one at a time (one validation pass each)."""
+    return config.model.n_layers * len(allowed_edges(config.task.list_len))
+
+
 @torch.no_grad()
 def edge_ablation(model, config: Config, data: Dataset | None = None, tolerance: float = TOLERANCE,
-                  batch_size: int = BATCH_SIZE) -> EdgeAblationResult:
+                  batch_size: int = BATCH_SIZE,
+                  progress: Callable[[int, int], None] | None = None) -> EdgeAblationResult:
+    """``progress(done, total)`` is called after each edge (a list_len 64 model has thousands)."""
     data = checked_inputs(model, config, data, batch_size)
-    if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not tolerance >= 0:
-        raise ConfigError(f"tolerance = {tolerance!r}: must be a number >= 0")
+    if (not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool)
+            or not 0 <= tolerance < math.inf):
+        raise ConfigError(f"tolerance = {tolerance!r}: must be a finite number >= 0")
     labels = token_labels(config.task.list_len)
     base = val_metrics(model, data, batch_size=batch_size)
     results = []
+    total = n_edges(config)
     for layer in range(config.model.n_layers):
         for q, k in allowed_edges(config.task.list_len):
             m = val_metrics(model, data, edge_hooks([(layer, q, k)]), batch_size)
             results.append(EdgeResult(layer, q, k, f"{labels[q]}<-{labels[k]}", m))
+            if progress is not None:
+                progress(len(results), total)
     partial = EdgeAblationResult(base, tuple(results), float(tolerance), base)
     removable = [(e.layer, e.query, e.key) for e in partial.removable]
     combined = val_metrics(model, data, edge_hooks(removable), batch_size) if removable else base

@@ -23,7 +23,7 @@ from ..task import Dataset
 from .ablation import mean_attention_ablation, pos_ablation, skip_ablation
 from .attention import attention_patterns, sep_attention
 from .common import BATCH_SIZE, checked_inputs, to_json, val_metrics
-from .edges import TOLERANCE, edge_ablation
+from .edges import TOLERANCE, edge_ablation, n_edges
 from .geometry import embedding_geometry
 from .lens import logit_lens
 from .parameters import parameter_table
@@ -61,13 +61,14 @@ def _progress(progress: bool | Progress) -> Progress | None:
 def analyze(model, config: Config, only: str | Iterable[str] | None = None,
             progress: bool | Progress = False, *, data: Dataset | None = None, example: int = 0,
             tolerance: float = TOLERANCE, umap: bool = True, seed: int = 0,
-            batch_size: int = BATCH_SIZE) -> dict[str, Any]:
+            batch_size: int = BATCH_SIZE, bars: bool | None = None) -> dict[str, Any]:
     """Run the analyses named in ``only`` (default: all) on ``model``; one JSON-ready dict.
 
     ``example`` is the validation row shown by ``attention`` and ``logit_lens``; ``tolerance`` the
     accuracy change below which an edge counts as removable; ``umap=False`` skips UMAP (and its
     JIT); ``seed`` seeds UMAP and the probes. ``progress`` (True, or a callable taking the
-    analysis's name and its seconds) reports each analysis's time.
+    analysis's name and its seconds) reports each analysis's time; ``bars`` (default: whether
+    ``progress`` is on) shows a progress bar on stderr inside long analyses (edges).
     """
     names = parse_only(only)
     data = checked_inputs(model, config, data, batch_size, example=example)
@@ -98,7 +99,8 @@ def analyze(model, config: Config, only: str | Iterable[str] | None = None,
             "pos_ablation": lambda: pos_ablation(model, config, data, batch_size),
             "skip_ablation": lambda: skip_ablation(model, config, data, batch_size),
             "logit_lens": lambda: logit_lens(model, config, data, example, batch_size),
-            "edges": lambda: edge_ablation(model, config, data, tolerance, batch_size),
+            "edges": lambda: _edge_ablation(model, config, data, tolerance, batch_size,
+                                            bool(progress) if bars is None else bars),
             "sep_attention": lambda: sep_attention(model, config, data, 0, batch_size),
             "geometry": lambda: embedding_geometry(model, config, umap=umap, seed=seed),
             "probes": lambda: linear_probes(model, config, data, seed=seed, batch_size=batch_size),
@@ -109,6 +111,20 @@ def analyze(model, config: Config, only: str | Iterable[str] | None = None,
         return result
     finally:
         model.train(was_training)
+
+
+def _edge_ablation(model, config: Config, data: Dataset, tolerance: float, batch_size: int,
+                   bar: bool):
+    """Edge ablation, one validation pass per edge: with ``bar``, a progress bar on stderr (shown
+    after a second; a list_len 64 model has about 12,000 edges)."""
+    if not bar:
+        return edge_ablation(model, config, data, tolerance, batch_size)
+    from tqdm.auto import tqdm
+
+    with tqdm(total=n_edges(config), desc="edges", unit="edge", delay=1.0, leave=False,
+              file=sys.stderr, dynamic_ncols=True) as bar:
+        return edge_ablation(model, config, data, tolerance, batch_size,
+                             progress=lambda done, total: bar.update(done - bar.n))
 
 
 # ---- the readable summary: a few lines per analysis, from a table ---------------------------
