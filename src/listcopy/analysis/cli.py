@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -41,16 +42,21 @@ def register(subparsers) -> None:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from ..cli.args import UsageError, check_threads
+    from ..cli.args import UsageError, check_output_file, check_threads
     from .run import format_summary, parse_only
 
     parse_only(args.only)  # unknown names fail before anything loads
     check_threads(args.threads)
     if args.seed < 0:
         raise UsageError(f"--seed {args.seed}: must be >= 0")
+    if not 0 <= args.tolerance < math.inf:
+        raise UsageError(f"--tolerance {args.tolerance}: must be a finite number >= 0")
+    if args.json and args.json != "-":
+        check_output_file(args.json, "--json")
     import torch
 
     from ..checkpoint import load
+    from ..resources import guard_analysis
     from .run import analyze
 
     if args.threads:
@@ -59,6 +65,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
         threadpool_limits(limits=args.threads)
     model, config = load(args.path, args.set)
+    guard_analysis(config)
     result = analyze(model, config, only=args.only, progress=not args.quiet, example=args.example,
                      tolerance=args.tolerance, umap=not args.no_umap, seed=args.seed)
     text = json.dumps(result, allow_nan=False)

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .args import add_config_args
+from .args import add_config_args, check_output_file
 
 
 def register(subparsers) -> None:
@@ -32,9 +32,11 @@ def register(subparsers) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..checkpoint import load
     from ..metrics import evaluate
+    from ..resources import guard_analysis
     from ..task import dataset
 
     model, config = load(args.path, args.set)
+    guard_analysis(config)
     metrics = evaluate(model, dataset(config))
     if args.json:
         print(json.dumps(metrics))
@@ -57,6 +59,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from ..checkpoint import export_seed, load
 
+    check_output_file(args.out, "--out")
     model, config = load(args.path, args.set)
     export_seed(model.state_dict(), Path(args.out))
     print(f"wrote {args.out} ({config.name}, {len(model.state_dict())} tensors)")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .args import add_config_args, check_threads, load_args_config
+from .args import (add_allow_large, add_config_args, check_output_dir, check_threads, limits,
+                   load_args_config)
 
 
 def register(subparsers) -> None:
@@ -19,6 +20,7 @@ def register(subparsers) -> None:
                    help="reshuffle every epoch (default: cycle the first epoch, as the seed)")
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_allow_large(p)
     p.set_defaults(func=cmd_train)
 
 
@@ -29,8 +31,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.seeds is not None:
         from ..config import parse_seeds
 
-        seeds = parse_seeds(args.seeds, "--seeds")
-    import torch  # after the command line is known to be good
+        seeds = parse_seeds(args.seeds, "--seeds", limits(args).max_seeds)
+    from ..resources import guard_training
+
+    guard_training(config, len(seeds) if seeds else 1, limits(args))  # before anything is written
+    import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -42,7 +47,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _train_one(config, args: argparse.Namespace) -> int:
     from ..training import train
 
-    out = Path(args.out) if args.out else Path("runs") / config.name
+    out = check_output_dir(args.out or Path("runs") / config.name, "--out")
     run = train(config, out, resume=args.resume, progress=not args.quiet)
     print(format_run(run))
     return 0 if run.status == "done" else 1
@@ -52,7 +57,7 @@ def _train_seeds(config, seeds: tuple[int, ...], args: argparse.Namespace) -> in
     from ..checkpoint import write_json
     from ..training import summarize, train_ensemble
 
-    out = Path(args.out) if args.out else Path("runs") / f"{config.name}-seeds"
+    out = check_output_dir(args.out or Path("runs") / f"{config.name}-seeds", "--out")
     configs = [config.override([f"train.seed={s}"]) for s in seeds]
     runs = train_ensemble(configs, [out / f"seed-{s}" for s in seeds], resume=args.resume,
                           progress=not args.quiet)

@@ -105,6 +105,8 @@ def summary_table(rows: Sequence[dict[str, Any]],
         groups.setdefault(gid, [])
         if all(g["key"] != r["key"] for g in groups[gid]):  # a run counts once per group
             groups[gid].append(r)
+    if group_by and "name" in by:
+        _check_one_config_per_name(groups.values(), group_by)
     out = []
     for gid, members in groups.items():
         out.append({**labels[gid], **aggregate(members)})
@@ -115,6 +117,22 @@ def summary_table(rows: Sequence[dict[str, Any]],
                  f"{len(out)} group{'s' if len(out) != 1 else ''} of {n_runs} run"
                  f"{'s' if n_runs != 1 else ''}"
                  + (f", by {', '.join(label_cols)}" if group_by else ", over seeds"))
+
+
+def _check_one_config_per_name(groups, group_by: Sequence[str]) -> None:
+    """Grouping by name must not pool entries that share a name but not their settings (two
+    [[specs]] of one name, as the notebook's grid has): a ``ConfigError`` naming what differs."""
+    for members in groups:
+        by_name: dict[str, dict[str, Any]] = {}
+        for r in members:
+            settings = {k: v for k, v in r["settings"].items() if k != "train.seed"}
+            first = by_name.setdefault(r["name"], settings)
+            if settings != first:
+                differ = sorted(k for k in {*first, *settings} if first.get(k) != settings.get(k))
+                raise ConfigError(
+                    f"--group-by {','.join(group_by)}: {r['name']!r} names entries with different"
+                    f" {', '.join(differ)}; add {'them' if len(differ) > 1 else 'it'} to --group-by"
+                    f" (e.g. --group-by {','.join([*group_by, short_key(differ[0])])})")
 
 
 def aggregate(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
