@@ -18,18 +18,17 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import platform
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any, TextIO
 
 import torch
 
-from . import cpu_kernel
 from .config import Config
-from .engine import Ensemble
+from .engine import Ensemble, kernel_build
 from .model import build_model
 from .task import dataset
 from .training import resolve_device, train_ensemble
@@ -109,21 +108,14 @@ def engine_run(config: Config, steps: int, n_members: int,
 
 def kernel_build_seconds(config: Config) -> float | None:
     """Seconds to build the CPU kernel for ``config`` from a cold (temporary) cache, or None."""
-    ens = Ensemble(config, [build_model(config).state_dict()], "cpu", backend="torch")
-    if ens._kernel_unfit() is not None:
+    shape = Ensemble(config, [build_model(config).state_dict()], "cpu",
+                     backend="torch").kernel_shape()
+    if shape is None:
         return None
-    old = os.environ.get("XDG_CACHE_HOME")
     with tempfile.TemporaryDirectory() as tmp:
-        os.environ["XDG_CACHE_HOME"] = tmp
-        try:
-            start = time.perf_counter()
-            built = cpu_kernel.load(ens._kernel_shape(), fresh=True) is not None
-            return time.perf_counter() - start if built else None
-        finally:
-            if old is None:
-                os.environ.pop("XDG_CACHE_HOME", None)
-            else:
-                os.environ["XDG_CACHE_HOME"] = old
+        start = time.perf_counter()
+        built = kernel_build.load(shape, fresh=True, cache_root=Path(tmp)) is not None
+        return time.perf_counter() - start if built else None
 
 
 def run_bench(threads: int = 1, steps: int = 2000, as_json: bool = False,

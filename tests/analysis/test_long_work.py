@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from listcopy import cli
-from listcopy.analysis import edges as edges_module
+from listcopy.analysis import critical as critical_module
 from listcopy.analysis.edges import allowed_edges, edge_ablation
 from listcopy.config import Config, ConfigError
 from listcopy.model import build_model
@@ -89,8 +89,9 @@ def test_analyze_shows_edge_progress_on_stderr(fixtures_dir, capsys, monkeypatch
 
 def test_ctrl_c_inside_edges_stops_and_writes_nothing(fixtures_dir, tmp_path, capsys, monkeypatch):
     """A Ctrl-C between two edges (as SIGINT arrives while one validation pass runs) ends the
-    command at once with exit 130, and the --json file is not written."""
-    real = edges_module.val_metrics
+    command at once with exit 130, and the --json file is not written. (The passes run in
+    ``critical.single_edge_metrics``, shared with the critical-edge search.)"""
+    real = critical_module.val_metrics
     calls = []
 
     def interrupted(*args, **kwargs):
@@ -99,12 +100,15 @@ def test_ctrl_c_inside_edges_stops_and_writes_nothing(fixtures_dir, tmp_path, ca
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(edges_module, "val_metrics", interrupted)
+    monkeypatch.setattr(critical_module, "val_metrics", interrupted)
     out = tmp_path / "a.json"
     code = cli.main(["analyze", str(fixtures_dir / "seed_default_1000.pt"), "--only", "edges",
                      "--json", str(out), "--quiet"])
     assert code == 130 and len(calls) == 4
-    assert capsys.readouterr().err.strip() == "listcopy analyze: interrupted"
+    err = capsys.readouterr().err
+    # after the one notice line of what the .pt file was loaded as
+    assert err.strip().splitlines()[-1] == "listcopy analyze: interrupted"
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 2
     assert os.listdir(tmp_path) == []
 
 

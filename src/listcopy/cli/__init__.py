@@ -31,13 +31,16 @@ from ..errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED, ListcopyErr
 
 def registrars():
     """Each command module's ``register``, in the order ``listcopy --help`` lists them."""
+    from ..analysis import ablate_cli as ablate
     from ..analysis import cli as analyze
+    from ..paper import cli as paper
     from ..report import cli as report
+    from ..sae import cli as sae
     from ..sweep import cli as sweep
     from . import bench, frontier, model, train
 
-    return (train.register, model.register, analyze.register, report.register, sweep.register,
-            frontier.register, bench.register)
+    return (train.register, model.register, analyze.register, ablate.register, report.register,
+            paper.register, sweep.register, frontier.register, bench.register, sae.register)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,17 +59,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except ListcopyError as err:
-        return _fail(args.command, one_line(err), err.exit_code)
+        return _fail(_label(args), one_line(err), err.exit_code)
     except KeyboardInterrupt:
-        print(f"listcopy {args.command}: interrupted", file=sys.stderr)
+        print(f"listcopy {_label(args)}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as err:  # a path that cannot be used (2), a disk that is full (1)
-        return _fail(args.command, os_error_line(err), os_error_code(err))
+        return _fail(_label(args), os_error_line(err), os_error_code(err))
     except (MemoryError, RuntimeError) as err:  # what the resource guards did not foresee
         if not out_of_memory(err):
             raise
         why = one_line(err, 300, first_line=True) or type(err).__name__
-        return _fail(args.command, f"out of memory: {why}", EXIT_FAILURE)
+        return _fail(_label(args), f"out of memory: {why}", EXIT_FAILURE)
 
 
 def out_of_memory(err: BaseException) -> bool:
@@ -97,6 +100,13 @@ def os_error_line(err: OSError) -> str:
     if err.errno == errno.EEXIST:  # mkdir of a folder that is a file
         return one_line(f"{path}: exists and is not a directory")
     return one_line(f"{err.strerror or err}: {path}")
+
+
+def _label(args: argparse.Namespace) -> str:
+    """The command as typed: ``train``, or ``sae eval`` for a command with subcommands (their
+    parsers set ``subcommand``)."""
+    sub = getattr(args, "subcommand", None)
+    return f"{args.command} {sub}" if sub else args.command
 
 
 def _fail(command: str, message: str, code: int) -> int:

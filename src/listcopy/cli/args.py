@@ -1,8 +1,10 @@
-"""What several ``listcopy`` commands share: the config options, ``UsageError``, value checks."""
+"""What several ``listcopy`` commands share: the config options, ``UsageError``, value checks,
+the one-line notice of what a checkpoint file's config was inferred as."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..errors import BadInput
@@ -86,3 +88,8 @@ def check_output_dir(path: str | Path, option: str) -> Path:
     if blocked is not None:
         raise UsageError(f"{option} {path}: {blocked} is not a directory")
     return path
+
+
+def print_notice(line: str) -> None:
+    """What ``load`` inferred for a ``.pt`` file: one line on stderr."""
+    print(f"listcopy: {line}", file=sys.stderr)

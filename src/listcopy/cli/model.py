@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .args import add_config_args, check_output_file
+from .args import add_config_args, check_output_file, print_notice
 
 
 def register(subparsers) -> None:
@@ -35,7 +35,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ..resources import guard_analysis
     from ..task import dataset
 
-    model, config = load(args.path, args.set)
+    model, config = load(args.path, args.set, notice=print_notice)
     guard_analysis(config)
     metrics = evaluate(model, dataset(config))
     if args.json:
@@ -50,8 +50,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     from ..analysis import parameter_table
     from ..checkpoint import load
 
-    model, config = load(args.path, args.set)
+    model, config = load(args.path, args.set, notice=print_notice)
     print(f"{config.name}")
+    for section, table in config.to_dict().items():
+        if section != "train":  # what the weights were built for; train settings are not in a .pt
+            print(f"  {section}: " + ", ".join(f"{k} {_toml(v)}" for k, v in table.items()))
     print(parameter_table(model).format())
     return 0
 
@@ -60,7 +63,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ..checkpoint import export_seed, load
 
     check_output_file(args.out, "--out")
-    model, config = load(args.path, args.set)
+    model, config = load(args.path, args.set, notice=print_notice)
     export_seed(model.state_dict(), Path(args.out))
     print(f"wrote {args.out} ({config.name}, {len(model.state_dict())} tensors)")
     return 0
+
+
+def _toml(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)

@@ -1,0 +1,202 @@
+"""The kernel backend: the compiled CPU kernel (kernel.py, kernel.c) behind the ``Backend`` protocol.
+
+It applies on the CPU to the seed's constraints (frozen identity W_V / W_O, no biases, no
+LayerNorm, d_model <= ``MAX_D_MODEL``): :func:`unfit` says why not otherwise. The kernel writes
+through raw pointers, so every call first checks what it relies on (contiguous float32 CPU
+buffers, tokens, targets and batch rows in range). Long work is split into calls of at most
+``CALL_FLOPS`` per thread (a few hundredths of a second here), so that Ctrl-C is answered between
+two calls; the kernel adds each step's and each row's results in order, so any split gives
+bit-identical results. A call never starts more threads than active members or usable CPUs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from ..config import Config, TrainConfig
+from . import kernel_build
+from .backend import Stretch
+from .kernel import MAX_D_MODEL, Kernel, KernelShape
+from .optim import AdamW
+from .params import Layout, Params, WeightFacts
+from .rows import RowNeeds
+
+CALL_FLOPS = 1e9  # work per thread in one kernel call: ~0.02 s on this project's VM, 0.2 s at 5 GFLOP/s
+ROW_ALIGN = 64  # evaluation calls start at multiples of this many rows (a multiple of the lanes)
+
+
+def unfit(config: Config, facts: WeightFacts, device: torch.device,
+          trains: Sequence[TrainConfig] = ()) -> str | None:
+    """Why the kernel cannot run these members (``trains``: each member's train settings, where
+    they differ from ``config.train``), or None."""
+    cfg = config.model
+    if device.type != "cpu":
+        return f"device {device}"
+    if any(t.lr_schedule != "constant" or t.max_grad_norm > 0 for t in (config.train, *trains)):
+        return "it has no learning-rate schedule or gradient clipping yet"
+    if cfg.ln or facts.bias or not (facts.identity_v and facts.identity_o):
+        return "it needs frozen identity W_V / W_O, no biases and no LayerNorm"
+    if cfg.d_model > MAX_D_MODEL:
+        return f"d_model > {MAX_D_MODEL}"
+    if cfg.layer0_mask:
+        return "the layer-0 mask (model.layer0_mask) is not in the kernel yet"
+    return None
+
+
+def kernel_shape(config: Config, layout: Layout, needs: RowNeeds) -> KernelShape:
+    task, cfg = config.task, config.model
+    return KernelShape(T=task.seq_len, L=task.list_len, D=cfg.d_model, H=cfg.n_heads, V=task.vocab,
+                       offsets=tuple(zip(layout.names, layout.offsets)), P=layout.size, needs=needs)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity where the OS tells it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+class KernelBackend:
+    name = "kernel"
+
+    def __init__(self, kernel: Kernel, call_flops: float = CALL_FLOPS):
+        self.kernel, self.shape, self.call_flops = kernel, kernel.shape, call_flops
+
+    @classmethod
+    def load(cls, shape: KernelShape) -> "KernelBackend | None":
+        """The backend for ``shape``, or None where the kernel does not build (with a notice)."""
+        kernel = kernel_build.load(shape)
+        return None if kernel is None else cls(kernel)
+
+    def threads(self, n_active: int) -> int:
+        """Threads for a call over ``n_active`` members: torch's setting, at most one per member
+        and per usable CPU."""
+        return max(1, min(torch.get_num_threads(), n_active, usable_cpus()))
+
+    def steps_per_call(self, batch_size: int, n_active: int, n_threads: int) -> int:
+        """Steps per call: at most ``call_flops`` per thread, at least one."""
+        per_thread = math.ceil(max(n_active, 1) / n_threads)
+        return _count(self.call_flops / (self.shape.flops_per_step(batch_size) * per_thread), 1)
+
+    def rows_per_call(self, n_active: int, n_threads: int) -> int:
+        """Evaluated rows per call: at most ``call_flops`` per thread, a multiple of ROW_ALIGN."""
+        per_thread = math.ceil(max(n_active, 1) / n_threads)
+        rows = _count(self.call_flops / (self.shape.flops_per_sequence() * per_thread), ROW_ALIGN)
+        return rows // ROW_ALIGN * ROW_ALIGN
+
+    def train_steps(self, params: Params, optim: AdamW, s: Stretch) -> None:
+        E, n_batches, B = s.batches.shape
+        if E != params.n_members:
+            raise ValueError(f"batches for {E} members, the ensemble has {params.n_members}")
+        theta = _theta(params, optim)
+        tokens, targets = _tokens(s.inputs, self.shape), _targets(s.targets, self.shape)
+        rows = s.batches.contiguous()
+        if rows.dtype != torch.int64 or rows.min() < 0 or rows.max() >= tokens.shape[0]:
+            raise ValueError("batch rows must be int64 indices into the data table")
+        if s.loss_sum.dtype != torch.float64 or not s.loss_sum.is_contiguous():
+            raise ValueError("loss_sum must be a contiguous float64 tensor")
+        on = s.active.reshape(-1).to(torch.uint8).contiguous()
+        n_active = int(on.sum())
+        threads = self.threads(n_active)
+        per_call = self.steps_per_call(B, n_active, threads)
+        if s.max_grad_norm is not None or not bool((s.lr == s.lr[:, :1]).all()):
+            raise ValueError("the kernel takes one learning rate per member and no clipping")
+        lr, wd = _f64(s.lr[:, 0]), _f64(s.weight_decay)
+        if not n_active:
+            optim.step += s.n_steps
+        for done in range(0, s.n_steps if n_active else 0, per_call):
+            n = min(per_call, s.n_steps - done)
+            self.kernel.train(theta, optim.exp_avg, optim.exp_avg_sq, lr, wd, on, tokens, targets,
+                              rows, (s.batch0 + done) % n_batches, n, optim.step, s.loss_sum,
+                              n_threads=threads)
+            optim.step += n
+
+    def loss_and_grad(self, params: Params, tokens: Tensor,
+                      targets: Tensor) -> tuple[Tensor, Tensor]:
+        E, B = params.n_members, tokens.shape[-2]
+        L = self.shape.L
+        table = _tokens(tokens.expand(E, B, tokens.shape[-1]).reshape(E * B, -1), self.shape)
+        out_targets = _targets(targets.expand(E, B, L).reshape(E * B, L), self.shape)
+        rows = torch.arange(E * B).view(E, B)
+        loss = torch.zeros(E, dtype=torch.float64)
+        grad = torch.zeros(E, params.layout.size)
+        self.kernel.grad(_theta(params), table, out_targets, rows, loss, grad,
+                         n_threads=self.threads(E))
+        return loss.float(), grad
+
+    def evaluate(self, params: Params, inputs: Tensor, out_targets: Tensor,
+                 active: Tensor | None, chunk: int | None) -> dict[str, Tensor]:
+        n, L = inputs.shape[0], self.shape.L
+        on = None if active is None else active.reshape(-1).to(torch.uint8).contiguous()
+        loss, hits, seq_hits = self._eval_calls(params, on, _tokens(inputs, self.shape),
+                                                _targets(out_targets, self.shape), None)
+        return {"loss": (loss / (n * L)).float(), "acc": hits.float() / (n * L),
+                "seq_acc": seq_hits.float() / n}
+
+    def predict(self, params: Params, inputs: Tensor) -> Tensor:
+        E, N, L = params.n_members, inputs.shape[0], self.shape.L
+        logits = torch.empty(E, N, L, self.shape.V)
+        self._eval_calls(params, None, _tokens(inputs, self.shape),
+                         torch.zeros(N, L, dtype=torch.int64), logits)
+        return logits
+
+    def _eval_calls(self, params: Params, on: Tensor | None, tokens: Tensor, targets: Tensor,
+                    logits: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Summed CE, token hits and sequence hits per member over every row, in calls of
+        ``rows_per_call`` rows."""
+        E = params.n_members
+        theta = _theta(params)
+        stats = (torch.zeros(E, dtype=torch.float64), torch.zeros(E, dtype=torch.int64),
+                 torch.zeros(E, dtype=torch.int64))
+        n_active = E if on is None else int(on.sum())
+        threads = self.threads(n_active)
+        per_call, N = self.rows_per_call(n_active, threads), tokens.shape[0]
+        for start in range(0, N, per_call) if n_active else ():
+            self.kernel.evaluate(theta, on, tokens, targets, *stats, logits=logits,
+                                 n_threads=threads, rows=(start, min(N, start + per_call)))
+        return stats
+
+
+def _count(x: float, least: int) -> int:
+    """``floor(x)``, at least ``least``, finite (``call_flops`` may be infinite)."""
+    return max(least, int(min(x, 1 << 62)))
+
+
+def _theta(params: Params, optim: AdamW | None = None) -> Tensor:
+    """``flat`` for the kernel, which writes through raw pointers: check what it relies on."""
+    shape = tuple(params.flat.shape)
+    buffers = [params.flat] + ([] if optim is None else [optim.exp_avg, optim.exp_avg_sq])
+    for t in buffers:
+        if (tuple(t.shape) != shape or t.dtype != torch.float32 or t.device.type != "cpu"
+                or not t.is_contiguous()):
+            raise ValueError(f"parameters and moments must be contiguous float32 CPU {shape}")
+    return params.flat.detach()
+
+
+def _tokens(inputs: Tensor, shape: KernelShape) -> Tensor:
+    tokens = inputs.to(torch.int64).contiguous()
+    if tokens.dim() != 2 or tokens.shape[1] != shape.T:
+        raise ValueError(f"inputs must be (N, {shape.T}), got {tuple(tokens.shape)}")
+    if tokens.numel() and (tokens.min() < 0 or tokens.max() >= shape.V):
+        raise ValueError(f"tokens must be in [0, {shape.V})")
+    return tokens
+
+
+def _targets(targets: Tensor, shape: KernelShape) -> Tensor:
+    out = targets.to(torch.int64).contiguous()
+    if out.dim() != 2 or out.shape[1] != shape.L:
+        raise ValueError(f"targets must be (N, {shape.L}) at the output positions, "
+                         f"got {tuple(out.shape)}")
+    if out.numel() and (out.min() < 0 or out.max() >= shape.V):
+        raise ValueError(f"targets must be in [0, {shape.V})")
+    return out
+
+
+def _f64(x: Tensor) -> Tensor:
+    return x.reshape(-1).to(device="cpu", dtype=torch.float64).contiguous()

@@ -1,0 +1,129 @@
+"""What the engine's tests share: small configs and weights, task batches, the hooked model's
+loss and gradients (the independent reference), and each backend's comparison against it.
+
+Both backends are checked: "torch" (any configuration) and "kernel" (the compiled CPU kernel, for
+the default constraints); tests of the kernel are skipped where no C compiler is available. On a
+machine with cuda or mps, the torch backend is also checked there (``DEVICES``), and the training
+tests run there too (``train.device`` "auto").
+"""
+
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from listcopy.config import Config
+from listcopy.engine import Ensemble
+from listcopy.model import ListCopyTransformer, build_model
+from listcopy.task import dataset
+
+DEVICES = ["cpu"] + [d for d, on in (("cuda", torch.cuda.is_available()),
+                                      ("mps", torch.backends.mps.is_available())) if on]
+
+FLAG_COMBOS = list(itertools.product([False, True], [False, True], [False, True], [False, True],
+                                     [1, 2]))
+
+
+def small(**model) -> Config:
+    return Config().replace(model={"d_model": 8, "n_layers": 2, **model})
+
+
+def state_dicts(config, seeds, perturb, scale=0.3):
+    """Initial weights; with ``perturb`` every parameter (frozen identities, zero biases, LN) gets
+    noise, so that no fast path may assume them."""
+    out = []
+    for seed in seeds:
+        model = build_model(config, torch.Generator().manual_seed(seed))
+        if perturb:
+            g = torch.Generator().manual_seed(100 + seed)
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.add_(scale * torch.randn(p.shape, generator=g))
+        out.append(model.state_dict())
+    return out
+
+
+def batch(config, n, seed):
+    """Task inputs, and a few arbitrary token rows, with their output targets."""
+    g = torch.Generator().manual_seed(seed)
+    data = dataset(config)
+    rows = torch.randint(0, data.inputs.shape[0], (n - 4,), generator=g)
+    inputs = torch.cat([data.inputs[rows],
+                        torch.randint(0, config.task.vocab, (4, config.task.seq_len), generator=g)])
+    L = config.task.list_len
+    targets = torch.cat([data.targets[rows][:, L + 1:],
+                         torch.randint(0, config.task.vocab, (4, L), generator=g)])
+    return inputs, targets
+
+
+def hooked_loss_and_grads(config, sd, inputs, targets):
+    model = ListCopyTransformer(config)
+    model.load_state_dict(sd)
+    L = config.task.list_len
+    logits = model(inputs)[:, L + 1:]
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+    loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    return logits.detach(), loss.detach(), grads
+
+
+def backends(ens_config, sds, device="cpu"):
+    """The torch backend, and on cpu the kernel where it applies (and a compiler exists)."""
+    out = [Ensemble(ens_config, sds, device, backend="torch")]
+    auto = Ensemble(ens_config, sds, device)
+    if auto.backend == "kernel":
+        out.append(auto)
+    return out
+
+
+def split(ens, flat_grad, member):
+    lay = ens.layout
+    return {n: flat_grad[member, o: o + math.prod(s)].view(s)
+            for n, s, o in zip(lay.names, lay.shapes, lay.offsets)}
+
+
+def check_against_hooked(config, sds, n=20, rtol=0.0, device="cpu"):
+    """Each backend on ``device`` against the hooked model on CPU."""
+    E = len(sds)
+    per_member = [batch(config, n, seed=e) for e in range(E)]
+    tokens = torch.stack([b[0] for b in per_member])  # (E, n, T)
+    targets = torch.stack([b[1] for b in per_member])  # (E, n, L)
+    for ens in backends(config, sds, device):
+        on = tokens.to(device)
+        loss, grad = (t.cpu() for t in ens.loss_and_grad(on, targets.to(device)))
+        with torch.no_grad():
+            shared = ens.output_logits(on[0]).cpu()  # (E, n, L, V), every member on member 0's batch
+        predicted = ens.predict(on[0]).cpu()
+        for e in range(E):
+            logits, ref_loss, ref_grads = hooked_loss_and_grads(config, sds[e], tokens[e], targets[e])
+            ref_shared = hooked_loss_and_grads(config, sds[e], tokens[0], targets[0])[0]
+            assert torch.allclose(shared[e], ref_shared, atol=1e-5, rtol=rtol), ens.backend
+            assert torch.allclose(predicted[e], ref_shared, atol=1e-5, rtol=rtol), ens.backend
+            assert loss[e].item() == pytest.approx(ref_loss.item(), abs=1e-5, rel=rtol), ens.backend
+            mine = split(ens, grad, e)
+            assert set(mine) == set(ref_grads)
+            for name, ref in ref_grads.items():
+                assert torch.allclose(mine[name], ref, atol=1e-5, rtol=rtol), (ens.backend, name)
+
+
+def has_kernel():
+    return Ensemble(small(), state_dicts(small(), [0], False)).backend == "kernel"
+
+
+needs_kernel = pytest.mark.skipif(not has_kernel(), reason="no C compiler: no CPU kernel")
+
+
+def stretch_setup(config, n_members, seed, steps=40, batch=32):
+    """Initial weights of ``n_members``, the training table (inputs, output targets) and each
+    member's random batches (E, steps, batch) for a stretch of training steps."""
+    sds = state_dicts(config, list(range(n_members)), False)
+    data = dataset(config)
+    L = config.task.list_len
+    inputs, targets = data.train_inputs, data.train_targets[:, L + 1:].contiguous()
+    g = torch.Generator().manual_seed(seed)
+    n = inputs.shape[0]
+    batches = torch.stack([torch.randperm(n, generator=g)[:steps * batch].view(steps, batch)
+                           for _ in range(n_members)])
+    return sds, inputs, targets, batches
