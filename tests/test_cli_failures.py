@@ -62,18 +62,23 @@ def seed_state():
     return torch.load(FIXTURES / "3layer_100dig_8d.pt", weights_only=True)
 
 
-@pytest.mark.parametrize("name, needle", [
-    ("3layer_100dig_100000d.pt", "'embed.W_E' has shape (101, 8), expected (101, 100000)"),
-    ("100000000layer_100dig_8d.pt", "missing tensors of 'blocks.3'"),
-    ("3layer_99999999999dig_8d.pt", "'embed.W_E' has shape (101, 8), expected (100000000000, 8)"),
+@pytest.mark.parametrize("name, sets, needle", [
+    # the name against the tensors (infer.py, before any model is built)
+    ("3layer_100dig_100000d.pt", [], "the name says model.d_model = 100000, the tensors 8"),
+    ("100000000layer_100dig_8d.pt", [], "the name says 100000000 layers, the tensors hold 3"),
+    ("3layer_99999999999dig_8d.pt", [], "a vocab of 101 fits no variant of 99999999999 digits"),
+    # --set against the tensors (checkpoint.check_state_size, before the expected model is built)
+    ("x.pt", ["model.d_model=100000"], "'embed.W_E' has shape (101, 8), expected (101, 100000)"),
+    ("x.pt", ["model.n_layers=100000000"], "missing tensors of 'blocks.3'"),
+    ("x.pt", ["task.n_digits=99999999999"], "a vocab of 101 fits no variant of 99999999999"),
 ])
-def test_a_seed_name_claiming_a_huge_model_builds_nothing(tmp_path, seed_state, name, needle):
-    """The tensors are checked against the name before a model of the name's size is built
-    (``3layer_100dig_100000d.pt`` used to allocate 40 GB, ``100000000layer...`` to hang)."""
+def test_a_seed_name_claiming_a_huge_model_builds_nothing(tmp_path, seed_state, name, sets, needle):
+    """The tensors are checked against the name and ``--set`` before a model of their size is
+    built (``3layer_100dig_100000d.pt`` used to allocate 40 GB, ``100000000layer...`` to hang)."""
     path = tmp_path / name
     torch.save(seed_state, path)
     with pytest.raises(CheckpointError) as err:
-        load(path)
+        load(path, sets)
     assert needle in str(err.value), err.value
 
 

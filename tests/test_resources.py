@@ -51,11 +51,8 @@ from listcopy.config import Config
 from listcopy.training import train_ensemble
 torch.set_num_threads(1)
 E, sets = int(sys.argv[1]), sys.argv[2:]
-c = Config().override(sets + ["train.max_steps=20", "train.eval_every=10"])
-# one member for one step first: a kernel built or loaded for the first time (and its imports)
-# raises the high-water mark before the measured run otherwise (seen: 22 MB measured for 148 MB)
-train_ensemble([c.override(["train.max_steps=1"])], progress=False)
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+c = Config().override(sets + ["train.max_steps=20", "train.eval_every=10"])
 train_ensemble([c.override([f"train.seed={s}"]) for s in range(E)], progress=False)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base)
 """
