@@ -102,7 +102,7 @@ def load_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
     if "listcopy" in header:
         try:
             meta = json.loads(header["listcopy"])
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             raise CheckpointError(f"{path}: corrupt listcopy metadata") from None
     return tensors, meta
 
@@ -126,10 +126,29 @@ def expected_state(config: Config) -> dict[str, tuple[tuple[int, ...], torch.dty
     return {k: (tuple(v.shape), v.dtype) for k, v in ListCopyTransformer(config).state_dict().items()}
 
 
+def check_state_size(state: dict[str, Tensor], config: Config, source: str) -> None:
+    """Before a model of ``config`` is built to compare with ``state``: the tensors that fix its
+    size (embeddings, unembedding, the number of layers) must match, so that a file name or a
+    ``--set`` claiming a huge model costs nothing (``3layer_100dig_100000d.pt`` of a small model)."""
+    t, m = config.task, config.model
+    for key, shape in (("embed.W_E", (t.vocab, m.d_model)), ("pos_embed.W_pos", (t.seq_len, m.d_model)),
+                       ("unembed.W_U", (m.d_model, t.vocab))):
+        value = state.get(key)
+        if isinstance(value, Tensor) and tuple(value.shape) != shape:
+            raise CheckpointError(f"{source}: {key!r} has shape {tuple(value.shape)}, expected"
+                                  f" {shape} for {config.name}")
+    layers = {int(k.split(".")[1]) for k in state if re.match(r"blocks\.[0-9]+\.", k)}
+    missing = next((i for i in range(len(layers) + 1) if i not in layers), 0)
+    if missing < m.n_layers and len(layers) < m.n_layers:
+        raise CheckpointError(f"{source}: missing tensors of 'blocks.{missing}' for {config.name}"
+                              f" ({len(layers)} of {m.n_layers} layers present)")
+
+
 def check_state_dict(state: dict[str, Tensor], config: Config, source: str) -> None:
     """Raise one ``CheckpointError`` naming ``source`` if ``state`` does not fit ``config``'s model."""
     from .model import is_saved_causal_mask
 
+    check_state_size(state, config, source)
     expected = expected_state(config)
     missing = [k for k in expected if k not in state]
     extra = [k for k in state if k not in expected]
@@ -228,6 +247,8 @@ def read_run_json(run_dir: Path) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         why = one_line(err, 200, first_line=True)
         raise CheckpointError(f"{path}: corrupt JSON ({why})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: corrupt JSON (nested too deeply)") from None
     if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
         raise CheckpointError(f"{path}: no 'config' table")
     return data

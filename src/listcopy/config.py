@@ -17,6 +17,7 @@ Also here, each in one place: the dotted-key view of a config (``Config.flat`` /
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import re
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .errors import BadInput
+from .errors import BadInput, one_line
 
 
 class ConfigError(BadInput):
@@ -37,12 +38,18 @@ def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"{key} = {value!r}: must be {allowed}")
 
 
+@functools.cache
+def _kinds(cls: type) -> tuple[tuple[str, str], ...]:
+    """A section's fields and their types' names, in order (read once per class)."""
+    return tuple((f.name, f.type if isinstance(f.type, str) else f.type.__name__)
+                 for f in fields(cls))
+
+
 def _check_types(obj: Any, section: str) -> None:
     """Refuse values whose type does not match the field (bools are not ints, ints are floats)."""
-    for f in fields(obj):
-        value = getattr(obj, f.name)
-        key = f"{section}.{f.name}"
-        kind = f.type if isinstance(f.type, str) else f.type.__name__
+    for name, kind in _kinds(type(obj)):
+        value = getattr(obj, name)
+        key = f"{section}.{name}"
         if kind == "bool":
             _check(isinstance(value, bool), key, value, "true or false")
         elif kind == "int":
@@ -230,8 +237,8 @@ class TrainConfig:
                "an integer >= 1")
         _check(self.seed >= 0, "train.seed", self.seed, "an integer >= 0")
         _check(self.seed <= MAX_SEED, "train.seed", self.seed, "at most 2**63 - 1")
-        dev = self.device.split(":")[0]
-        _check(dev in DEVICES, "train.device", self.device, "one of " + ", ".join(DEVICES))
+        _check(re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]+)?", self.device) is not None,
+               "train.device", self.device, "one of " + ", ".join(DEVICES) + " or cuda:N")
         self._check_recipe()
 
     def _check_recipe(self) -> None:
@@ -245,6 +252,17 @@ class TrainConfig:
                self.patience_threshold, "in [0, 1]")
         _check(not (self.fresh_data and self.reshuffle), "train.fresh_data", self.fresh_data,
                "false when train.reshuffle is true (fresh lists have no epochs to reshuffle)")
+
+    def with_seed(self, seed: int) -> "TrainConfig":
+        """This config with another ``seed``, checking only the seed (the rest is valid already):
+        what a grid's seeds make of every entry, a million times if need be."""
+        _check(isinstance(seed, int) and not isinstance(seed, bool), "train.seed", seed,
+               "an integer")
+        _check(seed >= 0, "train.seed", seed, "an integer >= 0")
+        _check(seed <= MAX_SEED, "train.seed", seed, "at most 2**63 - 1")
+        new = object.__new__(TrainConfig)
+        new.__dict__.update(self.__dict__, seed=seed)  # frozen: set once, before anyone sees it
+        return new
 
 
 # Train settings every member of one ensemble (one vectorised training group) must share;
@@ -269,7 +287,11 @@ class Config:
 
     # ---- dict round trip -------------------------------------------------------------------
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+        out = {}
+        for name, cls in SECTIONS.items():
+            section = getattr(self, name)
+            out[name] = {key: getattr(section, key) for key, _ in _kinds(cls)}
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], base: "Config | None" = None) -> "Config":
@@ -286,12 +308,14 @@ class Config:
             values = data.get(name, {})
             if not isinstance(values, Mapping):
                 raise ConfigError(f"config section {name!r} must be a table")
-            known = {f.name for f in fields(section_cls)}
+            known = [key for key, _ in _kinds(section_cls)]
             for key in values:
                 if key not in known:
                     raise ConfigError(f"unknown config key {name}.{key}: allowed are "
                                       + ", ".join(sorted(known)))
-            parts[name] = dataclasses.replace(getattr(base, name), **dict(values))
+            # a section given no values is the base's, already validated
+            parts[name] = (dataclasses.replace(getattr(base, name), **dict(values)) if values
+                           else getattr(base, name))
         return cls(**parts)
 
     def override(self, assignments: Sequence[str]) -> "Config":
@@ -358,6 +382,20 @@ def ensemble_key(config: Config) -> str:
     return json.dumps(_shared(config), sort_keys=True)
 
 
+def ensemble_keys(configs: Sequence[Config]) -> list[str]:
+    """``ensemble_key`` of each config, computed once per distinct task, model and shared train
+    values (the configs of a grid share their task and model objects by the thousand)."""
+    memo: dict[tuple, str] = {}
+    out = []
+    for c in configs:
+        shared = tuple((type(v), v) for v in (getattr(c.train, k) for k in SHARED_TRAIN_KEYS))
+        k = (id(c.task), id(c.model), shared)
+        if k not in memo:
+            memo[k] = ensemble_key(c)
+        out.append(memo[k])
+    return out
+
+
 def check_ensemble(configs: Sequence[Config]) -> None:
     """``ConfigError`` naming the first setting in which a config differs from the first one."""
     first = _shared(configs[0])
@@ -377,7 +415,8 @@ MAX_SEEDS = 100_000
 _SEED_PART = re.compile(r"\s*([0-9]+)\s*(?:-\s*([0-9]+)\s*)?")
 
 
-def parse_seeds(raw: str | int | Sequence[int], what: str = "seeds") -> tuple[int, ...]:
+def parse_seeds(raw: str | int | Sequence[int], what: str = "seeds",
+                limit: int | None = MAX_SEEDS) -> tuple[int, ...]:
     """Many seeds, as ``listcopy train --seeds`` and a grid file's ``seeds`` give them, in the
     order given.
 
@@ -386,26 +425,36 @@ def parse_seeds(raw: str | int | Sequence[int], what: str = "seeds") -> tuple[in
     ``"0-63"``, ``"0,3,7"``, ``"0-3,8"``. A grid file may also give one integer or an array of
     them. Refused with one ``ConfigError`` line, starting with ``what`` and the value: an empty or
     malformed part, a range that runs backwards, no seed at all, a seed given twice, more than
-    ``MAX_SEEDS`` seeds.
+    ``limit`` seeds (a policy limit, ``None`` with ``--allow-large``; the count is taken before
+    any range is expanded, and beyond the limit it must still fit in memory).
     """
     def bad(problem: str) -> ConfigError:
         return ConfigError(f"{what} {raw!r}: {problem}")
 
     if isinstance(raw, str):
-        seeds = _seed_ranges(raw, bad)
+        spans = _seed_ranges(raw, bad)
     elif isinstance(raw, int) and not isinstance(raw, bool):
-        seeds = [raw]
+        spans = [(raw, raw)]
     elif isinstance(raw, (list, tuple)):
-        seeds = list(raw)
+        for s in raw:
+            if isinstance(s, bool) or not isinstance(s, int):
+                raise bad(f"{s!r} is not an integer >= 0")
+        spans = [(s, s) for s in raw]
     else:
         raise bad('must be a range like "0-63" or a list of integers')
-    for s in seeds:
-        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-            raise bad(f"{s!r} is not an integer >= 0")
-    if not seeds:
+    for lo, _ in spans:
+        if lo < 0:
+            raise bad(f"{lo!r} is not an integer >= 0")
+    count = sum(hi - lo + 1 for lo, hi in spans)
+    if not count:
         raise bad("no seeds (give at least one)")
-    if len(seeds) > MAX_SEEDS:
-        raise bad(f"at most {MAX_SEEDS:,} seeds")
+    if limit is not None and count > limit:
+        raise bad(f"at most {limit:,} seeds (--allow-large for more)")
+    if limit is None:
+        from .resources import SEED_BYTES, check_count_memory
+
+        check_count_memory(f"{what} {_short(raw)}", count, SEED_BYTES)
+    seeds = [s for lo, hi in spans for s in range(lo, hi + 1)]
     seen: set[int] = set()
     for s in seeds:
         if s in seen:
@@ -414,8 +463,14 @@ def parse_seeds(raw: str | int | Sequence[int], what: str = "seeds") -> tuple[in
     return tuple(seeds)
 
 
-def _seed_ranges(text: str, bad) -> list[int]:
-    seeds: list[int] = []
+def _short(raw: Any, limit: int = 60) -> str:
+    text = repr(raw)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _seed_ranges(text: str, bad) -> list[tuple[int, int]]:
+    """``"0-3,8"`` -> [(0, 3), (8, 8)], not expanded."""
+    spans = []
     for part in text.split(","):
         match = _SEED_PART.fullmatch(part)
         if not match:
@@ -424,10 +479,8 @@ def _seed_ranges(text: str, bad) -> list[int]:
         hi = int(match.group(2)) if match.group(2) is not None else lo
         if hi < lo:
             raise bad(f"range {part.strip()} is empty")
-        if len(seeds) + hi - lo + 1 > MAX_SEEDS:  # before expanding: "0-999999999999" is cheap
-            raise bad(f"at most {MAX_SEEDS:,} seeds")
-        seeds.extend(range(lo, hi + 1))
-    return seeds
+        spans.append((lo, hi))
+    return spans
 
 
 # ---- overrides and files -------------------------------------------------------------------
@@ -440,7 +493,9 @@ def parse_value(text: str) -> Any:
     except tomllib.TOMLDecodeError:
         if re.fullmatch(r"[A-Za-z_][\w:.\-]*", text):
             return text
-        raise ConfigError(f"cannot parse value {text!r}") from None
+        raise ConfigError(f"cannot parse value {_short(text)}") from None
+    except RecursionError:
+        raise ConfigError(f"cannot parse value {_short(text)}: nested too deeply") from None
 
 
 def parse_overrides(assignments: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -458,22 +513,32 @@ def parse_overrides(assignments: Sequence[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
+MAX_TOML_BYTES = 16 << 20  # a config or grid file larger than this is not one
+
+
 def load_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file (a config or a grid) as a dict; at most ``MAX_TOML_BYTES`` are read."""
     return read_toml(path)[0]
 
 
 def read_toml(path: str | Path) -> tuple[dict[str, Any], bytes]:
-    """A TOML file's tables and the bytes read (read once: ``/dev/stdin`` cannot be read twice)."""
+    """A TOML file's tables and the bytes read (read once: ``/dev/stdin`` cannot be read twice);
+    at most ``MAX_TOML_BYTES``."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_TOML_BYTES + 1)
+        if len(raw) > MAX_TOML_BYTES:
+            raise ConfigError(f"{path}: larger than {MAX_TOML_BYTES >> 20} MiB, not a config file")
         return tomllib.loads(raw.decode("utf-8")), raw
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: invalid TOML: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid TOML: nested too deeply") from None
     except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read: {err}") from None
+        raise ConfigError(f"{path}: cannot read: {one_line(err)}") from None
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = (),

@@ -63,7 +63,10 @@ def check_output(path: str | Path, flag: str = "") -> Output:
         _check_new(target, label)
         return Output(target)
     except OSError as err:
-        raise OutputError(f"{label}: {_PATH_ERRORS.get(err.errno, err.strerror)}") from None
+        blocker = file_in_the_way(path) if err.errno == errno.ENOTDIR else None
+        why = (f"{blocker} is not a directory" if blocker is not None
+               else _PATH_ERRORS.get(err.errno, err.strerror))
+        raise OutputError(f"{label}: {why}") from None
     if stat.S_ISDIR(st.st_mode):
         raise OutputError(f"{label}: is a directory; give a file name inside it")
     if stat.S_ISREG(st.st_mode) and _own_stream(path) is None:
@@ -79,6 +82,14 @@ def check_output(path: str | Path, flag: str = "") -> Output:
         "a block device" if stat.S_ISBLK(st.st_mode) else "not a regular file")
     raise OutputError(f"{label}: is {kind}; listcopy writes only files, pipes and devices such "
                       "as /dev/null")
+
+
+def file_in_the_way(path: Path) -> Path | None:
+    """The nearest existing ancestor of ``path`` that is not a folder, if any."""
+    for parent in path.parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
 
 
 def _check_new(target: Path, label: str) -> None:

@@ -91,6 +91,12 @@ def _config(base: Config, point: Mapping[str, Any], d_model: int, seed: int | No
     return Config.from_flat(settings, base=base)
 
 
+def round_configs(base: Config, points: Sequence[Mapping[str, Any]], d_model: int) -> list[Config]:
+    """Every point at ``d_model`` (rounded down to a multiple of n_heads, at least n_heads)."""
+    step = base.model.n_heads
+    return [_config(base, p, max(step, d_model // step * step)) for p in points]
+
+
 def search_frontier(base: Config, axes: Mapping[str, Sequence[Any]], seeds: Iterable[int],
                     evaluate: Evaluate, d_max: int = 256, need: float = 0.5,
                     on_round: Callable[[int, int], None] | None = None) -> list[FrontierPoint]:
@@ -164,10 +170,12 @@ def train_in_process(configs: Sequence[Config]) -> list[dict[str, Any]]:
 
 
 def sweep_evaluate(out, *, workers: int | None = None, backend: str = "local",
-                   address: str | None = None, progress: bool = True) -> Evaluate:
+                   address: str | None = None, progress: bool = True,
+                   allow_large: bool = False) -> Evaluate:
     """An ``Evaluate`` through the sweep machinery: runs land in ``out``'s database and run
     directories, shapes train together over the sweep's workers, and a re-run (after a crash, or
     to extend the search) reuses every finished run instead of training it again."""
+    from .resources import MAX_ENTRIES
     from .sweep.grid import Grid, Spec, config_hash, shape_label
     from .sweep.runner import run_sweep
     from .sweep.store import DB_FILE, Store
@@ -179,9 +187,10 @@ def sweep_evaluate(out, *, workers: int | None = None, backend: str = "local",
             flat = {k: v for k, v in c.flat().items() if k != "train.seed"}
             spec = Spec(f"frontier {shape_label(c)}", tuple(sorted(flat.items())))
             specs.setdefault(json_key(spec.overrides), spec)
-        grid = Grid(Config(), tuple(specs.values()), (), seeds, source="frontier")
+        grid = Grid(Config(), tuple(specs.values()), (), seeds, source="frontier",
+                    max_entries=None if allow_large else MAX_ENTRIES, progress=progress)
         run_sweep(grid, out, workers=workers, backend=backend, address=address,
-                  progress=progress)
+                  progress=progress, allow_large=allow_large)
         with Store(Path(out) / DB_FILE, readonly=True) as store:
             rows = {r["key"]: r for r in store.rows()}
         results = []

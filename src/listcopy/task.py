@@ -14,7 +14,7 @@ with ``randperm`` from a generator seeded with ``task.split_seed``, and split: t
 same draws: ``no_dupes`` leaves out every list whose elements are all equal before the shuffle;
 ``train_dupes_only`` shuffles and splits the others, appends those lists to the training part and
 shuffles it again with a second ``randperm``. Beyond ``ENUMERATE_LIMIT``, ``n_samples`` distinct
-lists are drawn from that generator instead, so train and validation are disjoint.
+lists are drawn from that generator instead (``sample_lists``), so train and validation are disjoint.
 
 The attention masks keep outputs from ever seeing the inputs: the whole list must pass through SEP.
 With ``model.layer0_mask`` (the line's), layer 0 lets each output attend only to itself and then
@@ -23,6 +23,7 @@ zeroes its pattern row, so outputs receive nothing in layer 0.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -35,21 +36,77 @@ def all_lists(task: TaskConfig) -> torch.Tensor:
 
     Returns int64 (n_data, list_len).
     """
-    L, n = task.list_len, task.n_digits
-    idx = torch.arange(task.n_data, dtype=torch.int64)
-    powers = n ** torch.arange(L - 1, -1, -1, dtype=torch.int64)  # most significant digit first
-    return (idx[:, None] // powers) % n
+    return _digits(torch.arange(task.n_data, dtype=torch.int64), task)
+
+
+def _powers(task: TaskConfig) -> torch.Tensor:
+    """n^(L-1) .. n^0: a list's code is its digits in base n, most significant first."""
+    return task.n_digits ** torch.arange(task.list_len - 1, -1, -1, dtype=torch.int64)
+
+
+def _digits(codes: torch.Tensor, task: TaskConfig) -> torch.Tensor:
+    """Codes (N,) -> lists int64 (N, list_len); codes in increasing order are lists in
+    lexicographic (``itertools.product``) order."""
+    return (codes[:, None] // _powers(task)) % task.n_digits
 
 
 def sample_lists(task: TaskConfig) -> torch.Tensor:
-    """``n_samples`` distinct lists in random order, int64 (n_samples, list_len), seeded by split_seed."""
+    """``n_samples`` distinct lists in random order, int64 (n_samples, list_len), seeded by split_seed.
+
+    At most half of all lists: drawn with replacement in rounds (``randint`` of twice what is
+    missing), the distinct ones kept in lexicographic order, until there are enough; then a
+    ``randperm`` picks and orders them. More than half: rounds would crawl (the last lists are
+    found one in many draws), so a ``randperm`` of all the lists' codes picks them instead (another
+    sample of the same kind, fast for any size).
+    """
     gen = torch.Generator().manual_seed(task.split_seed)
-    k, L = task.n_lists, task.list_len
-    rows = torch.empty(0, L, dtype=torch.int64)
+    k = task.n_lists
+    if 2 * k > task.n_data:  # then n_data < 2 * 10^6
+        return _digits(torch.randperm(task.n_data, generator=gen)[:k], task)
+    rows = torch.empty(0, task.list_len, dtype=torch.int64)
     while rows.shape[0] < k:
-        fresh = torch.randint(0, task.n_digits, (2 * (k - rows.shape[0]), L), generator=gen)
-        rows = torch.unique(torch.cat([rows, fresh]), dim=0)
+        fresh = torch.randint(0, task.n_digits, (2 * (k - rows.shape[0]), task.list_len),
+                              generator=gen)
+        rows = unique_rows(torch.cat([rows, fresh]), task.n_digits)
     return rows[torch.randperm(rows.shape[0], generator=gen)[:k]]
+
+
+def unique_rows(rows: torch.Tensor, n_digits: int) -> torch.Tensor:
+    """``torch.unique(rows, dim=0)`` for rows of digits < ``n_digits``, much faster: each row is
+    packed into a few int64 words (digits in base n, most significant first, so that words compare
+    as the rows do), sorted by its first word, rows that tie there sorted by all their words, and
+    repeats dropped. Same rows, same (lexicographic) order."""
+    per_word = max(1, int(63 / math.log2(n_digits)))
+    while n_digits**per_word > 2**63 - 1:  # float rounding of the logarithm
+        per_word -= 1
+    words = [_pack(rows[:, a: a + per_word], n_digits) for a in range(0, rows.shape[1], per_word)]
+    order = torch.sort(words[0], stable=True).indices
+    first = words[0][order]
+    tied = torch.zeros(rows.shape[0], dtype=torch.bool)
+    tied[1:] = first[1:] == first[:-1]
+    tied[:-1] |= tied[1:].clone()
+    if len(words) > 1 and bool(tied.any()):  # ties on the first word: sort those rows by all
+        at = tied.nonzero().flatten()
+        sub = order[at]
+        for word in reversed(words):
+            sub = sub[torch.sort(word[sub], stable=True).indices]
+        order[at] = sub  # tied blocks keep their place: the first word orders them
+    keep = torch.ones(rows.shape[0], dtype=torch.bool)
+    if rows.shape[0]:
+        same = torch.ones(rows.shape[0] - 1, dtype=torch.bool)
+        for word in words:
+            w = word[order]
+            same &= w[1:] == w[:-1]
+        keep[1:] = ~same
+    return rows[order[keep]]
+
+
+def _pack(digits: torch.Tensor, n_digits: int) -> torch.Tensor:
+    """Rows of digits (N, m) -> their base-n values (N,), the first digit most significant."""
+    out = digits[:, 0].clone()
+    for j in range(1, digits.shape[1]):
+        out.mul_(n_digits).add_(digits[:, j])
+    return out
 
 
 def outputs(lists: torch.Tensor, kind: str) -> torch.Tensor:

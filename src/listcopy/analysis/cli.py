@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -51,9 +52,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     check_threads(args.threads)
     if args.seed < 0:
         raise UsageError(f"--seed {args.seed}: must be >= 0")
+    if not 0 <= args.tolerance < math.inf:
+        raise UsageError(f"--tolerance {args.tolerance}: must be a finite number >= 0")
     import torch
 
     from ..checkpoint import load
+    from ..resources import guard_analysis
     from .run import analyze
 
     if args.threads:
@@ -64,6 +68,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from ..cli.args import print_notice
 
     model, config = load(args.path, args.set, notice=print_notice)
+    guard_analysis(config)
     result = analyze(model, config, only=args.only, progress=not args.quiet, example=args.example,
                      tolerance=args.tolerance, umap=not args.no_umap, seed=args.seed)
     return print_result(result, format_summary, args.json)

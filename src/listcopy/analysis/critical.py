@@ -11,8 +11,9 @@ default (as the line's ``find_critical_attention_edges``); ``renorm=False`` only
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -39,14 +40,22 @@ def model_edges(model, config: Config, data: Dataset) -> list[Edge]:
 
 
 def single_edge_metrics(model, data: Dataset, edges: Sequence[Edge], renorm: bool,
-                        batch_size: int = BATCH_SIZE) -> list[Metrics]:
-    """Validation metrics with each edge of ``edges`` ablated on its own."""
-    return [val_metrics(model, data, ablation_hooks([e], renorm), batch_size) for e in edges]
+                        batch_size: int = BATCH_SIZE,
+                        progress: Callable[[int, int], None] | None = None) -> list[Metrics]:
+    """Validation metrics with each edge of ``edges`` ablated on its own; ``progress(done,
+    total)`` after each (a list_len 64 model has thousands of edges)."""
+    out = []
+    for e in edges:
+        out.append(val_metrics(model, data, ablation_hooks([e], renorm), batch_size))
+        if progress is not None:
+            progress(len(out), len(edges))
+    return out
 
 
 def check_tolerance(tolerance: float) -> float:
-    if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not tolerance >= 0:
-        raise ConfigError(f"tolerance = {tolerance!r}: must be a number >= 0")
+    if (not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool)
+            or not 0 <= tolerance < math.inf):
+        raise ConfigError(f"tolerance = {tolerance!r}: must be a finite number >= 0")
     return float(tolerance)
 
 
@@ -93,14 +102,16 @@ class CriticalEdgesResult:
 @torch.no_grad()
 def critical_edges(model, config: Config, data: Dataset | None = None,
                    tolerance: float = TOLERANCE, renorm: bool = True, example: int = 0,
-                   batch_size: int = BATCH_SIZE) -> CriticalEdgesResult:
+                   batch_size: int = BATCH_SIZE,
+                   progress: Callable[[int, int], None] | None = None) -> CriticalEdgesResult:
     """Search every edge of the model's mask: critical (removing it alone costs more than
-    ``tolerance`` accuracy) or not; then the accuracy with all non-critical edges removed."""
+    ``tolerance`` accuracy) or not; then the accuracy with all non-critical edges removed.
+    ``progress(done, total)`` is called after each edge."""
     data = checked_inputs(model, config, data, batch_size, example=example)
     tolerance = check_tolerance(tolerance)
     edges = model_edges(model, config, data)
     base = val_metrics(model, data, batch_size=batch_size)
-    single = single_edge_metrics(model, data, edges, renorm, batch_size)
+    single = single_edge_metrics(model, data, edges, renorm, batch_size, progress)
     keep = [e for e, m in zip(edges, single) if not m.acc - base.acc < -tolerance]
     combined = val_metrics(model, data, ablation_hooks(keep, renorm), batch_size) if keep else base
     return CriticalEdgesResult(

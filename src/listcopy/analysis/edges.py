@@ -7,6 +7,7 @@ less than a tolerance, and the metrics with all of those removed at once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -63,17 +64,29 @@ class EdgeAblationResult:
                         "combined": self.combined.to_dict(self.base)})
 
 
+def mask_edges(config: Config) -> list[tuple[int, int, int]]:
+    """Every (layer, query, key) :func:`edge_ablation` ablates one at a time, in its order."""
+    return [(layer, q, k) for layer, masking in enumerate(model_masks(config))
+            for q, k in allowed_edges(config.task.list_len, masking)]
+
+
+def n_edges(config: Config) -> int:
+    """How many edges :func:`edge_ablation` ablates one at a time (one validation pass each)."""
+    return len(mask_edges(config))
+
+
 @torch.no_grad()
 def edge_ablation(model, config: Config, data: Dataset | None = None, tolerance: float = TOLERANCE,
-                  batch_size: int = BATCH_SIZE) -> EdgeAblationResult:
+                  batch_size: int = BATCH_SIZE,
+                  progress: Callable[[int, int], None] | None = None) -> EdgeAblationResult:
+    """``progress(done, total)`` is called after each edge (a list_len 64 model has thousands)."""
     data = checked_inputs(model, config, data, batch_size)
     tolerance = check_tolerance(tolerance)
     labels = token_labels(config.task.list_len)
     base = val_metrics(model, data, batch_size=batch_size)
-    edges = [(layer, q, k) for layer, masking in enumerate(model_masks(config))
-             for q, k in allowed_edges(config.task.list_len, masking)]
+    edges = mask_edges(config)
     results = [EdgeResult(layer, q, k, f"{labels[q]}<-{labels[k]}", m) for (layer, q, k), m
-               in zip(edges, single_edge_metrics(model, data, edges, False, batch_size))]
+               in zip(edges, single_edge_metrics(model, data, edges, False, batch_size, progress))]
     partial = EdgeAblationResult(base, tuple(results), float(tolerance), base)
     removable = [(e.layer, e.query, e.key) for e in partial.removable]
     combined = val_metrics(model, data, edge_hooks(removable), batch_size) if removable else base

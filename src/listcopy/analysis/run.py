@@ -67,7 +67,7 @@ def _progress(progress: bool | Progress) -> Progress | None:
 def analyze(model, config: Config, only: str | Iterable[str] | None = None,
             progress: bool | Progress = False, *, data: Dataset | None = None, example: int = 0,
             tolerance: float = TOLERANCE, umap: bool = True, seed: int = 0,
-            batch_size: int = BATCH_SIZE) -> dict[str, Any]:
+            batch_size: int = BATCH_SIZE, bars: bool | None = None) -> dict[str, Any]:
     """Run the analyses named in ``only`` (default: all) on ``model``; one JSON-ready dict.
 
     ``example`` is the validation row shown by ``attention`` and ``logit_lens``; ``tolerance`` the
@@ -75,7 +75,8 @@ def analyze(model, config: Config, only: str | Iterable[str] | None = None,
     beyond which an edge is critical); ``umap=False`` skips the geometry's UMAP (and its JIT; the
     order-by-scale points get only PCA here, UMAP in ``listcopy paper``); ``seed`` seeds UMAP and
     the probes. ``progress`` (True, or a callable taking the
-    analysis's name and its seconds) reports each analysis's time.
+    analysis's name and its seconds) reports each analysis's time; ``bars`` (default: whether
+    ``progress`` is on) shows a progress bar on stderr inside long analyses (the edge searches).
     """
     names = parse_only(only)
     data = checked_inputs(model, config, data, batch_size, example=example)
@@ -84,6 +85,7 @@ def analyze(model, config: Config, only: str | Iterable[str] | None = None,
     model.eval()
     try:
         result: dict[str, Any] = {"name": config.name, "config": config.to_dict()}
+        bar = bool(progress) if bars is None else bars
 
         def timed(name: str, fn: Callable[[], Any]) -> Any:
             t0 = time.perf_counter()
@@ -107,13 +109,15 @@ def analyze(model, config: Config, only: str | Iterable[str] | None = None,
             "pos_ablation": lambda: pos_ablation(model, config, data, batch_size),
             "skip_ablation": lambda: skip_ablation(model, config, data, batch_size),
             "logit_lens": lambda: logit_lens(model, config, data, example, batch_size),
-            "edges": lambda: edge_ablation(model, config, data, tolerance, batch_size),
+            "edges": lambda: _with_bar("edges", bar, lambda p: edge_ablation(
+                model, config, data, tolerance, batch_size, progress=p)),
             "sep_attention": lambda: sep_attention(model, config, data, 0, batch_size),
             "geometry": lambda: embedding_geometry(model, config, umap=umap, seed=seed),
             "probes": lambda: linear_probes(model, config, data, seed=seed, batch_size=batch_size),
             "order_by_scale": lambda: order_by_scale(model, config, data, False, seed, batch_size),
-            "critical_edges": lambda: critical_edges(model, config, data, tolerance,
-                                                     example=example, batch_size=batch_size),
+            "critical_edges": lambda: _with_bar("critical edges", bar, lambda p: critical_edges(
+                model, config, data, tolerance, example=example, batch_size=batch_size,
+                progress=p)),
         }
         for name in names:
             done[name] = timed(name, steps[name])
@@ -121,6 +125,22 @@ def analyze(model, config: Config, only: str | Iterable[str] | None = None,
         return result
     finally:
         model.train(was_training)
+
+
+def _with_bar(desc: str, bar: bool, work: Callable[[Callable[[int, int], None] | None], Any]):
+    """``work(progress)``: with ``bar``, a progress bar on stderr that ``progress(done, total)``
+    advances (shown after a second; a list_len 64 model has about 12,000 edges to search)."""
+    if not bar:
+        return work(None)
+    from tqdm.auto import tqdm
+
+    with tqdm(total=None, desc=desc, unit="edge", delay=1.0, leave=False, file=sys.stderr,
+              dynamic_ncols=True) as shown:
+        def progress(done: int, total: int) -> None:
+            shown.total = total
+            shown.update(done - shown.n)
+
+        return work(progress)
 
 
 # ---- the readable summary: a few lines per analysis, from a table ---------------------------

@@ -13,8 +13,10 @@
 Each command module has ``register(subparsers)``: it adds its parser(s) with ``func`` set to a
 command that parses, calls one library function, prints, and raises on bad input. ``main`` is the
 one place that catches: a ``ListcopyError`` becomes one line on stderr and its exit status (2 bad
-input, 1 a runtime failure); Ctrl-C ends in one line and 130, SIGTERM in one line and 143. torch
-is imported only inside commands, so ``--help`` is fast.
+input, 1 a runtime failure); so does an ``OSError`` (2 for a path that cannot be used, 1 for a full
+or read-only disk) and an allocation that fails although the resource guards
+(``listcopy.resources``) let the work start (exit 1); Ctrl-C ends in one line and 130, SIGTERM in
+one line and 143. torch is imported only inside commands, so ``--help`` is fast.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import signal
+import errno
 import sys
 import threading
 from typing import Iterator, Sequence
 
-from ..errors import (EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_TERMINATED, ListcopyError, Terminated,
-                      one_line)
+from ..errors import (EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_TERMINATED,
+                      ListcopyError, Terminated, one_line)
 
 
 def registrars():
@@ -68,9 +71,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Terminated:
         print(f"listcopy {_label(args)}: terminated (SIGTERM)", file=sys.stderr)
         return EXIT_TERMINATED
-    except OSError as err:  # a disk that is full, a directory that is read-only
-        where = f": {err.filename}" if err.filename else ""
-        return _fail(_label(args), one_line(f"{err.strerror or err}{where}"), EXIT_FAILURE)
+    except OSError as err:  # a path that cannot be used (2), a disk that is full (1)
+        return _fail(_label(args), os_error_line(err), os_error_code(err))
+    except (MemoryError, RuntimeError) as err:  # what the resource guards did not foresee
+        if not out_of_memory(err):
+            raise
+        why = one_line(err, 300, first_line=True) or type(err).__name__
+        return _fail(_label(args), f"out of memory: {why}", EXIT_FAILURE)
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """A failed allocation: ``MemoryError``, or torch's out-of-memory ``RuntimeError``s."""
+    if isinstance(err, MemoryError):
+        return True
+    text = str(err).lower()
+    return any(s in text for s in ("out of memory", "can't allocate memory",
+                                   "you tried to allocate", "cannot allocate memory"))
+
+
+# what a path given by the user can be wrong with: exit 2, as any other bad input
+BAD_PATH = frozenset({errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR,
+                      errno.EEXIST, errno.ENAMETOOLONG, errno.ELOOP})
+
+
+def os_error_code(err: OSError) -> int:
+    """2 for a path that cannot be used (missing, no permission, a file in a folder's place, a
+    folder in a file's), 1 for the rest (a full disk, a read-only file system, I/O errors)."""
+    return EXIT_BAD_INPUT if err.errno in BAD_PATH else EXIT_FAILURE
+
+
+def os_error_line(err: OSError) -> str:
+    """The problem and the user's path (for a rename, where it was going, not the temporary)."""
+    path = err.filename2 if err.filename2 is not None else err.filename
+    if path is None:
+        return one_line(err.strerror or err)
+    if err.errno == errno.EEXIST:  # mkdir of a folder that is a file
+        return one_line(f"{path}: exists and is not a directory")
+    return one_line(f"{err.strerror or err}: {path}")
 
 
 @contextlib.contextmanager

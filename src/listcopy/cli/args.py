@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..errors import BadInput
 
@@ -28,18 +29,63 @@ def load_args_config(args: argparse.Namespace, extra: list[str] | tuple[str, ...
     return load_config(getattr(args, "config", None), [*args.set, *extra])
 
 
-def check_threads(threads: int | None) -> None:
-    """``--threads N``: absent, or >= 1."""
+def add_allow_large(p: argparse.ArgumentParser) -> None:
+    """``--allow-large``: lift the policy limits (``resources.Limits``), never the memory check."""
+    p.add_argument("--allow-large", action="store_true",
+                   help="allow more than 10^6 grid entries, 10^5 seeds or 64 layers (memory is "
+                        "still checked)")
+
+
+def limits(args: argparse.Namespace):
+    """The policy limits of a command with ``--allow-large``."""
+    from ..resources import Limits
+
+    return Limits.of(getattr(args, "allow_large", False))
+
+
+THREADS_PER_CPU = 4  # --threads above this many per usable CPU is refused
+
+
+def check_threads(threads: int | None, option: str = "--threads") -> None:
+    """``--threads N``: absent, or from 1 to ``THREADS_PER_CPU`` x the usable CPUs (at least 64)."""
+    from ..resources import usable_cpus
+
     if threads is not None and threads < 1:
-        raise UsageError(f"--threads {threads}: must be >= 1")
+        raise UsageError(f"{option} {threads}: must be >= 1")
+    most = max(64, THREADS_PER_CPU * usable_cpus())
+    if threads is not None and threads > most:
+        raise UsageError(f"{option} {threads}: at most {most} on this machine "
+                         f"({usable_cpus()} usable CPUs)")
+
+
+def check_output_file(path: str | Path, option: str) -> Path:
+    """An output file given on the command line: one that can be written as a file, a pipe or a
+    device (``files.check_output``: not a directory, no file where a folder should be, a name that
+    fits), refused before any work, exit 2."""
+    from ..files import check_output
+
+    check_output(path, option)
+    return Path(path)
+
+
+def check_output_dir(path: str | Path, option: str) -> Path:
+    """An output folder given on the command line: a directory if it exists, and no file where
+    one of its parents should be (refused before any work, exit 2)."""
+    from ..files import file_in_the_way
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option} {path}: exists and is not a directory")
+    blocked = file_in_the_way(path)
+    if blocked is not None:
+        raise UsageError(f"{option} {path}: {blocked} is not a directory")
+    return path
 
 
 def check_json_arg(json_arg: str | None) -> None:
     """``--json FILE``: a file that can be written (checked before any work); ``-`` is stdout."""
     if json_arg not in (None, "-"):
-        from ..files import check_output
-
-        check_output(json_arg, "--json")
+        check_output_file(json_arg, "--json")
 
 
 def print_notice(line: str) -> None:

@@ -7,7 +7,7 @@ import re
 import sys
 
 from ..config import DEVICES
-from .args import UsageError
+from .args import UsageError, check_threads
 
 
 def register(subparsers) -> None:
@@ -26,7 +26,14 @@ def register(subparsers) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.steps < 100 or args.threads < 1:
         raise UsageError("--steps must be at least 100 and --threads at least 1")
+    check_threads(args.threads)
     sizes = {} if args.sizes is None else {"sizes": parse_sizes(args.sizes)}
+    from ..config import Config
+    from ..resources import Limits, check_device, guard_training
+
+    check_device(args.device, "--device")
+    largest = max(sizes.get("sizes", (64,)))  # the default sizes are 1, 8 and 64
+    guard_training(Config().override([f"train.device={args.device}"]), largest, Limits())
     from ..bench import run_bench
 
     run_bench(threads=args.threads, steps=args.steps, as_json=args.json, device=args.device,

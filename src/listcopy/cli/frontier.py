@@ -6,7 +6,8 @@ import argparse
 import re
 from pathlib import Path
 
-from .args import UsageError, add_config_args, load_args_config
+from .args import (UsageError, add_allow_large, add_config_args, check_output_dir, limits,
+                   load_args_config)
 
 
 def register(subparsers) -> None:
@@ -25,6 +26,7 @@ def register(subparsers) -> None:
     p.add_argument("--backend", choices=("local", "ray"), default="local")
     p.add_argument("--address", help="Ray cluster address (default: start a local one)")
     p.add_argument("--quiet", action="store_true")
+    add_allow_large(p)
     p.set_defaults(func=cmd_frontier)
 
 
@@ -33,9 +35,11 @@ def cmd_frontier(args: argparse.Namespace) -> int:
     from ..frontier import format_frontier, search_frontier, sweep_evaluate
 
     base, axes = _points(args)
-    out = Path(args.out) if args.out else Path("runs") / f"frontier-{base.task.kind}"
+    _guard(base, axes, args)
+    out = check_output_dir(args.out or Path("runs") / f"frontier-{base.task.kind}", "--out")
     evaluate = sweep_evaluate(out, workers=args.workers, backend=args.backend,
-                              address=args.address, progress=not args.quiet)
+                              address=args.address, progress=not args.quiet,
+                              allow_large=args.allow_large)
     points = search_frontier(base, axes, range(args.seeds), evaluate, d_max=args.d_max,
                              need=args.need)
     write_json(out / "frontier.json", {
@@ -56,15 +60,44 @@ def _points(args: argparse.Namespace):
     axes = dict(parse_axis(a) for a in args.axis)
     if args.layers:
         axes["model.n_layers"] = parse_axis(f"model.n_layers={args.layers}")[1]
+    searched = [k for k in axes if k in ("model.d_model", "train.seed")]
+    if any(a.partition("=")[0].strip() == "model.d_model" for a in args.set):
+        raise UsageError("--set model.d_model: frontier searches model.d_model itself, from "
+                         "n_heads up to --d-max")
+    if searched:
+        raise UsageError(f"--axis {searched[0]}: frontier searches model.d_model itself and takes"
+                         " its seeds from --seeds; give the other settings as axes")
     if not axes:
         axes = {"task.n_digits": [base.task.n_digits]}
     if args.seeds < 1:
         raise UsageError("--seeds must be >= 1")
+    max_seeds = limits(args).max_seeds
+    if max_seeds is not None and args.seeds > max_seeds:
+        raise UsageError(f"--seeds {args.seeds}: at most {max_seeds:,} seeds (--allow-large for "
+                         "more)")
     if args.d_max < 1:
         raise UsageError("--d-max must be >= 1")
     if not 0 < args.need <= 1:
         raise UsageError("--need must be in (0, 1]")
     return base, axes
+
+
+def _guard(base, axes: dict, args: argparse.Namespace) -> None:
+    """The worst round before any work: every point at ``--d-max`` with all its seeds, trained
+    by the sweep's workers (policy limits on layers and runs, and memory)."""
+    from ..frontier import frontier_configs, round_configs
+    from ..resources import guard_groups, over_limit
+    from ..sweep.runner import cpu_count
+
+    points = frontier_configs(base, axes)
+    err = over_limit(f"frontier: {len(points):,} points x {args.seeds:,} seeds",
+                     len(points) * args.seeds, limits(args).max_entries, "runs in one round")
+    if err is not None:
+        raise err
+    worst = round_configs(base, points, args.d_max)
+    workers = cpu_count() if args.workers is None else max(1, args.workers)
+    guard_groups([(c, args.seeds) for c in worst], workers, limits(args),
+                 f"frontier round at d_model {args.d_max}")
 
 
 def parse_axis(text: str) -> tuple[str, list]:

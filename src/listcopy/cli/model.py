@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .args import add_config_args, print_notice
+from .args import add_config_args, check_output_file, print_notice
 
 
 def register(subparsers) -> None:
@@ -32,9 +32,11 @@ def register(subparsers) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..checkpoint import load
     from ..metrics import evaluate
+    from ..resources import guard_analysis
     from ..task import dataset
 
     model, config = load(args.path, args.set, notice=print_notice)
+    guard_analysis(config)
     metrics = evaluate(model, dataset(config))
     if args.json:
         print(json.dumps(metrics))
@@ -59,9 +61,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from ..checkpoint import export_seed, load
-    from ..files import check_output
 
-    check_output(args.out, "--out")  # before the checkpoint is read
+    check_output_file(args.out, "--out")  # before the checkpoint is read
     model, config = load(args.path, args.set, notice=print_notice)
     export_seed(model.state_dict(), Path(args.out))
     print(f"wrote {args.out} ({config.name}, {len(model.state_dict())} tensors)")

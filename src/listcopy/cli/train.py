@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .args import UsageError, add_config_args, check_threads, load_args_config
+from .args import (UsageError, add_allow_large, add_config_args, check_output_dir, check_threads,
+                   limits, load_args_config)
 
 
 def register(subparsers) -> None:
@@ -26,6 +27,7 @@ def register(subparsers) -> None:
                         ' ".[wandb]"; WANDB_MODE=offline keeps it local)')
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_allow_large(p)
     p.set_defaults(func=cmd_train)
 
 
@@ -36,7 +38,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.seeds is not None:
         from ..config import parse_seeds
 
-        seeds = parse_seeds(args.seeds, "--seeds")
+        seeds = parse_seeds(args.seeds, "--seeds", limits(args).max_seeds)
     if args.keep is not None:
         from ..stopping import KeepRule
 
@@ -47,7 +49,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         from ..tracking import check_tracker
 
         check_tracker(args.log)
-    import torch  # after the command line is known to be good
+    from ..resources import guard_training
+
+    guard_training(config, len(seeds) if seeds else 1, limits(args))  # before anything is written
+    import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -60,7 +65,7 @@ def _train_one(config, args: argparse.Namespace) -> int:
     from ..tracking import open_tracker
     from ..training import train
 
-    out = Path(args.out) if args.out else Path("runs") / config.name
+    out = check_output_dir(args.out or Path("runs") / config.name, "--out")
     tracker = open_tracker(args.log, [config], out, config.name)
     run = train(config, out, resume=args.resume, progress=not args.quiet, tracker=tracker)
     if tracker is not None:
@@ -74,7 +79,7 @@ def _train_seeds(config, seeds: tuple[int, ...], rule, args: argparse.Namespace)
     from ..tracking import open_tracker
     from ..training import keep, summarize, train_ensemble
 
-    out = Path(args.out) if args.out else Path("runs") / f"{config.name}-seeds"
+    out = check_output_dir(args.out or Path("runs") / f"{config.name}-seeds", "--out")
     configs = [config.override([f"train.seed={s}"]) for s in seeds]
     tracker = open_tracker(args.log, configs, out, f"{config.name}-seeds")
     runs = train_ensemble(configs, [out / f"seed-{s}" for s in seeds], resume=args.resume,

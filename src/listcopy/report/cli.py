@@ -24,10 +24,10 @@ def default_out(path: Path) -> Path:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from ..cli.args import UsageError
+    from ..cli.args import UsageError, check_output_file
 
     path = Path(args.path)
-    out = Path(args.out) if args.out else default_out(path)
+    out = check_output_file(args.out or default_out(path), "--out")
     progress = not args.quiet
     if is_sweep_dir(path):
         model_only = [flag for flag, used in (("--set", args.set), ("--only", args.only),

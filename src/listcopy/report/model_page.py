@@ -170,11 +170,16 @@ def geometry(g: dict[str, Any], ctx: PageContext, s: Section) -> None:
             for name, ang in g["angles"].items() if name in ("W_E", "W_U")]
     umap = {dim: any((c or {}).get(dim) is not None for c in (g["umap"] or {}).values())
             for dim in ("2d", "3d")}
+    dims = min(len(g["pca"][n]["coords"][0]) for n in ("W_E", "W_U") if n in g["pca"])
     s.numbers = "; ".join(nums) + (
         "." if all(umap.values()) else "; UMAP skipped." if g["umap"] is None
-        else "; no UMAP (it needs at least 4 digits).")
+        else "; no UMAP (it needs at least 4 digits).") + (
+        "" if dims >= 3 else f" No 3-D PCA: the digit vectors have {dims} principal "
+        f"component{'s' if dims != 1 else ''} (d_model {ctx.config.model.d_model}, "
+        f"{ctx.n_digits} digits).")
     s.figures.append(Figure("pca_2d", F.pca_2d(g, ctx.labels)))
-    s.figures.append(Figure("pca_3d", F.pca_3d(g)))
+    if dims >= 3:
+        s.figures.append(Figure("pca_3d", F.pca_3d(g)))
     if umap["2d"]:
         s.figures.append(Figure("umap_2d", F.umap_2d(g)))
     if umap["3d"]:

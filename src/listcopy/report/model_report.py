@@ -33,6 +33,10 @@ def model_report(path_or_model: Any, out: str | Path, png_dir: str | Path | None
     with Stages("report", n_steps, progress) as stages:
         with stages("load"):
             model, config, run = _resolve(path_or_model, config, overrides, notice)
+            if analysis is None:
+                from ..resources import guard_analysis
+
+                guard_analysis(config)
         if history is None:
             history = run.get("history") or []
         if analysis is None:
@@ -40,7 +44,7 @@ def model_report(path_or_model: Any, out: str | Path, png_dir: str | Path | None
 
             stages.show("analyses")
             analysis = analyze(model, config, only=only, progress=stages.done, umap=umap,
-                               example=example, seed=seed)
+                               example=example, seed=seed, bars=progress)
         if "parameters" not in analysis and model is not None:
             from ..analysis import parameter_table
 

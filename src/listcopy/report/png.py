@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import logging
 import os
 import shutil
 from pathlib import Path
 from typing import Sequence
 
 from ..config import ConfigError
+from ..errors import Failure, one_line
 from .html import Figure
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 DEAD_PROXY = "127.0.0.1:9"  # discard port: any request the page might make fails at once
 SCALE = 2                    # pixels per CSS pixel: sharp enough for print
 DEFAULT_WIDTH = 1100
+QUIET_LOGGERS = ("choreographer", "kaleido", "chrome_wrapper")  # the browser libraries' own loggers
 
 
 def find_browser() -> str:
@@ -40,6 +44,15 @@ def find_browser() -> str:
                       "BROWSER_PATH to a Chrome or Chromium binary")
 
 
+def check_tmpdir() -> None:
+    """Chromium keeps its profile under ``TMPDIR``: one that is not a writable directory is
+    refused here, not after the browser fails to start (dozens of lines from three libraries)."""
+    tmp = os.environ.get("TMPDIR")
+    if tmp and not (Path(tmp).is_dir() and os.access(tmp, os.W_OK | os.X_OK)):
+        raise ConfigError(f"TMPDIR={tmp}: not a writable directory (--png starts Chromium, which "
+                          "needs one); create it or unset TMPDIR")
+
+
 def check_png_output(out_dir: str | Path) -> str:
     """What ``--png DIR`` needs, checked before any work: a folder (or a name for one), Chromium
     and kaleido. The browser's path."""
@@ -47,6 +60,7 @@ def check_png_output(out_dir: str | Path) -> str:
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--png {out_dir}: exists and is not a directory")
     browser = find_browser()
+    check_tmpdir()
     try:
         import kaleido  # noqa: F401
     except ImportError:
@@ -59,7 +73,13 @@ def write_pngs(figures: Sequence[Figure], out_dir: str | Path, scale: float = SC
     browser = check_png_output(out_dir)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    images = _run(_render(figures, browser, scale))
+    try:
+        with _quiet_browser_logs():
+            images = _run(_render(figures, browser, scale))
+    except Exception as err:  # noqa: BLE001  (kaleido and the browser raise their own types)
+        why = err.args[0] if err.args and isinstance(err.args[0], str) else err
+        raise Failure(f"--png: the browser ({browser}) could not draw the figures: "
+                      f"{one_line(why, 300, first_line=True) or type(err).__name__}") from None
     from ..checkpoint import atomic_write
 
     paths = []
@@ -68,6 +88,21 @@ def write_pngs(figures: Sequence[Figure], out_dir: str | Path, scale: float = SC
         atomic_write(path, lambda tmp, data=data: tmp.write_bytes(data))
         paths.append(path)
     return paths
+
+
+@contextlib.contextmanager
+def _quiet_browser_logs():
+    """The browser libraries log their own warnings to stderr (``Wait expired, Browser is being
+    closed by watchdog``) before they raise: silenced while drawing, so a failure is one line."""
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 async def _render(figures: Sequence[Figure], browser: str, scale: float) -> list[bytes]:

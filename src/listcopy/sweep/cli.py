@@ -10,24 +10,23 @@ recorded).
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from ..cli.args import UsageError
+    from ..cli.args import UsageError, check_output_dir, check_threads
     from .runner import default_out, format_plan, plan, run_sweep
 
-    out = Path(args.out) if args.out else default_out(args.grid)
+    out = check_output_dir(args.out or default_out(args.grid), "--out")
     if args.address and args.backend != "ray":
         raise UsageError("--address needs --backend ray")
+    check_threads(args.threads or None)
+    options = dict(workers=args.workers, threads=args.threads, retry_failed=args.retry_failed,
+                   max_members=args.max_members, allow_large=args.allow_large)
     if args.dry_run:
-        print(format_plan(plan(args.grid, out, workers=args.workers, threads=args.threads,
-                               retry_failed=args.retry_failed, max_members=args.max_members)))
+        print(format_plan(plan(args.grid, out, progress=not args.quiet, **options)))
         return 0
-    summary = run_sweep(args.grid, out, workers=args.workers, threads=args.threads,
-                        backend=args.backend, address=args.address,
-                        retry_failed=args.retry_failed, progress=not args.quiet,
-                        max_members=args.max_members)
+    summary = run_sweep(args.grid, out, backend=args.backend, address=args.address,
+                        progress=not args.quiet, **options)
     c = summary.counts
     print(f"{summary.n_runs} runs ({summary.n_entries} entries): {c['done']} done, "
           f"{c['failed']} failed"
@@ -63,6 +62,8 @@ SWEEP_DESCRIPTION = ("Train every run of GRID.toml not yet finished in the sweep
 
 def register(subparsers) -> None:
     """Register ``sweep`` and ``results`` on the main parser's subparsers."""
+    from ..cli.args import add_allow_large
+
     p = subparsers.add_parser("sweep", description=SWEEP_DESCRIPTION,
                               help="train a grid of configurations x seeds, in parallel, resumable")
     p.add_argument("grid", metavar="GRID.toml",
@@ -82,6 +83,7 @@ def register(subparsers) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="list the runs and how they are grouped, without training")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_allow_large(p)
     p.set_defaults(func=cmd_sweep)
 
     p = subparsers.add_parser("results", help="a sweep's results table, and aggregated over seeds")

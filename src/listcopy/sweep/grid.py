@@ -2,7 +2,8 @@
 
 A grid file (TOML)::
 
-    seeds = "0-3"                      # or [0, 1, 2, 3]; default: the base config's train.seed
+    seeds = "0-3"                      # or [0, 1, 2, 3]; without it each entry keeps its own
+                                       # train.seed (with it, train.seed may not be set elsewhere)
 
     [model]                            # the base config: [task] / [model] / [train] tables
     d_model = 128                      # (or the same tables under [base])
@@ -23,25 +24,33 @@ notebook's grid has ``d128`` and ``d128_3layer``, which are the same). Planned r
 have one ``config.ensemble_key`` are one shape, trained together by the ensemble engine:
 :func:`group_runs`. ``seeds`` follows ``config.parse_seeds``, the package's one seed-range syntax.
 
+A grid is counted before it is expanded (``Grid.n_entries``: at most ``MAX_POINTS`` entries unless
+``allow_large``, and what fits in memory), its spec x axes combinations are built and checked once
+(``Grid.combos``, lazily), and each seed only replaces ``train.seed`` and its hash: a million
+entries take seconds, with a progress bar on stderr for large grids.
+
 Nothing here imports torch. Every problem is a one-line :class:`GridError` (a ``ConfigError``).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
 import math
-from dataclasses import dataclass, field, fields, replace
+import sys
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from ..config import SHARED_TRAIN_KEYS  # noqa: F401  (re-exported: what an ensemble shares)
-from ..config import (SECTIONS, Config, ConfigError, ensemble_key, parse_seeds, read_toml,
+from ..config import (SECTIONS, Config, ConfigError, ensemble_keys, parse_seeds, read_toml,
                       short_key)
+from ..resources import ALLOW_LARGE, MAX_ENTRIES, POINT_BYTES, Limits, check_count_memory
 
 TOP_LEVEL_KEYS = ("base", "specs", "axes", "seeds", *SECTIONS)
-MAX_POINTS = 1_000_000
+MAX_POINTS = MAX_ENTRIES  # the policy limit on one grid's entries (resources.Limits)
 
 
 class GridError(ConfigError):
@@ -64,6 +73,7 @@ class Point:
     settings: tuple[tuple[str, Any], ...]
     config: Config
     index: int = 0  # position in the grid (specs x axes x seeds order)
+    known_key: str = field(default="", repr=False, compare=False)  # config_hash, if known
 
     @property
     def seed(self) -> int:
@@ -71,7 +81,7 @@ class Point:
 
     @property
     def key(self) -> str:
-        return config_hash(self.config)
+        return self.known_key or config_hash(self.config)
 
 
 @dataclass(frozen=True)
@@ -93,39 +103,113 @@ class PlannedRun:
 
 @dataclass(frozen=True)
 class Grid:
+    """``seeds``: every entry is trained with each of them; ``None``: each entry with its own
+    ``train.seed`` (the base's, or its spec's). ``max_entries``: the policy limit on the number of
+    entries (``None`` with ``--allow-large``)."""
+
     base: Config
     specs: tuple[Spec, ...]
     axes: tuple[tuple[str, tuple[Any, ...]], ...]
-    seeds: tuple[int, ...]
+    seeds: tuple[int, ...] | None
     source: str = "grid"
+    max_entries: int | None = MAX_ENTRIES
+    progress: bool = field(default=True, compare=False)  # bars on stderr for large grids
     text: bytes | None = field(default=None, compare=False, repr=False)  # the file, as read
+
+    @property
+    def n_entries(self) -> int:
+        """specs x axes x seeds, counted without expanding anything."""
+        return (max(1, len(self.specs)) * math.prod(len(v) for _, v in self.axes)
+                * (len(self.seeds) if self.seeds is not None else 1))
+
+    def check_size(self) -> None:
+        """The policy limit on entries, then the memory a plan of them takes (before expanding)."""
+        n = self.n_entries
+        if self.max_entries is not None and n > self.max_entries:
+            raise GridError(f"{self.source}: {n:,} runs; at most {self.max_entries:,} in one grid"
+                            f" unless {ALLOW_LARGE} is given")
+        check_count_memory(f"{self.source}: grid entries", n, POINT_BYTES)
+
+    @functools.cached_property
+    def combos(self) -> tuple[Combo, ...]:
+        """Every spec x axes combination, validated, in order (computed once, lazily)."""
+        self.check_size()
+        return tuple(self._combos())
+
+    def _combos(self) -> Iterator[Combo]:
+        specs = self.specs or (Spec("", ()),)
+        keys = [k for k, _ in self.axes]
+        total = self.n_entries // (len(self.seeds) if self.seeds is not None else 1)
+        with progress_bar(total, f"{self.source}: checking", "config", self.progress) as bar:
+            for i, spec in enumerate(specs):
+                for values in itertools.product(*(v for _, v in self.axes)):  # lazily
+                    combo = dict(zip(keys, values))
+                    settings = {**dict(spec.overrides), **combo}
+                    try:
+                        config = Config.from_flat(settings, base=self.base)
+                    except ConfigError as err:
+                        raise GridError(f"{_where(self.source, i, spec, combo)}: {err}") from None
+                    yield Combo(point_name(spec.name, combo, config), tuple(settings.items()),
+                                config)
+                    bar.update()
 
     def points(self) -> list[Point]:
         """Every entry of specs x axes x seeds, in that order (seeds vary fastest)."""
-        specs = self.specs or (Spec("", ()),)
-        keys = [k for k, _ in self.axes]
-        combos = list(itertools.product(*(values for _, values in self.axes)))
-        n = len(specs) * len(combos) * len(self.seeds)
-        if n > MAX_POINTS:
-            raise GridError(f"{self.source}: {n:,} runs; at most {MAX_POINTS:,} in one grid")
-        out = []
-        for i, spec in enumerate(specs):
-            for combo in combos:
-                settings = dict(spec.overrides)
-                settings.update(zip(keys, combo))
-                where = _where(self.source, i, spec, dict(zip(keys, combo)))
-                try:
-                    config = Config.from_flat(settings, base=self.base)
-                except ConfigError as err:
-                    raise GridError(f"{where}: {err}") from None
-                name = point_name(spec.name, dict(zip(keys, combo)), config)
-                for seed in self.seeds:
-                    seeded = config.replace(train={"seed": seed})
-                    out.append(Point(name, tuple(settings.items()), seeded, len(out)))
+        out: list[Point] = []
+        with progress_bar(self.n_entries, f"{self.source}: expanding", "entry",
+                          self.progress) as bar:
+            for combo in self.combos:
+                for config, key in _seeded(combo.config, self.seeds):
+                    out.append(Point(combo.name, combo.settings, config, len(out), key))
+                bar.update(len(self.seeds) if self.seeds is not None else 1)
         return out
 
     def runs(self) -> list[PlannedRun]:
         return unique_runs(self.points())
+
+
+@dataclass(frozen=True)
+class Combo:
+    """One spec x axes combination: its entry name, the settings that made it, its config."""
+
+    name: str
+    settings: tuple[tuple[str, Any], ...]
+    config: Config
+
+
+def _seeded(config: Config, seeds: tuple[int, ...] | None) -> Iterator[tuple[Config, str]]:
+    """``config`` with each seed, and its ``config_hash``: only the seed is checked and hashed
+    again (a grid of a million entries is expanded in seconds)."""
+    if seeds is None:
+        yield config, config_hash(config)
+        return
+    head, tail = _hash_around_seed(config)
+    for seed in seeds:
+        try:
+            train = config.train.with_seed(seed)
+        except ConfigError as err:
+            raise GridError(f"seeds: {err}") from None
+        text = f"{head}{seed}{tail}"  # the canonical JSON of the seeded config
+        yield Config(config.task, config.model, train), hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_SEED_MARK = "\x00seed\x00"
+
+
+def _hash_around_seed(config: Config) -> tuple[str, str]:
+    """``config_hash``'s canonical JSON of ``config``, cut where the seed's digits go."""
+    data = config.to_dict()
+    data["train"]["seed"] = _SEED_MARK
+    head, tail = _canonical(data).split(json.dumps(_SEED_MARK))
+    return head, tail
+
+
+def progress_bar(total: int, desc: str, unit: str, enabled: bool = True):
+    """A tqdm bar on stderr that shows itself only after a second (large grids)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, delay=1.0, leave=False, dynamic_ncols=True,
+                disable=not enabled or total < 10_000, file=sys.stderr)
 
 
 def _where(source: str, i: int, spec: Spec, combo: Mapping[str, Any]) -> str:
@@ -154,8 +238,11 @@ def _fmt(value: Any) -> str:
 
 def config_hash(config: Config) -> str:
     """sha256 of the config's canonical JSON: equal configs, equal hashes (16 hex digits)."""
-    text = json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return hashlib.sha256(_canonical(config.to_dict()).encode()).hexdigest()[:16]
+
+
+def _canonical(data: Mapping[str, Any]) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
 def unique_runs(points: Sequence[Point]) -> list[PlannedRun]:
@@ -196,8 +283,8 @@ def group_runs(runs: Sequence[PlannedRun], n_workers: int = 1,
     chunk exceeds ``max_members``. Groups come out costliest first (longest-job-first scheduling).
     """
     shapes: dict[str, list[PlannedRun]] = {}
-    for run in runs:
-        shapes.setdefault(ensemble_key(run.config), []).append(run)
+    for run, key in zip(runs, ensemble_keys([r.config for r in runs])):
+        shapes.setdefault(key, []).append(run)
     total = len(runs)
     groups: list[list[PlannedRun]] = []
     for members in shapes.values():
@@ -212,21 +299,46 @@ def group_runs(runs: Sequence[PlannedRun], n_workers: int = 1,
 
 # ---- parsing -----------------------------------------------------------------------------------
 
-def load_grid(path: str | Path) -> Grid:
+def load_grid(path: str | Path, allow_large: bool = False, progress: bool = True) -> Grid:
     """Read and validate a grid file; every problem is one GridError line naming the file."""
     path = Path(path)
     try:
         data, text = read_toml(path)
     except ConfigError as err:
         raise GridError(str(err)) from None
-    return replace(parse_grid(data, source=str(path)), text=text)
+    return parse_grid(data, source=str(path), allow_large=allow_large, progress=progress,
+                      text=text)
 
 
-def parse_grid(data: Mapping[str, Any], source: str = "grid") -> Grid:
+def parse_grid(data: Mapping[str, Any], source: str = "grid", allow_large: bool = False,
+               progress: bool = True, text: bytes | None = None) -> Grid:
+    """A grid from its TOML tables; every entry is validated here (``Grid.combos``), so an error
+    comes before any work."""
     unknown = [k for k in data if k not in TOP_LEVEL_KEYS]
     if unknown:
         raise GridError(f"{source}: unknown key {unknown[0]!r}: allowed are "
                         + ", ".join(TOP_LEVEL_KEYS))
+    sections = _base_sections(data, source)
+    try:
+        base = Config.from_dict(sections)
+    except ConfigError as err:
+        raise GridError(f"{source}: base config: {err}") from None
+    specs = _parse_specs(data.get("specs", []), source)
+    axes = _parse_axes(data.get("axes", {}), source)
+    limits = Limits.of(allow_large)
+    seeds = None
+    if "seeds" in data:
+        _refuse_seed_settings(sections, specs, source)
+        try:
+            seeds = parse_seeds(data["seeds"], f"{source}: seeds =", limits.max_seeds)
+        except ConfigError as err:
+            raise GridError(str(err)) from None
+    grid = Grid(base, specs, axes, seeds, source, limits.max_entries, progress, text)
+    grid.combos  # every entry validated now, so the error comes before any work
+    return grid
+
+
+def _base_sections(data: Mapping[str, Any], source: str) -> dict[str, Any]:
     sections = {k: data[k] for k in SECTIONS if k in data}
     if "base" in data:
         if sections:
@@ -241,33 +353,38 @@ def parse_grid(data: Mapping[str, Any], source: str = "grid") -> Grid:
         if misplaced:
             raise GridError(f"{source}: {misplaced[0]!r} inside [{name}]: top-level keys such as "
                             f"{misplaced[0]} must come before the first [table]")
-    try:
-        base = Config.from_dict(sections)
-    except ConfigError as err:
-        raise GridError(f"{source}: base config: {err}") from None
-    specs = _parse_specs(data.get("specs", []), source)
-    axes = _parse_axes(data.get("axes", {}), source)
-    seeds = (base.train.seed,)
-    if "seeds" in data:
-        try:
-            seeds = parse_seeds(data["seeds"], f"{source}: seeds =")
-        except ConfigError as err:
-            raise GridError(str(err)) from None
-    grid = Grid(base, specs, axes, seeds, source)
-    grid.points()  # every point validated now, so the error comes before any work
-    return grid
+    return sections
+
+
+def _refuse_seed_settings(sections: Mapping[str, Any], specs: Sequence[Spec], source: str) -> None:
+    """With top-level ``seeds``, ``train.seed`` may not be set anywhere else (it would be
+    overridden without a word)."""
+    train = sections.get("train")
+    where = ["[train]"] if isinstance(train, Mapping) and "seed" in train else []
+    where += [f"specs[{i}] ({s.name})" for i, s in enumerate(specs)
+              if any(k == "train.seed" for k, _ in s.overrides)]
+    if where:
+        raise GridError(f"{source}: {where[0]} sets train.seed and the grid has top-level seeds;"
+                        " give seeds in one place (without seeds, each entry keeps its own"
+                        " train.seed)")
+
+
+MAX_NAME = 200  # characters of a spec name (it names run directories: 255 bytes at most)
 
 
 def _parse_specs(raw: Any, source: str) -> tuple[Spec, ...]:
     if not isinstance(raw, list) or not all(isinstance(s, Mapping) for s in raw):
         raise GridError(f"{source}: specs must be an array of tables ([[specs]] with a name "
                         "and overrides)")
-    specs = []
+    specs: list[Spec] = []
     for i, spec in enumerate(raw):
         spec = dict(spec)
         name = spec.pop("name", f"spec{i}")
         if not isinstance(name, str) or not name.strip():
             raise GridError(f"{source}: specs[{i}].name = {name!r}: must be a non-empty string")
+        if len(name) > MAX_NAME:
+            raise GridError(f"{source}: specs[{i}].name: {len(name)} characters; at most "
+                            f"{MAX_NAME} (it names the run directories)")
         where = f"{source}: specs[{i}] ({name})"
         overrides = _flatten(spec, where)
         for key, value in overrides.items():

@@ -19,15 +19,18 @@ import csv
 import io
 import json
 import statistics
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..config import SECTIONS, ConfigError, dotted_key, short_key
+from ..config import ConfigError, dotted_key, short_key
 from .store import DB_FILE, Store
 
 # the notebook's columns: every model setting and the weight decay
-ALWAYS = tuple(f"model.{f.name}" for f in fields(SECTIONS["model"])) + ("train.weight_decay",)
+# the notebook's columns; any other setting (the research line's model.layer0_mask, ...) is shown
+# where it varies
+ALWAYS = tuple(f"model.{k}" for k in ("n_layers", "n_heads", "d_model", "ln", "use_bias",
+                                      "freeze_wv", "freeze_wo")) + ("train.weight_decay",)
 RESULT_COLUMNS = ("val_acc", "val_seq_acc", "steps", "steps_to_threshold", "status")
 GROUP_BY_HINT = "use name or a key such as model.d_model (or d_model)"
 SUMMARY_COLUMNS = ("n", "done", "failed", "pending", "acc_mean", "acc_std", "frac_threshold",
@@ -105,6 +108,8 @@ def summary_table(rows: Sequence[dict[str, Any]],
         groups.setdefault(gid, [])
         if all(g["key"] != r["key"] for g in groups[gid]):  # a run counts once per group
             groups[gid].append(r)
+    if group_by and "name" in by:
+        _check_one_config_per_name(groups.values(), group_by)
     out = []
     for gid, members in groups.items():
         out.append({**labels[gid], **aggregate(members)})
@@ -115,6 +120,22 @@ def summary_table(rows: Sequence[dict[str, Any]],
                  f"{len(out)} group{'s' if len(out) != 1 else ''} of {n_runs} run"
                  f"{'s' if n_runs != 1 else ''}"
                  + (f", by {', '.join(label_cols)}" if group_by else ", over seeds"))
+
+
+def _check_one_config_per_name(groups, group_by: Sequence[str]) -> None:
+    """Grouping by name must not pool entries that share a name but not their settings (two
+    [[specs]] of one name, as the notebook's grid has): a ``ConfigError`` naming what differs."""
+    for members in groups:
+        by_name: dict[str, dict[str, Any]] = {}
+        for r in members:
+            settings = {k: v for k, v in r["settings"].items() if k != "train.seed"}
+            first = by_name.setdefault(r["name"], settings)
+            if settings != first:
+                differ = sorted(k for k in {*first, *settings} if first.get(k) != settings.get(k))
+                raise ConfigError(
+                    f"--group-by {','.join(group_by)}: {r['name']!r} names entries with different"
+                    f" {', '.join(differ)}; add {'them' if len(differ) > 1 else 'it'} to --group-by"
+                    f" (e.g. --group-by {','.join([*group_by, short_key(differ[0])])})")
 
 
 def aggregate(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:

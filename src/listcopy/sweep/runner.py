@@ -18,7 +18,6 @@ grids; a grid may be extended (more seeds, specs) by running it again on the sam
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -29,7 +28,8 @@ from ..checkpoint import RUN_FILE, atomic_write, safe_name
 from ..config import ensemble_key
 from ..errors import Failure
 from ..locks import FolderLock
-from .grid import Grid, PlannedRun, group_runs, load_grid, shape_label, unique_runs
+from ..resources import Limits, guard_groups, usable_cpus
+from .grid import Grid, PlannedRun, group_runs, load_grid, shape_label
 from .store import DB_FILE, Store, result_of
 from .worker import GroupTask
 
@@ -78,9 +78,14 @@ class Plan:
         return [r for r in self.runs if self.status[r.key] in _todo_states(self.retry_failed)]
 
 
+MAX_RUN_NAME = 200  # characters of the name part of a run directory (255 bytes in all, at most)
+
+
 def run_dir_name(run: PlannedRun) -> Path:
-    """``runs/NAME-seedS-KEY``, relative to the sweep directory (NAME: the run's first name)."""
-    return Path(RUNS_DIR) / safe_name(f"{run.names[0]}-seed{run.seed}-{run.key[:8]}")
+    """``runs/NAME-seedS-KEY``, relative to the sweep directory (NAME: the run's first name, cut
+    to ``MAX_RUN_NAME`` characters: the key keeps the directory unique)."""
+    name = safe_name(run.names[0])[:MAX_RUN_NAME]
+    return Path(RUNS_DIR) / safe_name(f"{name}-seed{run.seed}-{run.key[:8]}")
 
 
 def default_out(grid_path: str | Path) -> Path:
@@ -88,10 +93,7 @@ def default_out(grid_path: str | Path) -> Path:
 
 
 def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+    return usable_cpus()
 
 
 def _todo_states(retry_failed: bool) -> tuple[str, ...]:
@@ -100,12 +102,20 @@ def _todo_states(retry_failed: bool) -> tuple[str, ...]:
 
 def plan(grid: Grid | str | Path, out: str | Path, *, workers: int | None = None,
          threads: int | None = None, retry_failed: bool = False,
-         max_members: int | None = None) -> Plan:
-    """Expand and group without training or writing anything."""
-    grid = grid if isinstance(grid, Grid) else load_grid(grid)
+         max_members: int | None = None, allow_large: bool = False,
+         progress: bool = True) -> Plan:
+    """Expand and group without training or writing anything; refused (``TooLarge``) when the
+    grid is over a policy limit or its groups do not fit in memory."""
+    grid = grid if isinstance(grid, Grid) else load_grid(grid, allow_large, progress)
+    return plan_runs(grid, grid.runs(), out, workers=workers, threads=threads,
+                     retry_failed=retry_failed, max_members=max_members, allow_large=allow_large)
+
+
+def plan_runs(grid: Grid, runs: list[PlannedRun], out: str | Path, *, workers: int | None = None,
+              threads: int | None = None, retry_failed: bool = False,
+              max_members: int | None = None, allow_large: bool = False) -> Plan:
+    """:func:`plan` of runs already expanded from ``grid``."""
     out = Path(out)
-    points = grid.points()
-    runs = unique_runs(points)
     status = {r.key: "pending" for r in runs}
     if (out / DB_FILE).is_file():
         with Store(out / DB_FILE, readonly=True) as store:
@@ -115,7 +125,11 @@ def plan(grid: Grid | str | Path, out: str | Path, *, workers: int | None = None
     groups = group_runs(todo, max(1, n_workers), max_members)
     if threads is None:
         threads = max(1, cpu_count() // max(1, min(n_workers, len(groups) or 1)))
-    return Plan(grid, out, runs, status, groups, n_workers, threads, retry_failed, len(points))
+    parallel = max(1, min(n_workers, len(groups)))
+    guard_groups([(g[0].config, len(g)) for g in groups], parallel, Limits.of(allow_large),
+                 f"{grid.source}: {parallel} group(s) of runs at once")
+    n_entries = sum(len(r.points) for r in runs)
+    return Plan(grid, out, runs, status, groups, n_workers, threads, retry_failed, n_entries)
 
 
 def format_plan(p: Plan) -> str:
@@ -148,21 +162,22 @@ def format_plan(p: Plan) -> str:
 def run_sweep(grid: Grid | str | Path, out: str | Path, *, workers: int | None = None,
               threads: int | None = None, backend: str = "local", address: str | None = None,
               retry_failed: bool = False, progress: bool = True,
-              max_members: int | None = None) -> SweepSummary:
+              max_members: int | None = None, allow_large: bool = False) -> SweepSummary:
     """Train every run of ``grid`` not yet finished in ``out``; results go to ``out/sweep.db``.
 
     ``workers``: processes (local; 0 = in this process) or groups in flight (ray); default the
     number of cores (local) or the cluster's CPUs (ray). ``threads``: torch threads per worker,
     default cores / workers. ``backend``: "local" or "ray" (``address`` None starts a local Ray).
+    ``allow_large`` lifts the policy limits (``resources.Limits``). The grid is expanded and its
+    plan checked (limits, memory) before anything is written.
     """
     t0 = time.perf_counter()
-    grid = grid if isinstance(grid, Grid) else load_grid(grid)
-    if backend not in ("local", "ray"):
-        raise SweepError(f"unknown backend {backend!r}: use local or ray")
-    if backend == "ray":
-        from .ray_backend import import_ray
-
-        import_ray()  # RayMissing (exit 1) before anything is written
+    grid = grid if isinstance(grid, Grid) else load_grid(grid, allow_large, progress)
+    _check_backend(backend)
+    options = dict(workers=workers, threads=threads, retry_failed=retry_failed,
+                   max_members=max_members, allow_large=allow_large)
+    runs = grid.runs()
+    plan_runs(grid, runs, out, **options)  # refused here (TooLarge) before anything is written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with _exclusive(out):
@@ -170,11 +185,9 @@ def run_sweep(grid: Grid | str | Path, out: str | Path, *, workers: int | None =
         if grid.text is not None:  # the bytes read (a second read of /dev/stdin gets none)
             atomic_write(out / GRID_COPY, lambda tmp: tmp.write_bytes(grid.text))
         with Store(out / DB_FILE) as store:
-            runs = grid.runs()
             store.add(runs, run_dir_name)
             store.recover()
-            p = plan(grid, out, workers=workers, threads=threads, retry_failed=retry_failed,
-                     max_members=max_members)
+            p = plan_runs(grid, runs, out, **options)
             before = store.statuses([r.key for r in runs])
             run_dirs = {k: out / d for k, d in store.run_dirs(before).items()}
             if retry_failed:
@@ -193,6 +206,15 @@ def run_sweep(grid: Grid | str | Path, out: str | Path, *, workers: int | None =
             counts = _count(store.statuses([r.key for r in runs]))
     return SweepSummary(out, p.n_entries, len(runs), counts, skipped, driver.n_finished,
                         time.perf_counter() - t0)
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in ("local", "ray"):
+        raise SweepError(f"unknown backend {backend!r}: use local or ray")
+    if backend == "ray":
+        from .ray_backend import import_ray
+
+        import_ray()  # RayMissing (exit 1) before anything is written
 
 
 def _backend(name: str, p: Plan, address: str | None, out: Path, workers: int | None):
@@ -221,7 +243,7 @@ def _clear_failed(runs: Sequence[PlannedRun], run_dirs: dict[str, Path]) -> None
         d = run_dirs[run.key]
         try:
             record = json.loads((d / RUN_FILE).read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             continue
         if record.get("status") == "failed":
             shutil.rmtree(d, ignore_errors=True)
@@ -274,7 +296,7 @@ class Driver:
                 self.mtimes[key] = mtime
                 try:
                     record = json.loads(path.read_text())
-                except (OSError, ValueError):
+                except (OSError, ValueError, RecursionError):
                     continue
                 if record.get("status") in ("done", "failed"):
                     self._finish(key, result_of(record))

@@ -18,6 +18,7 @@ a sweep writes (WAL).
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -74,10 +75,7 @@ class Store:
         self.path = Path(path)
         try:
             if readonly:
-                if not self.path.is_file():
-                    raise StoreError(f"{self.path}: no sweep database here")
-                self.conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
-                                            timeout=30)
+                self.conn = _open_readonly(self.path)
             else:
                 self.conn = sqlite3.connect(self.path, timeout=30)
                 self.conn.execute("PRAGMA journal_mode=WAL")
@@ -91,8 +89,9 @@ class Store:
                 "SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         except sqlite3.DatabaseError as err:
             raise StoreError(f"{self.path}: not a readable sweep database ({err})") from None
-        if version is None or int(version[0]) != SCHEMA_VERSION:
-            raise StoreError(f"{self.path}: sweep database schema {version and version[0]}, "
+        if version is None or str(version[0]) != str(SCHEMA_VERSION):
+            raise StoreError(f"{self.path}: sweep database schema "
+                             f"{one_line(repr(version and version[0]), 40)}, "
                              f"this listcopy reads {SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -158,8 +157,14 @@ class Store:
         return cur.rowcount == 1
 
     # ---- reading ---------------------------------------------------------------------------------
+    def _select(self, sql: str) -> list[sqlite3.Row]:
+        try:
+            return self.conn.execute(sql).fetchall()
+        except sqlite3.DatabaseError as err:
+            raise StoreError(f"{self.path}: not a readable sweep database ({err})") from None
+
     def statuses(self, keys: Iterable[str] | None = None) -> dict[str, str]:
-        rows = self.conn.execute("SELECT key, status FROM runs").fetchall()
+        rows = self._select("SELECT key, status FROM runs")
         if keys is None:
             return {r["key"]: r["status"] for r in rows}
         wanted = set(keys)
@@ -167,27 +172,78 @@ class Store:
 
     def run_dirs(self, keys: Iterable[str]) -> dict[str, str]:
         wanted = set(keys)
-        return {r["key"]: r["run_dir"] for r in self.conn.execute("SELECT key, run_dir FROM runs")
+        return {r["key"]: r["run_dir"] for r in self._select("SELECT key, run_dir FROM runs")
                 if r["key"] in wanted}
 
     def rows(self) -> list[dict[str, Any]]:
-        """Every entry with its run's results, in table order; ``config`` parsed to a Config."""
-        cur = self.conn.execute(
-            "SELECT e.name, e.settings, e.position, r.* FROM entries e JOIN runs r USING (key)"
-            " ORDER BY e.position")
-        out = []
-        for row in cur:
-            d = dict(row)
-            d["config"] = Config.from_dict(json.loads(d["config"]))
-            d["settings"] = json.loads(d["settings"])
-            out.append(d)
-        return out
+        """Every entry with its run's results, in table order; ``config`` parsed to a Config.
+        A value of the wrong type (a hand-edited database) is one ``StoreError`` line."""
+        try:
+            cur = self.conn.execute(
+                "SELECT e.name, e.settings, e.position, r.* FROM entries e JOIN runs r USING (key)"
+                " ORDER BY e.position")
+            return [checked_row(dict(row), self.path) for row in cur]
+        except sqlite3.DatabaseError as err:
+            raise StoreError(f"{self.path}: not a readable sweep database ({err})") from None
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(STATUSES, 0)
-        for status, n in self.conn.execute("SELECT status, COUNT(*) FROM runs GROUP BY status"):
+        for status, n in self._select("SELECT status, COUNT(*) FROM runs GROUP BY status"):
             counts[status] = n
         return counts
+
+
+def _open_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection; in a folder we cannot write (a finished sweep on a read-only
+    mount), SQLite cannot make the WAL's shared-memory file, so the file is opened immutable
+    (nobody can be writing to it through this folder)."""
+    if not path.is_file():
+        raise StoreError(f"{path}: no sweep database here")
+    uri = path.resolve().as_uri()
+    if os.access(path.parent, os.W_OK):
+        return sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30)
+    wal = path.with_name(path.name + "-wal")
+    if wal.is_file() and wal.stat().st_size:
+        raise StoreError(f"{path}: in a read-only folder with an unfinished write-ahead log "
+                         f"({wal.name}); copy the sweep folder somewhere writable to read it")
+    return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, timeout=30)
+
+
+# column -> (what it must hold, test); None is allowed where the column may be NULL
+_INT = (int,)
+_NUM = (int, float)
+_COLUMNS: dict[str, tuple[str, tuple[type, ...], bool]] = {
+    "name": ("a string", (str,), False), "key": ("a string", (str,), False),
+    "position": ("an integer", _INT, False), "seed": ("an integer", _INT, False),
+    "status": ("a status", (str,), False), "stop_reason": ("a string", (str,), True),
+    "steps": ("an integer", _INT, True), "loss": ("a number", _NUM, True),
+    "acc": ("a number", _NUM, True), "seq_acc": ("a number", _NUM, True),
+    "steps_to_threshold": ("an integer", _INT, True), "wall_time_s": ("a number", _NUM, True),
+    "run_dir": ("a string", (str,), False), "error": ("a string", (str,), True),
+}
+
+
+def checked_row(d: dict[str, Any], path: Path) -> dict[str, Any]:
+    """One row of ``Store.rows``, its values checked and ``config`` / ``settings`` parsed."""
+    where = f"{path}: run {str(d.get('key'))[:8]} ({one_line(d.get('name'), 60)})"
+    for column, (what, types, nullable) in _COLUMNS.items():
+        value = d.get(column)
+        ok = (value is None and nullable) or (isinstance(value, types)
+                                              and not isinstance(value, bool))
+        if ok and column == "status":
+            ok = value in STATUSES
+        if ok and column in ("acc", "seq_acc") and value is not None:
+            ok = 0 <= value <= 1
+        if not ok:
+            raise StoreError(f"{where}: {column} = {one_line(repr(value), 60)}: not {what}")
+    try:
+        d["config"] = Config.from_dict(json.loads(d["config"]))
+        d["settings"] = json.loads(d["settings"])
+    except (TypeError, ValueError, RecursionError) as err:  # JSON, or a ConfigError
+        raise StoreError(f"{where}: corrupt config or settings ({one_line(err, 200)})") from None
+    if not isinstance(d["settings"], dict):
+        raise StoreError(f"{where}: settings must be a JSON object")
+    return d
 
 
 def result_of(record: dict[str, Any]) -> dict[str, Any]:
