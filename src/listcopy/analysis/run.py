@@ -74,18 +74,16 @@ def analyze(model, config: Config, only: str | Iterable[str] | None = None,
     accuracy change below which an edge counts as removable (and, for ``critical_edges``, the drop
     beyond which an edge is critical); ``umap=False`` skips the geometry's UMAP (and its JIT; the
     order-by-scale points get only PCA here, UMAP in ``listcopy paper``); ``seed`` seeds UMAP and
-    the probes. ``progress`` (True, or a callable taking the
-    analysis's name and its seconds) reports each analysis's time; ``bars`` (default: whether
-    ``progress`` is on) shows a progress bar on stderr inside long analyses (the edge searches).
+    the probes. ``progress`` (True, or a callable taking the analysis's name and its seconds)
+    reports each analysis's time; ``bars`` (default: ``progress``): a stderr bar in edge searches.
     """
-    names = parse_only(only)
+    names, bar = parse_only(only), bool(progress) if bars is None else bars
     data = checked_inputs(model, config, data, batch_size, example=example)
     report = _progress(progress)
     was_training = model.training
     model.eval()
     try:
         result: dict[str, Any] = {"name": config.name, "config": config.to_dict()}
-        bar = bool(progress) if bars is None else bars
 
         def timed(name: str, fn: Callable[[], Any]) -> Any:
             t0 = time.perf_counter()
