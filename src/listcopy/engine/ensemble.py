@@ -15,6 +15,7 @@ from torch import Tensor
 
 from ..config import Config
 from ..model import ListCopyTransformer, build_model
+from . import choice
 from .backend import Backend, Stretch
 from .forward import PrunedForward
 from .kernel import KernelShape
@@ -30,8 +31,9 @@ BACKENDS = ("auto", "kernel", "torch")
 class Ensemble:
     """E models of one shape (one ``config.task`` and ``config.model``) and their AdamW state.
 
-    ``backend``: "auto" (the C kernel where it applies and builds, else torch), "kernel" (raise if
-    it does not apply) or "torch".
+    ``backend``: "auto" (on the CPU the faster of the C kernel and torch for this shape, by
+    choice.py's table; the kernel only where it builds), "kernel" (raise if it does not apply)
+    or "torch".
     """
 
     def __init__(self, config: Config, state_dicts: list[dict[str, Tensor]],
@@ -51,13 +53,14 @@ class Ensemble:
 
     def _choose_backend(self, backend: str) -> Backend:
         if backend != "torch":
-            shape = self.kernel_shape()
-            kernel = None if shape is None else KernelBackend.load(shape)
-            if kernel is not None:
-                return kernel
+            why = unfit(self.config, self.device)
+            fastest = choice.pick(self.config).backend == "kernel"
+            if why is None and (backend == "kernel" or fastest):
+                kernel = KernelBackend.load(self.kernel_shape())
+                if kernel is not None:
+                    return kernel
             if backend == "kernel":
-                why = unfit(self.config, self.facts, self.device) or "it did not build"
-                raise ValueError(f"the CPU kernel cannot train this ensemble: {why}")
+                raise ValueError(f"the CPU kernel cannot train this ensemble: {why or 'it did not build'}")
         return TorchBackend(self.forward)
 
     @classmethod
@@ -76,11 +79,15 @@ class Ensemble:
         """The backend in use: "kernel" or "torch"."""
         return self._backend.name
 
-    def kernel_shape(self) -> KernelShape | None:
-        """The shape the CPU kernel would be compiled for, or None where it does not apply."""
-        if unfit(self.config, self.facts, self.device) is not None:
+    def kernel_shape(self, dw_lanes: bool | None = None) -> KernelShape | None:
+        """The shape the CPU kernel would be compiled for (its variant by choice.py's table unless
+        ``dw_lanes`` is given), or None where it does not apply."""
+        if unfit(self.config, self.device) is not None:
             return None
-        return kernel_shape(self.config, self.layout, self.needs)
+        lanes = choice.pick(self.config).dw_lanes if dw_lanes is None else dw_lanes
+        frozen = {name: tuple(t.shape[1:]) for name, t in self.params.frozen.items()}
+        return kernel_shape(self.config, self.layout, self.needs, self.facts, frozen,
+                            dw_lanes=lanes)
 
     # ---- weights and optimiser state, by member ----------------------------------------------
     def state_dict(self, member: int) -> dict[str, Tensor]:
@@ -140,11 +147,16 @@ class Ensemble:
 
     def train_steps(self, inputs: Tensor, targets: Tensor, batches: Tensor, batch0: int,
                     n_steps: int, lr: Tensor, weight_decay: Tensor, active: Tensor,
-                    loss_sum: Tensor) -> None:
+                    loss_sum: Tensor, *, max_grad_norm: Tensor | None = None) -> None:
         """``n_steps`` AdamW steps of the active members (see :class:`~.backend.Stretch` for the
-        arguments). No host sync inside (torch gathers the active members once per call)."""
+        arguments: lr (E,) or (E, n_steps), clipping by ``max_grad_norm``). No host sync inside
+        (torch gathers the active members once per call)."""
+        if self._backend.name == "torch" and (lr.dim() == 2 or max_grad_norm is not None):
+            raise NotImplementedError("a learning rate per step and gradient clipping are in the "
+                                      "kernel backend only so far")
         self._backend.train_steps(self.params, self.optim, Stretch(
-            inputs, targets, batches, batch0, n_steps, lr, weight_decay, active, loss_sum))
+            inputs, targets, batches, batch0, n_steps, lr, weight_decay, active, loss_sum,
+            max_grad_norm))
 
     @torch.no_grad()
     def evaluate(self, inputs: Tensor, targets: Tensor, chunk: int | None = None,
