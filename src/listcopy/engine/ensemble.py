@@ -17,6 +17,7 @@ from ..config import Config
 from ..model import ListCopyTransformer, build_model
 from . import choice
 from .backend import Backend, Stretch
+from .cuda_graph import GraphedTorch, graphs_apply
 from .forward import PrunedForward
 from .kernel import KernelShape
 from .kernel_backend import KernelBackend, kernel_shape, unfit
@@ -33,7 +34,7 @@ class Ensemble:
 
     ``backend``: "auto" (on the CPU the faster of the C kernel and torch for this shape, by
     choice.py's table; the kernel only where it builds), "kernel" (raise if it does not apply)
-    or "torch".
+    or "torch" (on cuda its training steps replayed as CUDA graphs, cuda_graph.py).
     """
 
     def __init__(self, config: Config, state_dicts: list[dict[str, Tensor]],
@@ -61,7 +62,8 @@ class Ensemble:
                     return kernel
             if backend == "kernel":
                 raise ValueError(f"the CPU kernel cannot train this ensemble: {why or 'it did not build'}")
-        return TorchBackend(self.forward)
+        eager = TorchBackend(self.forward)
+        return GraphedTorch(eager) if graphs_apply(self.device) else eager
 
     @classmethod
     def init(cls, config: Config, generators: list[torch.Generator],

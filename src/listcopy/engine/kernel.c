@@ -299,7 +299,7 @@ static void layer_norm(vf *y, vf *mu, vf *rs, const vf *x, const float *w, const
 }
 
 /* y (H heads of DH) = x @ w (H, D, DH) + b */
-static inline void heads_in(vf *y, const vf *x, const float *w, const float *b) {
+static __attribute__((noinline)) void heads_in(vf *y, const vf *x, const float *w, const float *b) {
     for (int h = 0; h < H; ++h) lmm(y + h * DH, x, w + h * D * DH, D, DH, DH, 1, b ? b + h * DH : 0, 0);
 }
 
@@ -529,7 +529,7 @@ static void back_attention(Work *k, int l, int i, const vf *gz) {
 }
 
 /* gx += g (H heads of DH) @ w^T (w: H, D, DH); lane by lane, w's gradient += x g */
-static inline void heads_back(vf *gx, const vf *g, const float *w, const vf *x, vf *gw) {
+static __attribute__((noinline)) void heads_back(vf *gx, const vf *g, const float *w, const vf *x, vf *gw) {
     for (int h = 0; h < H; ++h) lmm(gx, g + h * DH, w + h * D * DH, DH, D, 1, DH, 0, 1);
 #if DW_LANES
     if (gw)
