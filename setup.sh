@@ -2,13 +2,14 @@
 # Set up .venv with listcopy and everything its commands need (idempotent).
 # torch 2.13.0 (CPU build) is installed first, so no dependency pulls a multi-GB CUDA build.
 #   bash setup.sh          the package and its CLI (.venv/bin/listcopy)
-#   bash setup.sh --test   also the test tools, and Debian's Chromium + ChromeDriver for the
-#                          report's browser tests (apt-get, as root, only if they are missing)
+#   bash setup.sh --test   also the test tools, the [sae] extra (SAELens; it pins TransformerLens
+#                          to 3.x, so CI runs every test under 3.9) and Debian's Chromium +
+#                          ChromeDriver for the report's browser tests (apt-get, as root, only if missing)
 set -euo pipefail
 cd "$(dirname "$0")"
 extras="."
 if [ "${1:-}" = "--test" ]; then
-    extras=".[test]"
+    extras=".[test,sae]"
     if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null

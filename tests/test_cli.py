@@ -61,8 +61,10 @@ def test_eval_info_export_on_a_seed_checkpoint(fixtures, tmp_path):
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 1
     metrics = json.loads(lines[0])
-    assert set(metrics) == {"loss", "acc", "seq_acc", "n_val"}
+    assert set(metrics) == {"loss", "acc", "seq_acc", "n_val", "per_position_acc"}
     assert metrics["acc"] == pytest.approx(0.75775) and metrics["n_val"] == 2000
+    assert len(metrics["per_position_acc"]) == 2
+    assert sum(metrics["per_position_acc"]) / 2 == pytest.approx(metrics["acc"])
 
     info = run_cli("info", str(fixtures / "3layer_100dig_8d.pt"))
     assert info.returncode == 0
@@ -101,8 +103,8 @@ def test_help_lists_every_command():
     assert result.returncode == 0
     listed = [line.split()[0] for line in result.stdout.split("COMMAND\n", 1)[1].splitlines()
               if line.startswith("    ") and not line.startswith("     ")]
-    assert listed == ["train", "eval", "info", "export", "analyze", "report", "sweep", "results",
-                      "frontier", "bench"]
+    assert listed == ["train", "eval", "info", "export", "analyze", "ablate", "report", "paper",
+                      "sweep", "results", "frontier", "bench", "sae"]
 
 
 @pytest.mark.parametrize("args, needle", [

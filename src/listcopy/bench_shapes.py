@@ -157,9 +157,7 @@ def run_shapes(widths: tuple[int, ...] = WIDTHS, flag_sets: dict[str, dict[str, 
                sizes: tuple[int, ...] = (1, 64), n_layers: int = 3,
                log: TextIO | None = None) -> dict[str, Any]:
     """Every width x flag set (default ``FLAG_SETS``), the sgemm rate measured first and last."""
-    from .bench import cpu_model
-
-    from .bench import engine_run, notebook_loop
+    from .bench import cpu_model, engine_run, notebook_loop
 
     flag_sets = FLAG_SETS if flag_sets is None else flag_sets
     notebook_loop(Config(), 100)  # warm-up: torch's first autograd / AdamW / DataLoader calls

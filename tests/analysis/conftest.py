@@ -70,3 +70,15 @@ def constant_patterns():
         for block in model.blocks:
             block.attn.W_Q.zero_()
     return model.eval(), config, dataset(config)
+
+
+@pytest.fixture(scope="session")
+def trained2():
+    """(model, config, data): a listcopy-trained 2-layer model part way (right and wrong lists
+    both common), the paper's layer count."""
+    from listcopy.training import train
+
+    config = Config().override([*TRAINED, "model.n_layers=2"])
+    run = train(config, progress=False)
+    assert 0.2 < run.metrics["acc"] < 0.95
+    return run.model().eval(), config, dataset(config)

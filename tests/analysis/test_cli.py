@@ -20,7 +20,8 @@ def test_analyze_command_writes_json(fixtures_dir, tmp_path, capsys):
                                "attention,skip_ablation", "--json", str(out), "--quiet")
     assert code == 0
     result = json.loads(out.read_text())
-    assert set(result) == {"name", "config", "metrics", "attention", "skip_ablation"}
+    assert set(result) == {"name", "config", "metrics", "per_position_acc", "attention",
+                           "skip_ablation"}
     assert result["name"] == "3layer_100dig_8d"
     assert result["metrics"]["acc"] == pytest.approx(0.75775, abs=1e-6)
     assert "skip connection, zero:" in printed and "3layer_100dig_8d" in printed
@@ -30,7 +31,7 @@ def test_analyze_command_json_to_stdout(fixtures_dir, capsys):
     code, printed, _ = analyze(capsys, str(fixtures_dir / "seed_default_1000.pt"), "--only",
                                "metrics", "--json", "-", "--quiet")
     assert code == 0
-    assert set(json.loads(printed)) == {"name", "config", "metrics"}
+    assert set(json.loads(printed)) == {"name", "config", "metrics", "per_position_acc"}
 
 
 def test_analyze_command_rejects_unknown_names_before_loading(tmp_path, capsys):
@@ -46,7 +47,9 @@ def test_analyze_command_missing_checkpoint(tmp_path, capsys):
 def test_analyze_command_bad_example(fixtures_dir, capsys):
     code, _, err = analyze(capsys, str(fixtures_dir / "seed_default_1000.pt"), "--only",
                            "attention", "--example", "2000")
-    assert code == 2 and len(err) == 1 and "example = 2000" in err[0]
+    notice, error = err  # the .pt file's inferred configuration (one line), then the error
+    assert "seed_default_1000.pt: 3layer_100dig_8d" in notice
+    assert code == 2 and error.startswith("listcopy analyze: error:") and "example = 2000" in error
 
 
 @pytest.mark.parametrize("option, needle", [(["--threads", "0"], "--threads 0: must be >= 1"),

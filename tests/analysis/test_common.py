@@ -28,7 +28,7 @@ def test_val_metrics_are_the_packages_metrics(trained):
     m = val_metrics(model, data, batch_size=7)
     e = evaluate(model, data)
     assert m == Metrics(loss=pytest.approx(e["loss"], abs=1e-6), acc=e["acc"], seq_acc=e["seq_acc"],
-                        n_val=e["n_val"])
+                        n_val=e["n_val"], per_position_acc=tuple(e["per_position_acc"]))
     d = m.to_dict(base=Metrics(1.0, 0.5, 0.25, m.n_val))
     assert d["delta_acc"] == pytest.approx(m.acc - 0.5, abs=1e-6)
 

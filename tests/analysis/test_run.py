@@ -30,7 +30,7 @@ def test_analyze_any_shape_gives_the_contracted_json(odd):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     text = json.dumps(result, allow_nan=False)
     again = json.loads(text)
-    assert set(again) == {"name", "config", "metrics", *ANALYSES}
+    assert set(again) == {"name", "config", "metrics", "per_position_acc", *ANALYSES}
     assert len(again["attention"]["max_leak"]) == 2 and len(again["attention"]["patterns_constant"]) == 2
     assert set(again["pos_ablation"]) == {"blocks.0.hook_resid_pre", "blocks.0.hook_resid_post",
                                           "blocks.1.hook_resid_post"}
@@ -49,9 +49,10 @@ def test_analyze_is_deterministic_and_only_runs_what_is_asked(trained):
     a = analyze(model, config, only="edges,probes", progress=lambda n, s: seen.append(n), data=data)
     b = analyze(model, config, only=["probes", "edges"], data=data)
     assert a == b
-    assert set(a) == {"name", "config", "metrics", "edges", "probes"}
+    assert set(a) == {"name", "config", "metrics", "per_position_acc", "edges", "probes"}
     assert seen == ["metrics", "edges", "probes"]
-    assert set(analyze(model, config, only="metrics", data=data)) == {"name", "config", "metrics"}
+    assert set(analyze(model, config, only="metrics", data=data)) == {"name", "config", "metrics",
+                                                                     "per_position_acc"}
 
 
 def test_bad_requests_are_one_line_errors(trained):

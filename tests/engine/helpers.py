@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from listcopy.config import Config
 from listcopy.engine import Ensemble
 from listcopy.engine.kernel_backend import KernelBackend
-from listcopy.engine.rows import allowed_matrices, output_rows, row_needs
 from listcopy.model import ListCopyTransformer, build_model
 from listcopy.task import dataset
 
@@ -60,32 +59,11 @@ def batch(config, n, seed):
     return inputs, targets
 
 
-def silence_outputs_in_layer0(config):
-    """The research variant's layer-0 mask on the seed's model, as the research line does it with
-    hooks: the outputs' pattern rows zeroed in layer 0 (they receive nothing there)."""
-    L = config.task.list_len
-
-    def hook(pattern, hook):
-        pattern = pattern.clone()
-        pattern[:, :, L + 1:] = 0.0
-        return pattern
-
-    return [("blocks.0.attn.hook_pattern", hook)]
-
-
-def layer0_needs(config):
-    """The rows each layer needs with the outputs silent in layer 0 (rows.py's per-layer masks)."""
-    L = config.task.list_len
-    allowed = allowed_matrices(L, config.model.n_layers)
-    first = tuple(row if i <= L else (False,) * len(row) for i, row in enumerate(allowed[0]))
-    return row_needs((first,) + allowed[1:], output_rows(L))
-
-
-def hooked_loss_and_grads(config, sd, inputs, targets, hooks=()):
+def hooked_loss_and_grads(config, sd, inputs, targets):
     model = ListCopyTransformer(config)
     model.load_state_dict(sd)
     L = config.task.list_len
-    logits = model.run_with_hooks(inputs, fwd_hooks=list(hooks))[:, L + 1:]
+    logits = model(inputs)[:, L + 1:]
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
     loss.backward()
     grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
@@ -131,12 +109,10 @@ def check_against_hooked(config, sds, n=20, rtol=0.0, device="cpu"):
                 assert torch.allclose(mine[name], ref, atol=1e-5, rtol=rtol), (ens.backend, name)
 
 
-def kernel_ensemble(config, sds, *, dw_lanes=None, layer0=False):
-    """An ensemble on the compiled kernel (its variant by the table unless ``dw_lanes``), with
-    the layer-0 mask's row needs when ``layer0``; None where no C compiler works."""
+def kernel_ensemble(config, sds, *, dw_lanes=None):
+    """An ensemble on the compiled kernel (its variant by the table unless ``dw_lanes``); None
+    where no C compiler works."""
     ens = Ensemble(config, sds, backend="torch")
-    if layer0:
-        ens.needs = layer0_needs(config)
     kernel = KernelBackend.load(ens.kernel_shape(dw_lanes))
     if kernel is None:
         return None
@@ -145,10 +121,9 @@ def kernel_ensemble(config, sds, *, dw_lanes=None, layer0=False):
 
 
 def check_kernel_against_hooked(config, sds, n=20, rtol=0.0, atol=1e-5, **kernel):
-    """The kernel (``kernel_ensemble``'s options) against the hooked model (with the layer-0
-    hook when ``layer0``): logits, predictions, losses and gradients per member."""
+    """The kernel (``kernel_ensemble``'s options) against the hooked model: logits, predictions,
+    losses and gradients per member."""
     E = len(sds)
-    hooks = silence_outputs_in_layer0(config) if kernel.get("layer0") else ()
     per_member = [batch(config, n, seed=e) for e in range(E)]
     tokens = torch.stack([b[0] for b in per_member])
     targets = torch.stack([b[1] for b in per_member])
@@ -156,8 +131,8 @@ def check_kernel_against_hooked(config, sds, n=20, rtol=0.0, atol=1e-5, **kernel
     loss, grad = ens.loss_and_grad(tokens, targets)
     predicted = ens.predict(tokens[0])
     for e in range(E):
-        _, ref_loss, ref_grads = hooked_loss_and_grads(config, sds[e], tokens[e], targets[e], hooks)
-        ref_shared = hooked_loss_and_grads(config, sds[e], tokens[0], targets[0], hooks)[0]
+        _, ref_loss, ref_grads = hooked_loss_and_grads(config, sds[e], tokens[e], targets[e])
+        ref_shared = hooked_loss_and_grads(config, sds[e], tokens[0], targets[0])[0]
         assert torch.allclose(predicted[e], ref_shared, atol=atol, rtol=rtol)
         assert loss[e].item() == pytest.approx(ref_loss.item(), abs=atol, rel=rtol)
         mine = split(ens, grad, e)
@@ -171,3 +146,17 @@ def has_kernel():
 
 
 needs_kernel = pytest.mark.skipif(not has_kernel(), reason="no C compiler: no CPU kernel")
+
+
+def stretch_setup(config, n_members, seed, steps=40, batch=32):
+    """Initial weights of ``n_members``, the training table (inputs, output targets) and each
+    member's random batches (E, steps, batch) for a stretch of training steps."""
+    sds = state_dicts(config, list(range(n_members)), False)
+    data = dataset(config)
+    L = config.task.list_len
+    inputs, targets = data.train_inputs, data.train_targets[:, L + 1:].contiguous()
+    g = torch.Generator().manual_seed(seed)
+    n = inputs.shape[0]
+    batches = torch.stack([torch.randperm(n, generator=g)[:steps * batch].view(steps, batch)
+                           for _ in range(n_members)])
+    return sds, inputs, targets, batches

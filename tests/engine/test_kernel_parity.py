@@ -4,9 +4,9 @@ in the variant choice.py picks for the width and in the other; its training opti
 rate per step, gradient clipping) against torch's own AdamW and ``clip_grad_norm_`` on the hooked
 model.
 
-The layer-0 mask here is the research line's own construction on the seed's model: a hook that
-zeroes the outputs' pattern rows in layer 0 (tests/engine/helpers.py); the kernel gets the rows
-each layer then needs (rows.py), as the configuration's mask gives them.
+The layer-0 mask is the research variant's ``model.layer0_mask`` (the outputs' pattern rows zero in
+layer 0, held to the research line's own model by tests/engine/test_research_parity.py and
+tests/test_research_export.py); the kernel gets the rows each layer then needs (rows.py).
 """
 
 import pytest
@@ -33,10 +33,10 @@ def test_kernel_equals_the_hooked_model_at_every_flag_combination(ln, use_bias, 
     """Every parameter perturbed (frozen identities and zero biases too: the kernel then reads
     them from its ``fixed`` buffer), mildly at d_model 128 where float32 rounding grows."""
     config = small(d_model=d_model, ln=ln, use_bias=use_bias, freeze_wv=freeze_wv,
-                   freeze_wo=freeze_wo, n_heads=n_heads)
+                   freeze_wo=freeze_wo, n_heads=n_heads, layer0_mask=layer0)
     assert choice.pick(config).dw_lanes == (d_model <= 16)
     sds = state_dicts(config, [0, 1], True, scale=0.05 if d_model > 16 else 0.3)
-    check_kernel_against_hooked(config, sds, rtol=1e-4 if d_model > 16 else 0.0, layer0=layer0)
+    check_kernel_against_hooked(config, sds, rtol=1e-4 if d_model > 16 else 0.0)
 
 
 @pytest.mark.parametrize("overrides", [
@@ -50,9 +50,10 @@ def test_kernel_equals_the_hooked_model_at_every_flag_combination(ln, use_bias, 
 def test_both_kernel_variants_equal_the_hooked_model(overrides, dw_lanes, layer0):
     """Either way of summing weight gradients, at widths that are not multiples of the lanes'
     blocks, other list lengths and depths."""
-    config = Config().replace(**overrides)
+    model = {**overrides.get("model", {}), "layer0_mask": layer0}
+    config = Config().replace(**{**overrides, "model": model})
     sds = state_dicts(config, [0, 1, 2], True, scale=0.1)
-    check_kernel_against_hooked(config, sds, n=21, rtol=1e-4, dw_lanes=dw_lanes, layer0=layer0)
+    check_kernel_against_hooked(config, sds, n=21, rtol=1e-4, dw_lanes=dw_lanes)
 
 
 def reference_steps(config, sd, batches, lrs, max_norm, wd):

@@ -61,7 +61,8 @@ def test_model_report_in_the_browser(chromium, default_model, default_analysis, 
     assert info.bytes < 10_000_000
     check_page(chromium, out, "listcopy report: 3layer_100dig_8d", SECTIONS, len(info.figures),
                artifacts / "model_report.png")
-    assert len(info.figures) == 15  # every figure of every analysis, UMAP included
+    # every figure of every analysis, UMAP included: 15 of the seed's studies, 8 of the paper's
+    assert len(info.figures) == 15 + 8
 
 
 def test_sweep_report_in_the_browser(chromium, sweep_dir, tmp_path, artifacts):

@@ -119,17 +119,17 @@ def test_a_new_section_is_one_builder_and_one_row(odd_analysis):
     lacks draw nothing."""
     _, config, result = odd_analysis
 
-    def order_by_scale(value, ctx, s):
+    def toy_scales(value, ctx, s):
         s.what = s.what.format(n=len(value["scales"]))
         s.numbers = f"largest scale {max(value['scales'])}, clean acc {ctx.base['acc']:.4f}"
 
-    table = {**MODEL_SECTIONS, "order_by_scale": SectionRow(
-        "Order by scale", "Outputs ordered by {n} scales.", order_by_scale)}
-    page = build_page({**result, "order_by_scale": {"scales": [1, 3, 2]}}, config, sections=table)
-    assert [s.id for s in page.sections] == [*SECTIONS, "order_by_scale"]
+    table = {**MODEL_SECTIONS, "toy_scales": SectionRow(
+        "Toy scales", "Outputs ordered by {n} scales.", toy_scales)}
+    page = build_page({**result, "toy_scales": {"scales": [1, 3, 2]}}, config, sections=table)
+    assert [s.id for s in page.sections] == [*SECTIONS, "toy_scales"]
     new = page.sections[-1]
-    assert (new.title, new.what) == ("Order by scale", "Outputs ordered by 3 scales.")
+    assert (new.title, new.what) == ("Toy scales", "Outputs ordered by 3 scales.")
     assert new.numbers == f"largest scale 3, clean acc {result['metrics']['acc']:.4f}"
-    assert table["order_by_scale"].what == "Outputs ordered by {n} scales."  # the row is untouched
+    assert table["toy_scales"].what == "Outputs ordered by {n} scales."  # the row is untouched
     few = {k: result[k] for k in ("name", "config", "metrics", "edges")}
     assert [s.id for s in build_page(few, config, sections=table).sections] == ["overview", "edges"]

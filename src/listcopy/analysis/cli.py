@@ -18,21 +18,23 @@ def register(subparsers) -> None:
     """Add the ``analyze`` command to ``subparsers`` (from ``parser.add_subparsers()``)."""
     p = subparsers.add_parser(
         "analyze", help="interpretability analyses of a run or seed .pt (summary, --json)",
-        description="Attention, ablations, logit lens, edges, geometry and probes of a trained "
-                    "model, on the seed's validation split.")
+        description="Attention, ablations, logit lens, edges, geometry, probes and the analyses "
+                    "of the paper 'Order by Scale' of a trained model, on the seed's validation "
+                    "split.")
     p.add_argument("path", help="run directory or seed .pt file")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one setting (repeatable), e.g. --set task.n_digits=10")
     p.add_argument("--only", metavar="NAMES",
                    help="comma-separated analyses to run (default all): parameters, attention, "
                         "mean_attention, pos_ablation, skip_ablation, logit_lens, edges, "
-                        "sep_attention, geometry, probes")
+                        "sep_attention, geometry, probes, order_by_scale, critical_edges")
     p.add_argument("--json", metavar="FILE", help="write the whole result as one JSON object "
                                                   "('-' for standard output)")
     p.add_argument("--example", type=int, default=0, metavar="N",
                    help="validation row shown by attention and logit_lens (default 0, the seed's)")
     p.add_argument("--tolerance", type=float, default=1e-3, metavar="T",
-                   help="edges: accuracy change below which an edge is removable (default 0.001)")
+                   help="edges: accuracy change below which an edge is removable; "
+                        "critical_edges: the drop beyond which an edge is critical (default 0.001)")
     p.add_argument("--no-umap", action="store_true", help="skip UMAP (saves its ~10 s JIT)")
     p.add_argument("--seed", type=int, default=0, help="seed of UMAP and the probes (default 0)")
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
@@ -58,17 +60,25 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
         threadpool_limits(limits=args.threads)
-    model, config = load(args.path, args.set)
+    from ..cli.args import print_notice
+
+    model, config = load(args.path, args.set, notice=print_notice)
     result = analyze(model, config, only=args.only, progress=not args.quiet, example=args.example,
                      tolerance=args.tolerance, umap=not args.no_umap, seed=args.seed)
+    return print_result(result, format_summary, args.json)
+
+
+def print_result(result: dict, summary, json_arg: str | None) -> int:
+    """``--json -``: the result as one JSON line on standard output; otherwise ``summary(result)``
+    printed, and with ``--json FILE`` the JSON written there atomically."""
     text = json.dumps(result, allow_nan=False)
-    if args.json == "-":
+    if json_arg == "-":
         print(text)
         return 0
-    print(format_summary(result))
-    if args.json:
+    print(summary(result))
+    if json_arg:
         from ..checkpoint import atomic_write
 
-        atomic_write(Path(args.json), lambda tmp: tmp.write_text(text + "\n"))
-        print(f"wrote {args.json}", file=sys.stderr)
+        atomic_write(Path(json_arg), lambda tmp: tmp.write_text(text + "\n"))
+        print(f"wrote {json_arg}", file=sys.stderr)
     return 0

@@ -105,16 +105,17 @@ def cached_pass(model, inputs: Tensor, names: Sequence[str], fwd_hooks: Sequence
 
 @dataclass(frozen=True)
 class Metrics:
-    """The seed's validation metrics on the output positions."""
+    """The seed's validation metrics on the output positions (and the accuracy per position)."""
 
     loss: float
     acc: float
     seq_acc: float
     n_val: int
+    per_position_acc: tuple[float, ...] = ()  # o1, o2, ...; acc is their mean
 
     def to_dict(self, base: "Metrics | None" = None) -> dict[str, Any]:
         out: dict[str, Any] = {"loss": self.loss, "acc": self.acc, "seq_acc": self.seq_acc,
-                               "n_val": self.n_val}
+                               "n_val": self.n_val, "per_position_acc": list(self.per_position_acc)}
         if base is not None:
             out["delta_acc"] = self.acc - base.acc
             out["delta_loss"] = self.loss - base.loss
@@ -127,7 +128,8 @@ def val_metrics(model, data: Dataset, fwd_hooks: Sequence[FwdHook] = (),
     """loss, acc, seq_acc on the validation set with ``fwd_hooks`` attached for this call only."""
     with hooked(model, fwd_hooks):
         m = evaluate(model, data, batch_size)
-    return Metrics(loss=m["loss"], acc=m["acc"], seq_acc=m["seq_acc"], n_val=m["n_val"])
+    return Metrics(loss=m["loss"], acc=m["acc"], seq_acc=m["seq_acc"], n_val=m["n_val"],
+                   per_position_acc=tuple(m["per_position_acc"]))
 
 
 @torch.no_grad()

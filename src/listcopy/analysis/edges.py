@@ -1,6 +1,6 @@
 """Edge ablation: zero one attention edge (layer, query, key) at ``hook_pattern`` at a time, in
 every head, with no renormalisation of the row (as the research line does), for every edge the
-seed's mask allows; the change in accuracy per edge; the edges whose removal changes accuracy by
+model's masks allow; the change in accuracy per edge; the edges whose removal changes accuracy by
 less than a tolerance, and the metrics with all of those removed at once.
 """
 
@@ -9,38 +9,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
 
-from ..config import Config, ConfigError
-from ..task import Dataset, attention_mask, token_labels
-from .common import BATCH_SIZE, FwdHook, Metrics, checked_inputs, pattern_name, to_json, val_metrics
+from ..config import Config
+from ..task import Dataset, LayerMask, attention_mask, model_masks, token_labels
+from .common import BATCH_SIZE, FwdHook, Metrics, checked_inputs, to_json, val_metrics
+from .critical import TOLERANCE, check_tolerance, single_edge_metrics
+from .pattern_edits import ablation_hooks
 
-TOLERANCE = 1e-3  # the research line's accuracy_tolerance
 
-
-def allowed_edges(list_len: int) -> list[tuple[int, int]]:
-    """(query, key) pairs the seed's mask allows, in row-major order."""
-    mask = attention_mask(list_len)
-    return [(int(q), int(k)) for q, k in (mask == 0).nonzero().tolist()]
+def allowed_edges(list_len: int, masking: LayerMask | None = None) -> list[tuple[int, int]]:
+    """(query, key) pairs the seed's mask (or one layer's ``masking``: with the research line's
+    layer-0 mask the outputs have none there) allows, in row-major order."""
+    allowed = attention_mask(list_len) == 0 if masking is None else masking.allowed
+    return [(int(q), int(k)) for q, k in allowed.nonzero().tolist()]
 
 
 def edge_hooks(edges: list[tuple[int, int, int]]) -> list[FwdHook]:
     """Hooks setting pattern[:, :, q, k] = 0 (all heads, no renormalisation) for each (layer, q, k)."""
-    by_layer: dict[int, list[tuple[int, int]]] = {}
-    for layer, q, k in edges:
-        by_layer.setdefault(layer, []).append((q, k))
-
-    def make(pairs: list[tuple[int, int]]):
-        qs = torch.tensor([q for q, _ in pairs])
-        ks = torch.tensor([k for _, k in pairs])
-
-        def hook(pattern: Tensor, hook) -> Tensor:
-            pattern = pattern.clone()
-            pattern[:, :, qs, ks] = 0.0
-            return pattern
-        return hook
-
-    return [(pattern_name(layer), make(pairs)) for layer, pairs in sorted(by_layer.items())]
+    return ablation_hooks(edges, renorm=False)
 
 
 @dataclass(frozen=True)
@@ -81,15 +67,13 @@ class EdgeAblationResult:
 def edge_ablation(model, config: Config, data: Dataset | None = None, tolerance: float = TOLERANCE,
                   batch_size: int = BATCH_SIZE) -> EdgeAblationResult:
     data = checked_inputs(model, config, data, batch_size)
-    if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not tolerance >= 0:
-        raise ConfigError(f"tolerance = {tolerance!r}: must be a number >= 0")
+    tolerance = check_tolerance(tolerance)
     labels = token_labels(config.task.list_len)
     base = val_metrics(model, data, batch_size=batch_size)
-    results = []
-    for layer in range(config.model.n_layers):
-        for q, k in allowed_edges(config.task.list_len):
-            m = val_metrics(model, data, edge_hooks([(layer, q, k)]), batch_size)
-            results.append(EdgeResult(layer, q, k, f"{labels[q]}<-{labels[k]}", m))
+    edges = [(layer, q, k) for layer, masking in enumerate(model_masks(config))
+             for q, k in allowed_edges(config.task.list_len, masking)]
+    results = [EdgeResult(layer, q, k, f"{labels[q]}<-{labels[k]}", m) for (layer, q, k), m
+               in zip(edges, single_edge_metrics(model, data, edges, False, batch_size))]
     partial = EdgeAblationResult(base, tuple(results), float(tolerance), base)
     removable = [(e.layer, e.query, e.key) for e in partial.removable]
     combined = val_metrics(model, data, edge_hooks(removable), batch_size) if removable else base

@@ -5,9 +5,10 @@
     >>> print(format_summary(result))
 
 The keys of the result are a contract (``listcopy analyze --json`` writes it): ``name``,
-``config``, ``metrics`` (clean), and one key per analysis that ran (``ANALYSES``). Every metrics
-object has ``loss``, ``acc``, ``seq_acc`` (and ``n_val``; ablations add ``delta_acc`` and
-``delta_loss`` against the clean model).
+``config``, ``metrics`` (clean), ``per_position_acc`` (the clean accuracy at o1, o2, ...), and one
+key per analysis that ran (``ANALYSES``). Every metrics object has ``loss``, ``acc``, ``seq_acc``,
+``per_position_acc`` (and ``n_val``; ablations add ``delta_acc`` and ``delta_loss`` against the
+clean model). A part of an analysis that does not apply to the model holds one string saying why.
 """
 
 from __future__ import annotations
@@ -23,14 +24,19 @@ from ..task import Dataset
 from .ablation import mean_attention_ablation, pos_ablation, skip_ablation
 from .attention import attention_patterns, sep_attention
 from .common import BATCH_SIZE, checked_inputs, to_json, val_metrics
+from .critical import critical_edges
+from .critical import summary_lines as critical_summary
 from .edges import TOLERANCE, edge_ablation
 from .geometry import embedding_geometry
 from .lens import logit_lens
+from .order_scale import order_by_scale
+from .order_scale import summary_lines as order_by_scale_summary
 from .parameters import parameter_table
 from .probes import linear_probes
 
 ANALYSES = ("parameters", "attention", "mean_attention", "pos_ablation", "skip_ablation",
-            "logit_lens", "edges", "sep_attention", "geometry", "probes")
+            "logit_lens", "edges", "sep_attention", "geometry", "probes", "order_by_scale",
+            "critical_edges")
 
 Progress = Callable[[str, float], None]
 
@@ -65,8 +71,10 @@ def analyze(model, config: Config, only: str | Iterable[str] | None = None,
     """Run the analyses named in ``only`` (default: all) on ``model``; one JSON-ready dict.
 
     ``example`` is the validation row shown by ``attention`` and ``logit_lens``; ``tolerance`` the
-    accuracy change below which an edge counts as removable; ``umap=False`` skips UMAP (and its
-    JIT); ``seed`` seeds UMAP and the probes. ``progress`` (True, or a callable taking the
+    accuracy change below which an edge counts as removable (and, for ``critical_edges``, the drop
+    beyond which an edge is critical); ``umap=False`` skips the geometry's UMAP (and its JIT; the
+    order-by-scale points get only PCA here, UMAP in ``listcopy paper``); ``seed`` seeds UMAP and
+    the probes. ``progress`` (True, or a callable taking the
     analysis's name and its seconds) reports each analysis's time.
     """
     names = parse_only(only)
@@ -86,6 +94,7 @@ def analyze(model, config: Config, only: str | Iterable[str] | None = None,
 
         base = timed("metrics", lambda: val_metrics(model, data, batch_size=batch_size))
         result["metrics"] = base.to_dict()
+        result["per_position_acc"] = result["metrics"]["per_position_acc"]
         done: dict[str, Any] = {}
 
         def means():  # the attention analysis's mean patterns, if it ran
@@ -102,10 +111,13 @@ def analyze(model, config: Config, only: str | Iterable[str] | None = None,
             "sep_attention": lambda: sep_attention(model, config, data, 0, batch_size),
             "geometry": lambda: embedding_geometry(model, config, umap=umap, seed=seed),
             "probes": lambda: linear_probes(model, config, data, seed=seed, batch_size=batch_size),
+            "order_by_scale": lambda: order_by_scale(model, config, data, False, seed, batch_size),
+            "critical_edges": lambda: critical_edges(model, config, data, tolerance,
+                                                     example=example, batch_size=batch_size),
         }
         for name in names:
             done[name] = timed(name, steps[name])
-            result[name] = to_json(done[name].to_dict())
+            result[name] = to_json(done[name])
         return result
     finally:
         model.train(was_training)
@@ -192,6 +204,7 @@ SUMMARIES: dict[str, Callable[[dict], list[str]]] = {
     "parameters": _parameters, "attention": _attention, "mean_attention": _mean_attention,
     "pos_ablation": _pos_ablation, "skip_ablation": _skip_ablation, "logit_lens": _logit_lens,
     "edges": _edges, "sep_attention": _sep_attention, "geometry": _geometry, "probes": _probes,
+    "order_by_scale": order_by_scale_summary, "critical_edges": critical_summary,
 }
 
 

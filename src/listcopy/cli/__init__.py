@@ -27,13 +27,16 @@ from ..errors import EXIT_FAILURE, EXIT_INTERRUPTED, ListcopyError, one_line
 
 def registrars():
     """Each command module's ``register``, in the order ``listcopy --help`` lists them."""
+    from ..analysis import ablate_cli as ablate
     from ..analysis import cli as analyze
+    from ..paper import cli as paper
     from ..report import cli as report
+    from ..sae import cli as sae
     from ..sweep import cli as sweep
     from . import bench, frontier, model, train
 
-    return (train.register, model.register, analyze.register, report.register, sweep.register,
-            frontier.register, bench.register)
+    return (train.register, model.register, analyze.register, ablate.register, report.register,
+            paper.register, sweep.register, frontier.register, bench.register, sae.register)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,13 +55,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except ListcopyError as err:
-        return _fail(args.command, one_line(err), err.exit_code)
+        return _fail(_label(args), one_line(err), err.exit_code)
     except KeyboardInterrupt:
-        print(f"listcopy {args.command}: interrupted", file=sys.stderr)
+        print(f"listcopy {_label(args)}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as err:  # a disk that is full, a directory that is read-only
         where = f": {err.filename}" if err.filename else ""
-        return _fail(args.command, one_line(f"{err.strerror or err}{where}"), EXIT_FAILURE)
+        return _fail(_label(args), one_line(f"{err.strerror or err}{where}"), EXIT_FAILURE)
+
+
+def _label(args: argparse.Namespace) -> str:
+    """The command as typed: ``train``, or ``sae eval`` for a command with subcommands (their
+    parsers set ``subcommand``)."""
+    sub = getattr(args, "subcommand", None)
+    return f"{args.command} {sub}" if sub else args.command
 
 
 def _fail(command: str, message: str, code: int) -> int:

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from .backend import Stretch
-from .optim import BETAS, EPS, AdamW
+from .optim import BETAS, EPS, AdamW, clip_grad_norm_
 from .params import Params
 from .torch_backend import TorchBackend
 
@@ -94,13 +94,6 @@ def adamw_graph_update(optim: AdamW, param: Tensor, grad: Tensor, lr: Tensor, wd
     param.mul_(1 - lr * wd).sub_(step_size * optim.exp_avg / denom)
 
 
-def clip_rows_(grad: Tensor, max_norm: Tensor) -> None:
-    """Each member's gradient row scaled to at most ``max_norm`` (0: unchanged), as
-    ``clip_grad_norm_`` (sync-free: a factor of 1 where nothing is clipped)."""
-    coef = (max_norm / (torch.linalg.vector_norm(grad, dim=1) + 1e-6)).clamp(max=1.0)
-    grad.mul_(torch.where(max_norm > 0, coef, torch.ones_like(coef))[:, None])
-
-
 def graph_step(backend: TorchBackend, params: Params, optim: AdamW, buf: StepBuffers,
                const: frozenset[int]) -> None:
     """One training step of every member from the static buffers: what the graph records."""
@@ -108,8 +101,8 @@ def graph_step(backend: TorchBackend, params: Params, optim: AdamW, buf: StepBuf
     col = torch.remainder(buf.first + buf.i, n_batches).reshape(1)
     rows = buf.batches.index_select(1, col).squeeze(1)  # (E, B)
     loss, grad = backend._loss_and_grad(params, buf.inputs[rows], buf.targets[rows], const)
-    if buf.clip is not None:
-        clip_rows_(grad, buf.clip)
+    if buf.clip is not None:  # sync-free: a factor of 1 where nothing is clipped
+        clip_grad_norm_(grad, buf.clip, [(a, b) for _, _, a, b in params.layout.spans()])
     lr = buf.lr.index_select(1, buf.i.reshape(1))  # (E, 1)
     adamw_graph_update(optim, params.flat.detach(), grad, lr, buf.wd, buf.t)
     buf.loss.add_(loss.to(buf.loss.dtype))

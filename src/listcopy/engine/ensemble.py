@@ -48,7 +48,8 @@ class Ensemble:
         self.params = Params.stack(self.layout, state_dicts, self.device)
         self.optim = AdamW.zeros(len(state_dicts), self.layout.size, self.device)
         self.facts = WeightFacts.of(config, state_dicts)
-        self.needs = model_row_needs(config.task.list_len, config.model.n_layers)
+        self.needs = model_row_needs(config.task.list_len, config.model.n_layers,
+                                     config.model.layer0_mask)
         self.forward = PrunedForward(config, self.facts, self.needs, self.device)
         self._backend: Backend = self._choose_backend(backend)
 
@@ -149,13 +150,15 @@ class Ensemble:
 
     def train_steps(self, inputs: Tensor, targets: Tensor, batches: Tensor, batch0: int,
                     n_steps: int, lr: Tensor, weight_decay: Tensor, active: Tensor,
-                    loss_sum: Tensor, *, max_grad_norm: Tensor | None = None) -> None:
+                    loss_sum: Tensor, max_grad_norm: Tensor | None = None) -> None:
         """``n_steps`` AdamW steps of the active members (see :class:`~.backend.Stretch` for the
-        arguments: lr (E,) or (E, n_steps), clipping by ``max_grad_norm``). No host sync inside
-        (torch gathers the active members once per call)."""
-        if self._backend.name == "torch" and (lr.dim() == 2 or max_grad_norm is not None):
-            raise NotImplementedError("a learning rate per step and gradient clipping are in the "
-                                      "kernel backend only so far")
+        arguments; ``lr`` may also be (E,), one rate for every step). No host sync inside (torch
+        gathers the active members once per call)."""
+        if lr.dim() == 1:
+            lr = lr[:, None].expand(lr.shape[0], n_steps)
+        if tuple(lr.shape) != (self.n_members, n_steps):
+            raise ValueError(f"lr per step must be ({self.n_members}, {n_steps}), "
+                             f"got {tuple(lr.shape)}")
         self._backend.train_steps(self.params, self.optim, Stretch(
             inputs, targets, batches, batch0, n_steps, lr, weight_decay, active, loss_sum,
             max_grad_norm))

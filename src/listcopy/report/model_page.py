@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ..config import Config
 from . import figures as F
+from . import paper_sections
 from .html import Figure, Page, Section, Table
 
 
@@ -31,6 +32,10 @@ class PageContext:
     @property
     def n_digits(self) -> int:
         return self.config.task.n_digits
+
+    @property
+    def mask_token(self) -> bool:
+        return self.config.task.mask_token
 
     @property
     def labels(self) -> list[str]:
@@ -104,7 +109,7 @@ def run_table(run: dict[str, Any]) -> Table:
 
 
 def attention(a: dict[str, Any], ctx: PageContext, s: Section) -> None:
-    toks = " ".join(F.token_text(t, ctx.n_digits) for t in a["example_tokens"])
+    toks = " ".join(F.token_text(t, ctx.n_digits, ctx.mask_token) for t in a["example_tokens"])
     s.what = s.what.format(example=a["example_index"], tokens=toks, n_val=ctx.base["n_val"])
     leaks = ", ".join(f"L{i} {x:.1e}" for i, x in enumerate(a["max_leak"]))
     const = ", ".join(f"L{i} {'yes' if c else 'no'}" for i, c in enumerate(a["patterns_constant"]))
@@ -141,7 +146,7 @@ def skip_ablation(sk: dict[str, Any], ctx: PageContext, s: Section) -> None:
 def logit_lens(lens: dict[str, Any], ctx: PageContext, s: Section) -> None:
     s.numbers = "Decoded accuracy on output positions: " + ", ".join(
         f"{st} {acc:.4f}" for st, acc in zip(lens["stage_labels"], lens["val_acc"])) + "."
-    s.figures.append(Figure("attention_flow", F.attention_flow(lens, ctx.n_digits)))
+    s.figures.append(Figure("attention_flow", F.attention_flow(lens, ctx.n_digits, mask_token=ctx.mask_token)))
     s.figures.append(Figure("logit_lens_accuracy", F.logit_lens_accuracy(lens)))
 
 
@@ -256,6 +261,20 @@ MODEL_SECTIONS: dict[str, SectionRow] = {
         "from the residual stream at {position} after the embedding and after each layer, fitted "
         "on {n_train} training lists and scored on {n_val} validation lists.",
         probes),
+    "order_by_scale": SectionRow(
+        "Order by scale",
+        "The analyses of the paper \"Order by Scale\" (sections 4.2-4.3, appendix B): the logits "
+        "rebuilt as a sum over attention paths, the gap between consecutive outputs split into "
+        "path terms (equation 6, Figure 2), SEP's weights set by hand, lists against their "
+        "swapped partners (equation 5), the output residuals separated on W_pos, and the "
+        "attention weights of right and wrong lists (Figures 3 and 4).",
+        paper_sections.order_by_scale),
+    "critical_edges": SectionRow(
+        "Critical edges and the minimal circuit",
+        "Each attention edge the model's mask allows ablated alone (touched rows renormalised "
+        "unless stated): critical when accuracy drops by more than the tolerance; the circuit "
+        "of critical edges drawn on one validation example with its logit lens (Figure 1).",
+        paper_sections.critical_edges),
 }
 
 SECTIONS = ("overview", *MODEL_SECTIONS)  # every section id, in page order

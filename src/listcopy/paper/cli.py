@@ -1,0 +1,50 @@
+"""``listcopy paper [--out DIR] [--model PATH ...] [--set k=v ...] [--grid SWEEP_DIR]``: the
+paper "Order by Scale" reproduced: its 2- and 3-layer models trained (or taken with ``--model``),
+analysed, and written as one offline HTML page and a JSON of every number.
+
+``register(subparsers)`` adds the command; nothing heavy is imported until it runs. Bad input
+raises (exit 2, one line through ``listcopy.cli.main``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "paper", help="the paper 'Order by Scale' reproduced: models, figures, numbers",
+        description="Train (or take) the paper's 2-layer and 3-layer models, run its analyses "
+                    "and write DIR/paper.html (Figures 1-4, the numbers of sections 4.1-4.3 "
+                    "beside the paper's, Table 4 with --grid) and DIR/paper.json.")
+    p.add_argument("--out", default="paper", metavar="DIR",
+                   help="output directory (default ./paper); models train under DIR/models")
+    p.add_argument("--model", action="append", default=[], metavar="PATH",
+                   help="a trained 2- or 3-layer model (run directory or .pt) to use instead of "
+                        "training it (repeatable)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a setting of both models (repeatable)")
+    p.add_argument("--grid", metavar="SWEEP_DIR",
+                   help="a sweep of the paper's grid (examples/paper_grid.toml) for Table 4")
+    p.add_argument("--no-umap", action="store_true", help="PCA only for the positional points")
+    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_paper)
+
+
+def cmd_paper(args: argparse.Namespace) -> int:
+    from ..cli.args import check_threads
+
+    check_threads(args.threads)
+    import torch
+
+    from .run import paper_report
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    info = paper_report(args.out, args.model, args.set, args.grid, umap=not args.no_umap,
+                        progress=not args.quiet)
+    print(f"wrote {info.html} and {info.json} (sections: {', '.join(info.sections)})",
+          file=sys.stderr)
+    return 0

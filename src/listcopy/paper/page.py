@@ -1,0 +1,108 @@
+"""The page of ``listcopy paper``: per model, the numbers of sections 4.1-4.3 beside the paper's
+and Figures 1-4 (and the error scatter, the positional SVC's points); Table 4 beside the paper's
+when a sweep of its grid is given.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from ..report import paper_figures as P
+from ..report.html import Figure, Page, Section, Table
+from .settings import MODELS, PAPER_NUMBERS, RESEARCH_VARIANT, TABLE4
+
+
+def _get(r: dict[str, Any], *keys: str) -> Any:
+    """``r[k0][k1]...``, or None where a key is missing or a part did not apply (a string)."""
+    for k in keys:
+        if not isinstance(r, dict) or k not in r:
+            return None
+        r = r[k]
+    return r
+
+
+# what listcopy measured under each of the paper's keys
+MEASURED: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "acc": lambda r: _get(r, "metrics", "acc"),
+    "moderation_o2_wrong": lambda r: _get(r, "moderation", "errors", "o2", "wrong"),
+    "moderation_eq_d1": lambda r: _get(r, "moderation", "errors", "o2", "eq_d1"),
+    "alpha_o2_before": lambda r: _get(r, "order_by_scale", "alpha_intervention", "delta_logits",
+                                      "acc_before"),
+    "alpha_o2_after": lambda r: _get(r, "order_by_scale", "alpha_intervention", "delta_logits",
+                                     "acc_after"),
+    "mean_attention_acc": lambda r: _get(r, "mean_attention", "acc"),
+    "svc_accuracy": lambda r: _get(r, "order_by_scale", "positional_svc", "accuracy"),
+}
+
+
+def numbers_table(name: str, r: dict[str, Any]) -> Table:
+    rows = [{"quantity": what, "paper": paper, "listcopy": MEASURED[key](r)}
+            for key, (paper, what) in PAPER_NUMBERS[name].items()]
+    return Table(["quantity", "paper", "listcopy"], rows,
+                 caption=f"{name}: the paper's numbers and listcopy's on this model",
+                 formats={"paper": ".4f", "listcopy": ".4f"})
+
+
+def model_section(name: str, r: dict[str, Any]) -> Section:
+    n_digits = r["config"]["task"]["n_digits"]
+    s = Section(name, f"The {name[0]}-layer model",
+                f"{r['name']}: validation accuracy {r['metrics']['acc']:.4f}, seq_acc "
+                f"{r['metrics']['seq_acc']:.4f}.")
+    s.tables.append(numbers_table(name, r))
+    crit = r["critical_edges"]
+    s.figures.append(Figure(f"{name}_figure1", P.circuit_graph(crit, n_digits)))
+    obs = r["order_by_scale"]
+    if isinstance(obs.get("delta_logits"), dict):
+        for pair in obs["delta_logits"]["pairs"]:
+            s.figures.append(Figure(f"{name}_figure2_{pair['first']}_{pair['second']}",
+                                    P.delta_logit_bars(pair)))
+    att = obs["attention"]
+    s.figures.append(Figure(f"{name}_figure3", P.attention_histograms(att)))
+    if len(att["alpha_keys"]) >= 2:
+        s.figures.append(Figure(f"{name}_figure4", P.alpha_scatter(att)))
+        s.figures.append(Figure(f"{name}_errors", P.error_scatter(att)))
+    if isinstance(obs.get("positional_svc"), dict):
+        s.figures.append(Figure(f"{name}_svc", P.svc_points(obs["positional_svc"])))
+    return s
+
+
+def table4_rows(runs) -> list[dict[str, Any]]:
+    """Sweep rows (``sweep.load_rows``) -> Table 4's rows: the mean accuracy of the done 2-layer
+    runs per (d_model, LN, bias, learned W_V, learned W_O), beside the paper's."""
+    groups: dict[tuple, list[float]] = {}
+    for row in runs:
+        m = row["config"].model
+        if row.get("status") != "done" or row.get("acc") is None or m.n_layers != 2:
+            continue
+        key = (m.d_model, m.ln, m.use_bias, not m.freeze_wv, not m.freeze_wo)
+        groups.setdefault(key, []).append(row["acc"])
+    return [{"d_model": k[0], "LN": k[1], "bias": k[2], "W_V learned": k[3], "W_O learned": k[4],
+             "paper": TABLE4.get(k), "listcopy": sum(v) / len(v), "runs": len(v)}
+            for k, v in sorted(groups.items(), key=lambda kv: (-kv[0][0], kv[0][1:]))]
+
+
+def table4_section(grid: str | Path) -> Section:
+    from ..sweep.results import load_rows
+
+    rows = table4_rows(load_rows(grid))
+    s = Section("table4", "Table 4: the grid", f"Mean validation accuracy of the 2-layer runs "
+                f"of the sweep {grid}, beside the paper's (mean of three runs).")
+    s.tables.append(Table(list(rows[0]) if rows else ["d_model"], rows,
+                          formats={"paper": ".4f", "listcopy": ".4f"}))
+    return s
+
+
+def paper_page(results: dict[str, dict[str, Any]], grid: str | Path | None = None) -> Page:
+    variant = ("the paper's variant" if RESEARCH_VARIANT else
+               "listcopy's seed variant (SEP, not MASK, at the outputs; the seed's mask in every "
+               "layer), until listcopy has the paper's")
+    page = Page(title="Order by Scale, reproduced with listcopy",
+                subtitle=f"Models: {variant}. Figures 1-4 and the numbers of sections 4.1-4.3.",
+                footer="listcopy paper; works offline (plotly.js embedded).")
+    for name in MODELS:
+        if name in results:
+            page.add(model_section(name, results[name]))
+    if grid is not None:
+        page.add(table4_section(grid))
+    return page

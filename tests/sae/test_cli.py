@@ -1,0 +1,93 @@
+"""``listcopy sae train|eval|analyze`` through the functions the CLI calls: results, and bad input
+as one line with exit status 2 (no traceback, nothing written)."""
+
+import argparse
+import json
+
+import pytest
+import torch
+
+from listcopy.cli import main
+from listcopy.sae.cli import register
+
+from .conftest import SMALL_SAE
+from .reference import line_checkpoint
+
+
+def test_register_adds_the_sae_command():
+    parser = argparse.ArgumentParser(prog="listcopy")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["sae", "train", "m", "--d-sae", "8", "--k", "2", "--pos", "d1,SEP"])
+    assert (args.command, args.subcommand, args.d_sae, args.k, args.positions) == (
+        "sae", "train", 8, 2, "d1,SEP")
+
+
+def _bad(capsys, argv, words, tmp_path=None):
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert "\n" not in err and "Traceback" not in err and words in err, err
+    return err
+
+
+def test_train_bad_input(capsys, model_dir, tmp_path):
+    out = tmp_path / "never"
+    base = ["sae", "train", str(model_dir), "--out", str(out), "--steps", "5", "--device", "cpu"]
+    _bad(capsys, base + ["--hook", "blocks.9.hook_resid_post"], "does not exist")
+    _bad(capsys, base + ["--k", "20", "--d-sae", "10"], "sae.k = 20: must be at most sae.d_sae = 10")
+    _bad(capsys, base + ["--arch", "gated"], "sae.arch")
+    _bad(capsys, base + ["--lr", "1e38"], "sae.lr")
+    _bad(capsys, base + ["--pos", "o7"], "position 'o7'")
+    _bad(capsys, ["sae", "train", str(tmp_path / "missing"), "--out", str(out)], "missing")
+    assert not out.exists()
+
+
+def test_a_failed_run_is_one_line_and_exit_1(capsys, monkeypatch, model_dir):
+    from listcopy.sae import run
+    from listcopy.sae.train import SAEDiverged
+
+    def diverge(*args, **kwargs):
+        raise SAEDiverged("SAE training diverged: non-finite loss at step 100")
+
+    monkeypatch.setattr(run, "train_sae", diverge)
+    assert main(["sae", "train", str(model_dir)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "listcopy sae train: error: SAE training diverged: non-finite loss at step 100"
+
+
+def test_eval_bad_input(capsys, model_dir, sae_dir, tmp_path):
+    wide = tmp_path / "wide.pt"
+    torch.save(line_checkpoint(d=64, d_sae=12, seed=0), wide)
+    _bad(capsys, ["sae", "eval", str(wide), "--model", str(model_dir)], "reads 64-wide")
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    _bad(capsys, ["sae", "eval", str(broken), "--model", str(model_dir)], str(broken))
+    _bad(capsys, ["sae", "eval", str(sae_dir), "--model", str(model_dir), "--hook",
+                  "blocks.0.attn.hook_z2"], "does not exist")
+    _bad(capsys, ["sae", "eval", str(sae_dir), "--model", str(model_dir), "--split", "test"],
+         "split 'test'")
+    _bad(capsys, ["sae", "analyze", str(sae_dir), "--model", str(model_dir), "--latents", "99"],
+         "latent 99")
+    _bad(capsys, ["sae", "analyze", str(sae_dir), "--model", str(model_dir), "--factors", "1,x"],
+         "--factors")
+
+
+def test_train_then_eval_and_analyze(capsys, model_dir, tmp_path):
+    out = tmp_path / "sae"
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in SMALL_SAE.items()]
+    assert main(["sae", "train", str(model_dir), "--out", str(out), "--quiet", *flags]) == 0
+    printed = capsys.readouterr().out
+    assert str(out) in printed and "patched" in printed
+    assert main(["sae", "eval", str(out), "--model", str(model_dir), "--json", "-"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    record = json.loads((out / "sae.json").read_text())
+    for key in ("patched_acc", "baseline_acc", "l0", "mse", "explained_variance", "dead", "d_sae"):
+        assert result[key] == pytest.approx(record["metrics"][key]), key
+    assert result["d_sae"] == SMALL_SAE["d_sae"]
+    report = tmp_path / "a.json"
+    assert main(["sae", "analyze", str(out), "--model", str(model_dir), "--factors", "0,3",
+                 "--json", str(report)]) == 0
+    assert "alignment:" in capsys.readouterr().out
+    analysis = json.loads(report.read_text())
+    assert set(analysis) >= {"metrics", "alignment", "attention", "swaps", "steering"}
+    assert analysis["steering"]["factors"] == [0.0, 1.0, 3.0]
