@@ -93,16 +93,17 @@ class Timed:
     cpu: float
 
 
-def timed(fn: Callable[[], Any]) -> Timed:
+def timed(fn: Callable[[], Any]) -> tuple[Timed, Any]:
+    """Wall and CPU seconds of ``fn()``, and what it returned."""
     t0, c0 = time.perf_counter(), cpu_seconds()
-    fn()
-    return Timed(time.perf_counter() - t0, cpu_seconds() - c0)
+    out = fn()
+    return Timed(time.perf_counter() - t0, cpu_seconds() - c0), out
 
 
-def steps_for(flops_per_model_step: float, members: int, eval_every: int) -> int:
-    """Steps of a run doing about WORK_FLOP, a multiple of ``eval_every``, 100 to 2000."""
+def steps_for(flops_per_model_step: float, members: int, eval_every: int, most: int = 2000) -> int:
+    """Steps of a run doing about WORK_FLOP, a multiple of ``eval_every``, 100 to ``most``."""
     steps = WORK_FLOP / max(flops_per_model_step * members, 1.0)
-    return int(min(2000, max(100, steps)) // eval_every * eval_every) or eval_every
+    return int(min(most, max(100, steps)) // eval_every * eval_every) or eval_every
 
 
 def shape_config(d_model: int, flags: dict[str, Any], n_layers: int = 3) -> Config:
@@ -120,30 +121,33 @@ def engine_flops_per_step(config: Config) -> tuple[float, str]:
 
 
 def bench_shape(config: Config, sizes: tuple[int, ...], rate: dict[str, float],
-                log: TextIO | None) -> list[dict[str, Any]]:
+                log: TextIO | None, most: int = 2000) -> list[dict[str, Any]]:
     """The notebook loop and the engine at each of ``sizes`` on one configuration: one row each."""
-    from .bench import engine_run, notebook_loop
+    from .bench import engine_model_steps, notebook_loop
 
     engine_flops, backend = engine_flops_per_step(config)
     every = config.train.eval_every
     plan = [("notebook loop", 1, notebook_flops_per_step(config), "hooked",
-             lambda steps: notebook_loop(config, steps))]
-    plan += [(f"engine E={n}", n, engine_flops, backend,
-              lambda steps, n=n: engine_run(config, steps, n)) for n in sizes]
+             lambda steps: (notebook_loop(config, steps, early_stop=False), steps)[1])]
+    plan += [(f"engine E={n}", n, engine_flops, backend,  # members stop only at 100% accuracy
+              lambda steps, n=n: engine_model_steps(config, steps, n)[1]) for n in sizes]
     rows = []
     for run, members, flops, used, fn in plan:
-        n_steps = steps_for(engine_flops, members, every)  # the notebook: as many as E=1
-        t = timed(lambda: fn(n_steps))
-        rows.append(_row(run, members, n_steps, used, flops, t, rate))
+        n_steps = steps_for(engine_flops, members, every, most)  # the notebook: as many as E=1
+        t, model_steps = timed(lambda: fn(n_steps))
+        rows.append(_row(run, members, model_steps / members, used, flops, t, rate))
         if log is not None:
-            print(f"{config.name} {run}: {t.wall:.2f} s, {n_steps} steps", file=log, flush=True)
+            r = rows[-1]
+            print(f"{config.name} {run}: {t.wall:.2f} s, {r['steps']:g} steps, "
+                  f"{r['ms_per_model_step']:.4f} ms/model-step, {r['x_floor']:.2f}x floor "
+                  f"({r['cpu_x_floor']:.2f} cpu)", file=log, flush=True)
     for row in rows:
         row["speedup"] = rows[0]["ms_per_model_step"] / row["ms_per_model_step"]
         row["cpu_speedup"] = rows[0]["cpu_ms_per_model_step"] / row["cpu_ms_per_model_step"]
     return rows
 
 
-def _row(run: str, members: int, steps: int, backend: str, flops: float, t: Timed,
+def _row(run: str, members: int, steps: float, backend: str, flops: float, t: Timed,
          rate: dict[str, float]) -> dict[str, Any]:
     wall, cpu = t.wall / steps / members, t.cpu / steps / members
     return {"run": run, "members": members, "steps": steps, "backend": backend,
@@ -155,7 +159,7 @@ def _row(run: str, members: int, steps: int, backend: str, flops: float, t: Time
 
 def run_shapes(widths: tuple[int, ...] = WIDTHS, flag_sets: dict[str, dict[str, Any]] | None = None,
                sizes: tuple[int, ...] = (1, 64), n_layers: int = 3,
-               log: TextIO | None = None) -> dict[str, Any]:
+               log: TextIO | None = None, most_steps: int = 2000) -> dict[str, Any]:
     """Every width x flag set (default ``FLAG_SETS``), the sgemm rate measured first and last."""
     from .bench import cpu_model, engine_run, notebook_loop
 
@@ -167,7 +171,7 @@ def run_shapes(widths: tuple[int, ...] = WIDTHS, flag_sets: dict[str, dict[str, 
     for d_model, (name, flags) in itertools.product(widths, flag_sets.items()):
         config = shape_config(d_model, flags, n_layers)
         shapes.append({"d_model": d_model, "flags": name, "config": config.name,
-                       "rows": bench_shape(config, sizes, rate, log)})
+                       "rows": bench_shape(config, sizes, rate, log, most_steps)})
     after = sgemm_rate()
     return {"threads": torch.get_num_threads(), "cpu": cpu_model(), "torch": torch.__version__,
             "sgemm_gflops": {k: v / 1e9 for k, v in rate.items()},

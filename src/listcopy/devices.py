@@ -39,11 +39,12 @@ class Crossover:
 
 # H100 figures (benchmarks/README.md): one default model 7.9 ms/step, 64 at once 8.7 ms, against
 # 0.079 ms per model-step for the CPU kernel (one Zen 4 thread) and 2.2 ms for the CPU's torch
-# backend. Wider rows: the same launch-bound GPU step (about 9 ms) over the CPU kernel's per-model
-# step at that width (benchmarks/README.md, "Per shape": about 0.5, 1.4 and 5 ms at d_model 32, 64
-# and 128): estimated, no GPU was lent to measure them. mps: unmeasured, taken as cuda's.
-_ROWS = ((8, 128, 4, "measured (H100)"), (32, 16, 2, "estimated"), (64, 6, 1, "estimated"),
-         (128, 2, 1, "estimated"), (1 << 30, 1, 1, "estimated"))
+# backend. Wider rows: estimated, no GPU was lent to measure them: the same launch-bound GPU step
+# (about 9 ms) over the CPU kernel's model-step at that width, 0.079 ms times its ratio to d_model 8
+# in one `listcopy bench --shapes` run (benchmarks/README.md, "Per shape", E=64, seed flags: 3.9x
+# at d_model 32, 10.2x at 64, 42x at 128: about 0.31, 0.80 and 3.3 ms). mps: unmeasured, as cuda.
+_ROWS = ((8, 128, 4, "measured (H100)"), (32, 30, 2, "estimated"), (64, 12, 1, "estimated"),
+         (128, 3, 1, "estimated"), (1 << 30, 1, 1, "estimated"))
 CROSSOVERS: tuple[Crossover, ...] = tuple(
     Crossover(kind, widest, kernel, torch_, source if kind == "cuda" else "unmeasured (as cuda)")
     for kind in ("cuda", "mps") for widest, kernel, torch_, source in _ROWS)
@@ -67,11 +68,9 @@ def accelerators() -> list[str]:
 
 def cpu_threads() -> int:
     """Threads a CPU run uses: torch's setting, at most the CPUs this process may run on."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count() or 1
-    return max(1, min(torch.get_num_threads(), usable))
+    from .engine.kernel_backend import usable_cpus
+
+    return max(1, min(torch.get_num_threads(), usable_cpus()))
 
 
 def kernel_trains(config: Config) -> bool:

@@ -86,12 +86,16 @@ def split(ens, flat_grad, member):
 
 
 def check_against_hooked(config, sds, n=20, rtol=0.0, device="cpu"):
-    """Each backend on ``device`` against the hooked model on CPU."""
+    """Each backend on ``device`` against the hooked model on CPU. The kernel sums in another order
+    than torch: its float32 rounding grows with the logits (up to about 40 with perturbed weights
+    over 3 layers), so it gets at least 1e-6 relative (a few ulp) besides the 1e-5 absolute."""
     E = len(sds)
+    torch_rtol = rtol
     per_member = [batch(config, n, seed=e) for e in range(E)]
     tokens = torch.stack([b[0] for b in per_member])  # (E, n, T)
     targets = torch.stack([b[1] for b in per_member])  # (E, n, L)
     for ens in backends(config, sds, device):
+        rtol = max(torch_rtol, 1e-6) if ens.backend == "kernel" else torch_rtol
         on = tokens.to(device)
         loss, grad = (t.cpu() for t in ens.loss_and_grad(on, targets.to(device)))
         with torch.no_grad():

@@ -37,8 +37,9 @@ def test_one_default_model_trains_on_the_cpu_even_beside_a_gpu():
     (8, 1, True, 127, "cpu"), (8, 1, True, 128, "cuda"),     # the H100's crossover
     (8, 2, True, 255, "cpu"), (8, 2, True, 256, "cuda"),     # two CPU threads: twice as many
     (8, 1, False, 4, "cuda"), (8, 1, False, 3, "cpu"),       # no kernel: torch on the CPU loses early
-    (32, 1, True, 15, "cpu"), (32, 1, True, 16, "cuda"),
-    (128, 1, True, 1, "cpu"), (128, 1, True, 2, "cuda"),
+    (32, 1, True, 29, "cpu"), (32, 1, True, 30, "cuda"),
+    (64, 2, True, 23, "cpu"), (64, 2, True, 24, "cuda"),
+    (128, 1, True, 2, "cpu"), (128, 1, True, 3, "cuda"),
     (512, 1, True, 1, "cuda"),
 ])
 def test_the_crossover_by_width_threads_and_kernel(d_model, threads, kernel, members, device):

@@ -15,7 +15,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("bench", help="training speed against a notebook-style loop")
     p.add_argument("--threads", type=int, default=1, metavar="N", help="torch threads (default 1)")
     p.add_argument("--steps", type=int, default=2000, metavar="N",
-                   help="steps of each run (default 2000)")
+                   help="steps of each run (default 2000; with --shapes: the most per run)")
     p.add_argument("--device", default="cpu", choices=DEVICES,
                    help="where to train (default cpu; auto: cuda, then mps, then cpu)")
     p.add_argument("--sizes", metavar="E1,E2",
@@ -58,7 +58,7 @@ def _bench_shapes(args: argparse.Namespace, sizes: dict) -> int:
     torch.set_num_threads(args.threads)
     flag_sets = all_flag_sets() if args.all_flags else None
     result = run_shapes(widths, flag_sets, (1, *sizes.get("sizes", (64,))), args.layers,
-                        log=sys.stderr)
+                        log=sys.stderr, most_steps=args.steps)
     print(json.dumps(result, indent=1) if args.json else format_shapes(result))
     return 0
 
