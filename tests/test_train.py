@@ -184,13 +184,27 @@ def test_kill_during_training_then_resume_through_the_cli(tmp_path):
     assert read_run_json(tmp_path / "k")["step"] == 1500
 
 
-def test_auto_on_an_accelerator_says_when_the_cpu_is_faster():
-    from listcopy.training import GPU_PAYS_OFF_MEMBERS, small_ensemble_notice
+def test_auto_on_an_accelerator_picks_the_cpu_where_it_is_faster():
+    """The notice this replaced said "the CPU is faster" below about 128 models on a GPU; "auto"
+    now acts on it (devices.py) and says in one line what it chose."""
+    from listcopy.devices import choose
 
-    cuda = torch.device("cuda")
-    notice = small_ensemble_notice(cuda, 1, "auto")
-    assert "1 model(s) on cuda" in notice and "train.device=cpu" in notice and "\n" not in notice
-    assert small_ensemble_notice(torch.device("mps"), GPU_PAYS_OFF_MEMBERS - 1, "auto")
-    assert small_ensemble_notice(cuda, GPU_PAYS_OFF_MEMBERS, "auto") is None  # the GPU pays off
-    assert small_ensemble_notice(cuda, 1, "cuda") is None  # asked for: no advice
-    assert small_ensemble_notice(torch.device("cpu"), 1, "auto") is None
+    config = Config()
+    one = choose(config, 1, found=["cuda"], threads=1, kernel=True)
+    assert one.device.type == "cpu" and "1 model(s) at once" in one.line()
+    assert "train.device=cuda" in one.line() and "\n" not in one.line()
+    assert choose(config, 127, found=["mps"], threads=1, kernel=True).device.type == "cpu"
+    assert choose(config, 128, found=["cuda"], threads=1, kernel=True).device.type == "cuda"  # pays off
+    asked = choose(config.override(["train.device=cuda"]), 1, found=[])
+    assert asked.device.type == "cuda" and asked.why == "train.device = cuda"  # asked for: no advice
+    assert choose(config, 1, found=[]).device.type == "cpu"
+
+
+def test_listcopy_train_says_which_device_and_why(tmp_path):
+    result = run_cli("train", "--set", "train.max_steps=100", "--set", "train.eval_every=100",
+                     "--out", str(tmp_path / "r"))
+    assert result.returncode == 0, result.stderr
+    lines = [x for x in result.stderr.splitlines() if x.startswith("listcopy: device ")]
+    assert len(lines) == 1 and ("no GPU" in lines[0] or "model(s) at once" in lines[0]), result.stderr
+    quiet = run_cli("train", "--quiet", "--set", "train.max_steps=100", "--out", str(tmp_path / "q"))
+    assert quiet.returncode == 0 and "listcopy: device" not in quiet.stderr

@@ -48,8 +48,10 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def notebook_loop(config: Config, steps: int, device: torch.device | str = "cpu") -> float:
-    """The seed notebook's ``train()`` (without tqdm and prints) for ``steps`` steps; seconds."""
+def notebook_loop(config: Config, steps: int, device: torch.device | str = "cpu", *,
+                  early_stop: bool = True) -> float:
+    """The seed notebook's ``train()`` (without tqdm and prints) for ``steps`` steps; seconds.
+    Without ``early_stop`` it runs every step (its evaluations still made)."""
     from torch.utils.data import DataLoader, TensorDataset
 
     task = config.task
@@ -87,7 +89,7 @@ def notebook_loop(config: Config, steps: int, device: torch.device | str = "cpu"
             opt.zero_grad()
             if (step + 1) % 100 == 0:
                 acc = accuracy(m)
-                if acc >= config.train.early_stop_acc:
+                if early_stop and acc >= config.train.early_stop_acc:
                     break
                 loss.item()
         return time.perf_counter() - start
@@ -96,14 +98,21 @@ def notebook_loop(config: Config, steps: int, device: torch.device | str = "cpu"
 def engine_run(config: Config, steps: int, n_members: int,
                device: torch.device | str = "cpu") -> float:
     """``train_ensemble`` of seeds 0..E-1 for ``steps`` steps (no early stop); seconds."""
+    elapsed, model_steps = engine_model_steps(config, steps, n_members, device)
+    assert model_steps == steps * n_members, "a member stopped early"
+    return elapsed
+
+
+def engine_model_steps(config: Config, steps: int, n_members: int,
+                       device: torch.device | str = "cpu") -> tuple[float, int]:
+    """``train_ensemble`` of seeds 0..E-1 for up to ``steps`` steps (stopping only at 100%
+    validation accuracy); seconds and the steps the members took in all."""
     configs = [config.override([f"train.seed={s}", f"train.max_steps={steps}",
                                 "train.early_stop_acc=1.0", f"train.device={device}"])
                for s in range(n_members)]
     start = time.perf_counter()
     runs = train_ensemble(configs, progress=False)
-    elapsed = time.perf_counter() - start
-    assert all(r.step == steps for r in runs), "a member stopped early"
-    return elapsed
+    return time.perf_counter() - start, sum(r.step for r in runs)
 
 
 def kernel_build_seconds(config: Config) -> float | None:

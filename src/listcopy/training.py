@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import math
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +41,8 @@ from torch import Tensor
 from . import checkpoint as ckpt
 from .batches import BatchOrder, EpochBatches, FreshBatches
 from .config import SHARED_TRAIN_KEYS, Config, check_ensemble  # noqa: F401  (keys: re-exported)
+from .devices import accelerators
+from .devices import choose as choose_device
 from .engine import OPTIMIZER_STATE_KEYS, Ensemble
 from .fresh import FreshLists
 from .locks import ensure_open_files
@@ -50,20 +52,15 @@ from .stopping import KeepRule, Patience
 from .task import Dataset, dataset, seed_generator
 from .tracking import Tracker
 
-log = logging.getLogger("listcopy")
 OPTIM_PREFIX = "optim."  # train_state.safetensors: the AdamW state's tensors (optim.exp_avg, ...)
-GPU_PAYS_OFF_MEMBERS = 128  # about where an ensemble step on a GPU beats the CPU (see notice)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto``: cuda, then mps, then cpu."""
+    """``auto``: cuda, then mps, then cpu (for work other than training; training chooses by the
+    job, devices.py)."""
     if name != "auto":
         return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    return torch.device(next(iter(accelerators()), "cpu"))
 
 
 @dataclass
@@ -138,10 +135,10 @@ def train_ensemble(configs: Sequence[Config], out_dirs: Sequence[str | Path] | N
     dirs = [Path(d) for d in out_dirs] if out_dirs is not None else [None] * len(configs)
     if len(dirs) != len(configs):
         raise ValueError("one output directory per config")
-    device = resolve_device(configs[0].train.device)
-    notice = small_ensemble_notice(device, len(configs), configs[0].train.device)
-    if notice:
-        log.warning("listcopy: %s", notice)
+    chosen = choose_device(configs[0], len(configs))
+    if progress and configs[0].train.device == "auto":
+        print(f"listcopy: {chosen.line()}", file=sys.stderr, flush=True)
+    device = chosen.device
     with contextlib.ExitStack() as locks:  # each run directory is ours until training ends
         ensure_open_files(sum(d is not None for d in dirs))
         for d in dirs:
@@ -155,20 +152,6 @@ def train_ensemble(configs: Sequence[Config], out_dirs: Sequence[str | Path] | N
             _train_group([m for m in todo if m.run.step == start], data, device, progress,
                          tracker)
     return [m.run for m in members]
-
-
-def small_ensemble_notice(device: torch.device, n_members: int, requested: str) -> str | None:
-    """Where "auto" picked an accelerator for a few models: say that the CPU is faster there.
-
-    A step of these models is a few hundred tiny kernels: on a GPU it is launch-bound (an H100
-    took 7.9 ms per step for one model, 8.7 ms for 64 and 15.3 ms for 1,024; benchmarks/README.md),
-    while the CPU kernel takes 0.08-0.09 ms per model-step on one thread (5.0 ms for 64). The GPU
-    wins from about 128 models at once."""
-    if requested != "auto" or device.type == "cpu" or n_members >= GPU_PAYS_OFF_MEMBERS:
-        return None
-    return (f"training {n_members} model(s) on {device.type}: below about "
-            f"{GPU_PAYS_OFF_MEMBERS} models at once a step there is launch-bound and slower than "
-            "on the CPU; --set train.device=cpu trains faster")
 
 
 def _prepare(config: Config, run_dir: Path | None, resume: bool,
@@ -272,7 +255,7 @@ class _Group:
         cfg = self.runs[0].config
         self.trains = [r.config.train for r in self.runs]
         self.eval_every, self.checkpoint_every = cfg.train.eval_every, cfg.train.checkpoint_every
-        self.ens = Ensemble(cfg, [r.state for r in self.runs], device, trains=self.trains)
+        self.ens = Ensemble(cfg, [r.state for r in self.runs], device)
         self.step = self.runs[0].step
         if self.step > 0:
             self.ens.load_optimizer_states([m.optim_state for m in members], self.step)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from listcopy.config import Config
 from listcopy.engine import Ensemble
+from listcopy.engine.kernel_backend import KernelBackend
 from listcopy.model import ListCopyTransformer, build_model
 from listcopy.task import dataset
 
@@ -85,12 +86,16 @@ def split(ens, flat_grad, member):
 
 
 def check_against_hooked(config, sds, n=20, rtol=0.0, device="cpu"):
-    """Each backend on ``device`` against the hooked model on CPU."""
+    """Each backend on ``device`` against the hooked model on CPU. The kernel sums in another order
+    than torch: its float32 rounding grows with the logits (up to about 40 with perturbed weights
+    over 3 layers), so it gets at least 1e-6 relative (a few ulp) besides the 1e-5 absolute."""
     E = len(sds)
+    torch_rtol = rtol
     per_member = [batch(config, n, seed=e) for e in range(E)]
     tokens = torch.stack([b[0] for b in per_member])  # (E, n, T)
     targets = torch.stack([b[1] for b in per_member])  # (E, n, L)
     for ens in backends(config, sds, device):
+        rtol = max(torch_rtol, 1e-6) if ens.backend == "kernel" else torch_rtol
         on = tokens.to(device)
         loss, grad = (t.cpu() for t in ens.loss_and_grad(on, targets.to(device)))
         with torch.no_grad():
@@ -106,6 +111,38 @@ def check_against_hooked(config, sds, n=20, rtol=0.0, device="cpu"):
             assert set(mine) == set(ref_grads)
             for name, ref in ref_grads.items():
                 assert torch.allclose(mine[name], ref, atol=1e-5, rtol=rtol), (ens.backend, name)
+
+
+def kernel_ensemble(config, sds, *, dw_lanes=None):
+    """An ensemble on the compiled kernel (its variant by the table unless ``dw_lanes``); None
+    where no C compiler works."""
+    ens = Ensemble(config, sds, backend="torch")
+    kernel = KernelBackend.load(ens.kernel_shape(dw_lanes))
+    if kernel is None:
+        return None
+    ens._backend = kernel
+    return ens
+
+
+def check_kernel_against_hooked(config, sds, n=20, rtol=0.0, atol=1e-5, **kernel):
+    """The kernel (``kernel_ensemble``'s options) against the hooked model: logits, predictions,
+    losses and gradients per member."""
+    E = len(sds)
+    per_member = [batch(config, n, seed=e) for e in range(E)]
+    tokens = torch.stack([b[0] for b in per_member])
+    targets = torch.stack([b[1] for b in per_member])
+    ens = kernel_ensemble(config, sds, **kernel)
+    loss, grad = ens.loss_and_grad(tokens, targets)
+    predicted = ens.predict(tokens[0])
+    for e in range(E):
+        _, ref_loss, ref_grads = hooked_loss_and_grads(config, sds[e], tokens[e], targets[e])
+        ref_shared = hooked_loss_and_grads(config, sds[e], tokens[0], targets[0])[0]
+        assert torch.allclose(predicted[e], ref_shared, atol=atol, rtol=rtol)
+        assert loss[e].item() == pytest.approx(ref_loss.item(), abs=atol, rel=rtol)
+        mine = split(ens, grad, e)
+        assert set(mine) == set(ref_grads)
+        for name, ref in ref_grads.items():
+            assert torch.allclose(mine[name], ref, atol=atol, rtol=rtol), name
 
 
 def has_kernel():

@@ -10,7 +10,7 @@ import torch
 from listcopy import engine
 from listcopy.checkpoint import MODEL_FILE, load_tensors
 from listcopy.config import Config
-from listcopy.engine import Ensemble
+from listcopy.engine import Ensemble, choice
 from listcopy.engine.kernel import MAX_D_MODEL
 from listcopy.model import ListCopyTransformer
 from listcopy.task import dataset
@@ -53,6 +53,12 @@ def short(steps, *extra):
 TORCH_SHAPE = ("model.use_bias=true", "task.n_digits=20", "train.batch_size=32")  # torch backend
 
 
+def choose(monkeypatch, extra):
+    """TORCH_SHAPE trains with the torch backend: choice.py's table picks it for every width."""
+    if extra:
+        monkeypatch.setattr(choice, "CPU_TABLE", ((1 << 30, choice.Pick("torch")),))
+
+
 def assert_same_weights(config, mine, ref):
     """Equal within 1e-5, except b_K off the CPU: it shifts every score of a query by the same
     amount, so softmax makes its gradient zero in exact arithmetic and AdamW walks it on rounding
@@ -74,7 +80,8 @@ def assert_same_weights(config, mine, ref):
 
 
 @pytest.mark.parametrize("extra", [(), TORCH_SHAPE], ids=["kernel", "torch"])
-def test_member_i_of_an_ensemble_is_the_single_run_with_seed_i(extra):
+def test_member_i_of_an_ensemble_is_the_single_run_with_seed_i(extra, monkeypatch):
+    choose(monkeypatch, extra)
     configs = [short(300, f"train.seed={s}", *extra) for s in (0, 1, 2)]
     together = train_ensemble(configs, progress=False)
     for config, member in zip(configs, together):
@@ -88,10 +95,11 @@ def test_member_i_of_an_ensemble_is_the_single_run_with_seed_i(extra):
 
 
 @pytest.mark.parametrize("extra,threshold", [((), 0.04), (TORCH_SHAPE, 0.2)], ids=["kernel", "torch"])
-def test_early_stopped_members_keep_their_stop_step_weights(extra, threshold, tmp_path):
+def test_early_stopped_members_keep_their_stop_step_weights(extra, threshold, tmp_path, monkeypatch):
     """Member 1 stops early (its threshold is reached at the evaluation of step 200), member 2 at
     its own max_steps (300); both end with the weights a single run stopped at that step has, while
     member 0 trains on to 400."""
+    choose(monkeypatch, extra)
     configs = [short(400, "train.seed=0", *extra),
                short(400, "train.seed=1", f"train.early_stop_acc={threshold}", *extra),
                short(300, "train.seed=2", *extra)]
@@ -107,7 +115,8 @@ def test_early_stopped_members_keep_their_stop_step_weights(extra, threshold, tm
 
 
 @pytest.mark.parametrize("extra", [(), TORCH_SHAPE], ids=["kernel", "torch"])
-def test_a_diverging_member_fails_alone(extra):
+def test_a_diverging_member_fails_alone(extra, monkeypatch):
+    choose(monkeypatch, extra)
     configs = [short(200, "train.seed=0", *extra), short(200, "train.seed=1", "train.lr=1e30", *extra),
                short(200, "train.seed=2", *extra)]
     runs = train_ensemble(configs, progress=False)
@@ -120,11 +129,13 @@ def test_a_diverging_member_fails_alone(extra):
 
 
 def test_kernel_refuses_what_it_cannot_run():
-    config = small(use_bias=True)
-    with pytest.raises(ValueError, match="no biases"):
+    """The kernel takes every flag now; it refuses a model wider than it is built for (and any
+    device but the CPU, tests/engine/test_devices.py), where "auto" trains with torch."""
+    config = small(d_model=MAX_D_MODEL + 8, n_layers=1)
+    with pytest.raises(ValueError, match=f"d_model > {MAX_D_MODEL}"):
         Ensemble(config, state_dicts(config, [0], False), backend="kernel")
     assert Ensemble(config, state_dicts(config, [0], False)).backend == "torch"
-    assert MAX_D_MODEL >= 8 and engine.BACKENDS[0] == "auto"
+    assert MAX_D_MODEL >= 128 and engine.BACKENDS[0] == "auto"
 
 
 @needs_kernel

@@ -1,6 +1,6 @@
 """The research line's recipe in the engine: a learning rate per step (the schedule) and gradient
 clipping, against an independent reference - the hooked model trained by torch.optim.AdamW,
-LambdaLR and clip_grad_norm_, as the line's train.py does - and the kernel's declining them.
+LambdaLR and clip_grad_norm_, as the line's train.py does - on both backends.
 """
 
 import math
@@ -51,15 +51,19 @@ def reference_loop(config, sd, batches_rows, inputs, targets, lr, wd, max_norm, 
     return model.state_dict(), norms
 
 
-def test_schedule_and_clipping_equal_adamw_lambdalr_and_clip_grad_norm():
+@pytest.mark.parametrize("backend,atol", [("torch", 2e-6), ("kernel", 2e-5)])
+def test_schedule_and_clipping_equal_adamw_lambdalr_and_clip_grad_norm(backend, atol):
     """Three members at once: clipping off, clipping that acts on most steps, clipping that
-    never acts; each with its own lr; 40 steps through the warmup into the cosine."""
+    never acts; each with its own lr; 40 steps through the warmup into the cosine. The kernel
+    sums in another order in float32: a looser tolerance."""
+    if backend == "kernel" and not has_kernel():
+        pytest.skip("no C compiler: no CPU kernel")
     config = small()
     sds, inputs, targets, batches = stretch_setup(config, 3, seed=1)
     trains = [Config().replace(train={"lr": lr, "lr_schedule": "warmup_cosine", "warmup_steps": 10,
                                       "max_steps": 40}).train for lr in (1e-2, 3e-3, 5e-3)]
     clip = [None, 0.05, 100.0]
-    ens = Ensemble(config, sds, backend="torch")
+    ens = Ensemble(config, sds, backend=backend)
     lr = lr_table(trains, 0, 40)
     ens.train_steps(inputs, targets, batches, 0, 40, lr, torch.full((3,), 0.01, dtype=torch.float64),
                     torch.ones(3, dtype=torch.bool), torch.zeros(3, dtype=torch.float64),
@@ -69,7 +73,7 @@ def test_schedule_and_clipping_equal_adamw_lambdalr_and_clip_grad_norm():
                                     clip[e], 10, 40)
         mine = ens.state_dict(e)
         for k, v in ref.items():
-            assert torch.allclose(mine[k], v, atol=2e-6), (e, k)
+            assert torch.allclose(mine[k], v, atol=atol), (e, k)
         if clip[e] == 0.05:
             assert sum(n > 0.05 for n in norms) > 20  # the clip acted
         if clip[e] == 100.0:
@@ -110,23 +114,19 @@ def test_training_with_the_recipe_equals_the_lines_loop():
         1e-3 * line_lambda(50, 300)(s - 1) for s in (100, 200, 300)]
 
 
-def test_the_kernel_declines_a_schedule_or_clipping_until_it_has_them():
+def test_the_kernel_takes_a_schedule_and_clipping():
+    """"auto" keeps the kernel with either option; a learning rate per step must cover the stretch."""
+    if not has_kernel():
+        pytest.skip("no C compiler: no CPU kernel")
     config = small()
     sds = state_dicts(config, [0, 1], False)
     for option in ("train.lr_schedule=warmup_cosine", "train.max_grad_norm=1.0"):
-        with_option = config.override([option])
-        assert Ensemble(with_option, sds).backend == "torch"
-        assert Ensemble(config, sds, trains=[config.train, with_option.train]).backend == "torch"
-        if has_kernel():
-            with pytest.raises(ValueError, match="no learning-rate schedule or gradient clipping"):
-                Ensemble(with_option, sds, backend="kernel")
-    if has_kernel():
-        ens = Ensemble(config, sds)
-        assert ens.backend == "kernel"
-        data = dataset(config)
-        with pytest.raises(ValueError, match="one learning rate per member"):
-            ens.train_steps(data.train_inputs, data.train_targets[:, 3:].contiguous(),
-                            torch.zeros(2, 1, 4, dtype=torch.int64), 0, 2,
-                            torch.tensor([[1e-3, 2e-3], [1e-3, 1e-3]], dtype=torch.float64),
-                            torch.zeros(2, dtype=torch.float64), torch.ones(2, dtype=torch.bool),
-                            torch.zeros(2, dtype=torch.float64))
+        assert Ensemble(config.override([option]), sds).backend == "kernel"
+    ens = Ensemble(config, sds)
+    data = dataset(config)
+    with pytest.raises(ValueError, match="lr per step must be"):
+        ens.train_steps(data.train_inputs, data.train_targets[:, 3:].contiguous(),
+                        torch.zeros(2, 1, 4, dtype=torch.int64), 0, 3,
+                        torch.tensor([[1e-3, 2e-3], [1e-3, 1e-3]], dtype=torch.float64),
+                        torch.zeros(2, dtype=torch.float64), torch.ones(2, dtype=torch.bool),
+                        torch.zeros(2, dtype=torch.float64))

@@ -1,6 +1,7 @@
 """The engine on the research line's variant (MASK token, layer-0 mask): the torch backend's
 logits, losses and gradients equal the hooked model's, whose layer-0 rows of the outputs receive
-nothing; the pruned plan computes nothing for those rows but their residual; the kernel declines."""
+nothing; the pruned plan computes nothing for those rows but their residual; the kernel (where a C
+compiler is there) equally, through ``check_against_hooked``'s backends."""
 
 import itertools
 
@@ -60,12 +61,15 @@ def test_outputs_receive_nothing_in_layer_0():
     assert first.silent == (0, 2) and 3 not in first.q_const + first.k_const + first.v_const
 
 
-def test_the_kernel_declines_the_layer0_mask_and_auto_falls_back():
-    config = research()
-    sds = state_dicts(config, [0], False)
-    assert Ensemble(config, sds).backend == "torch"
-    with pytest.raises(ValueError, match="layer-0 mask"):
-        Ensemble(config, sds, backend="kernel")
+@needs_kernel
+def test_the_kernel_takes_the_layer0_mask():
+    """"auto" keeps the kernel for the whole variant; equal to the hooked model, also at d_model 64."""
+    for d_model in (8, 64):
+        config = research(d_model=d_model)
+        sds = state_dicts(config, [0, 1], True, scale=0.1)
+        assert Ensemble(config, sds).backend == "kernel"
+        assert Ensemble(config, sds, backend="kernel").backend == "kernel"
+        check_against_hooked(config, sds, n=21, rtol=1e-4 if d_model > 16 else 0.0)
 
 
 @needs_kernel

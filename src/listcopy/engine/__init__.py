@@ -7,9 +7,12 @@
     rows.py            which rows each layer needs, from one allowed-matrix per layer
     backend.py         the Backend protocol, Stretch (a stretch of training steps)
     torch_backend.py   any configuration, any device: the pruned forward and autograd
+    cuda_graph.py      the torch backend's training steps as CUDA graph replays on cuda
+    choice.py          which CPU backend (and kernel variant) is fastest per width: one table
     plan.py            the torch backend's pruned plan (rows once per member where constant)
     forward.py         the pruned torch forward (logits at the output positions, differentiable)
-    kernel_backend.py  the compiled CPU kernel behind the protocol: checks, call lengths, threads
+    kernel_backend.py  the compiled CPU kernel behind the protocol (every configuration up to
+                       d_model 512, lr per step, clipping): checks, call lengths, threads
     kernel.py          the kernel's shape header, modes and ctypes wrapper
     kernel_build.py    compiling and caching the kernel (private cache folders, atomic installs)
     kernel.c           the kernel itself (package data)

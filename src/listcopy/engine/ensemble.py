@@ -13,9 +13,11 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from ..config import Config, TrainConfig
+from ..config import Config
 from ..model import ListCopyTransformer, build_model
+from . import choice
 from .backend import Backend, Stretch
+from .cuda_graph import GraphedTorch, graphs_apply
 from .forward import PrunedForward
 from .kernel import KernelShape
 from .kernel_backend import KernelBackend, kernel_shape, unfit
@@ -30,17 +32,16 @@ BACKENDS = ("auto", "kernel", "torch")
 class Ensemble:
     """E models of one shape (one ``config.task`` and ``config.model``) and their AdamW state.
 
-    ``backend``: "auto" (the C kernel where it applies and builds, else torch), "kernel" (raise if
-    it does not apply) or "torch". ``trains``: the members' own train settings where they differ
-    from ``config.train`` (the kernel declines options it lacks if any member uses them).
+    ``backend``: "auto" (on the CPU the faster of the C kernel and torch for this shape, by
+    choice.py's table; the kernel only where it builds), "kernel" (raise if it does not apply)
+    or "torch" (on cuda its training steps replayed as CUDA graphs, cuda_graph.py).
     """
 
     def __init__(self, config: Config, state_dicts: list[dict[str, Tensor]],
-                 device: torch.device | str = "cpu", *, backend: str = "auto",
-                 trains: Sequence[TrainConfig] = ()):
+                 device: torch.device | str = "cpu", *, backend: str = "auto"):
         if backend not in BACKENDS:
             raise ValueError(f"backend {backend!r}: must be one of {', '.join(BACKENDS)}")
-        self.config, self.trains = config, tuple(trains)
+        self.config = config
         self.device = torch.device(device)
         self.template = ListCopyTransformer(config)  # names, buffers, trainable flags
         self.layout = Layout.of(self.template)
@@ -54,14 +55,16 @@ class Ensemble:
 
     def _choose_backend(self, backend: str) -> Backend:
         if backend != "torch":
-            shape = self.kernel_shape()
-            kernel = None if shape is None else KernelBackend.load(shape)
-            if kernel is not None:
-                return kernel
+            why = unfit(self.config, self.device)
+            fastest = choice.pick(self.config).backend == "kernel"
+            if why is None and (backend == "kernel" or fastest):
+                kernel = KernelBackend.load(self.kernel_shape())
+                if kernel is not None:
+                    return kernel
             if backend == "kernel":
-                why = unfit(self.config, self.facts, self.device, self.trains) or "it did not build"
-                raise ValueError(f"the CPU kernel cannot train this ensemble: {why}")
-        return TorchBackend(self.forward)
+                raise ValueError(f"the CPU kernel cannot train this ensemble: {why or 'it did not build'}")
+        eager = TorchBackend(self.forward)
+        return GraphedTorch(eager) if graphs_apply(self.device) else eager
 
     @classmethod
     def init(cls, config: Config, generators: list[torch.Generator],
@@ -79,11 +82,15 @@ class Ensemble:
         """The backend in use: "kernel" or "torch"."""
         return self._backend.name
 
-    def kernel_shape(self) -> KernelShape | None:
-        """The shape the CPU kernel would be compiled for, or None where it does not apply."""
-        if unfit(self.config, self.facts, self.device, self.trains) is not None:
+    def kernel_shape(self, dw_lanes: bool | None = None) -> KernelShape | None:
+        """The shape the CPU kernel would be compiled for (its variant by choice.py's table unless
+        ``dw_lanes`` is given), or None where it does not apply."""
+        if unfit(self.config, self.device) is not None:
             return None
-        return kernel_shape(self.config, self.layout, self.needs)
+        lanes = choice.pick(self.config).dw_lanes if dw_lanes is None else dw_lanes
+        frozen = {name: tuple(t.shape[1:]) for name, t in self.params.frozen.items()}
+        return kernel_shape(self.config, self.layout, self.needs, self.facts, frozen,
+                            dw_lanes=lanes)
 
     # ---- weights and optimiser state, by member ----------------------------------------------
     def state_dict(self, member: int) -> dict[str, Tensor]:
@@ -149,6 +156,9 @@ class Ensemble:
         gathers the active members once per call)."""
         if lr.dim() == 1:
             lr = lr[:, None].expand(lr.shape[0], n_steps)
+        if tuple(lr.shape) != (self.n_members, n_steps):
+            raise ValueError(f"lr per step must be ({self.n_members}, {n_steps}), "
+                             f"got {tuple(lr.shape)}")
         self._backend.train_steps(self.params, self.optim, Stretch(
             inputs, targets, batches, batch0, n_steps, lr, weight_decay, active, loss_sum,
             max_grad_norm))

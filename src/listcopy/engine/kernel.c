@@ -1,14 +1,22 @@
 /* listcopy's CPU kernel: forward, backward and AdamW of E attention-only models, many steps per call.
 
    The shape is compile-time: Python (listcopy/engine/kernel.py) writes a short header of #defines
-   (sizes, parameter offsets, the per-layer attention masks and which rows each layer needs) and
-   passes it with -include, so every loop bound below is a constant. Entry points: lc_run (one of
-   the modes of enum lc_mode, mirrored by listcopy.engine.kernel.Mode) and lc_work_bytes.
+   (sizes, where each parameter lives, the per-layer attention masks and which rows each layer
+   needs) and passes it with -include, so every loop bound below is a constant. Entry points:
+   lc_run (one of the modes of enum lc_mode, mirrored by listcopy.engine.kernel.Mode) and
+   lc_work_bytes.
 
    Shapes: T positions, L list_len, D d_model, H heads, DH d_head, V vocab, NL layers,
-   W lanes (sequences per SIMD group), P trainable parameters per member.
-   Per-layer tables: ALLOW[l][i][j] query i may attend to key j in layer l; NEED[l][t] position t of
-   layer l's input reaches an output (NEED[NL]: the outputs); KEYS[l][t] its key and value do. */
+   W lanes (sequences per SIMD group), P trained parameters per member, NFIX frozen ones given.
+   Per-layer row tables (rows.py): ALLOW[l][i][j] query i receives from key j in layer l (a row
+   with no key receives nothing: its pattern row is zero); NEED[l][t] position t of layer l's input
+   reaches an output (NEED[NL]: the outputs); QROW rows with more than one key (they need a query),
+   KROW rows whose key is compared, VROW rows whose value is read, NKEY the keys of each row.
+   Parameters: SRC_x is 0 (trained: in theta, its gradient computed), 1 (frozen, given in fixed)
+   or -1 (absent: identity W_V / W_O, zero biases, no LayerNorm); OFF_x its offset there.
+   Variant knobs: LN (LayerNorm before each layer and the unembedding), DW_LANES (1: weight
+   gradients accumulated lane by lane and summed once per step, for narrow models; 0: each group's
+   rows transposed and multiplied, for wide ones). */
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -19,11 +27,25 @@
 #error "compile with -include <generated shape header> (see listcopy/engine/kernel.py)"
 #endif
 
-static const int OFF_WQ[NL] = OFF_WQ_INIT;
-static const int OFF_WK[NL] = OFF_WK_INIT;
 static const unsigned char ALLOW[NL][T][T] = ALLOW_INIT;
 static const unsigned char NEED[NL + 1][T] = NEED_INIT;
-static const unsigned char KEYS[NL][T] = KEYS_INIT;
+static const unsigned char QROW[NL][T] = QROW_INIT;
+static const unsigned char KROW[NL][T] = KROW_INIT;
+static const unsigned char VROW[NL][T] = VROW_INIT;
+static const unsigned char NKEY[NL][T] = NKEY_INIT;
+static const int OFF_LN1W[NL] = OFF_LN1W_INIT, OFF_LN1B[NL] = OFF_LN1B_INIT;
+static const int OFF_WQ[NL] = OFF_WQ_INIT, OFF_WK[NL] = OFF_WK_INIT;
+static const int OFF_WV[NL] = OFF_WV_INIT, OFF_WO[NL] = OFF_WO_INIT;
+static const int OFF_BQ[NL] = OFF_BQ_INIT, OFF_BK[NL] = OFF_BK_INIT;
+static const int OFF_BV[NL] = OFF_BV_INIT, OFF_BO[NL] = OFF_BO_INIT;
+
+#define TR(x) (SRC_##x == 0)                    /* trained */
+#define HAS(x) (SRC_##x >= 0)                   /* present */
+#define MAT_V (HAS(WV) || HAS(BV))              /* values are materialised (not X's first DH dims) */
+#define KEEP_Z TR(WO)                           /* z kept for W_O's gradient */
+#define XL (LN ? NL : 1)
+#define MAXW (D > V ? D : V)
+#define LN_EPS 1e-5f
 
 enum lc_mode { LC_TRAIN = 0, LC_GRAD = 1, LC_EVAL = 2, LC_N_MODES = 3 };
 
@@ -33,6 +55,9 @@ typedef int32_t vi __attribute__((vector_size(4 * W)));
 #define SPLAT(c) ((vf){0} + (float)(c))
 
 static inline vf vsel(vi m, vf a, vf b) { return (vf)((m & (vi)a) | (~m & (vi)b)); }
+static inline vf vmax(vf a, vf b) { return vsel(a > b, a, b); }
+static inline vf loadu(const float *p) { vf x; memcpy(&x, p, sizeof x); return x; }
+static inline void storeu(float *p, vf x) { memcpy(p, &x, sizeof x); }
 
 /* exp: Cephes' expf polynomial on W lanes; NaN stays NaN, below -87 gives 0 */
 static inline vf vexp(vf x) {
@@ -57,13 +82,152 @@ static inline vf vexp(vf x) {
     return vsel(x != x, x, y);
 }
 
-static inline vf vmax(vf a, vf b) { return vsel(a > b, a, b); }
+static inline vf vrsqrt(vf x) {
+    vf r;
+    for (int w = 0; w < W; ++w) r[w] = 1.0f / sqrtf(x[w]);
+    return r;
+}
+
+static float lane_sum(vf x) {
+    float t[W];  /* pairwise: log2(W) dependent adds instead of W */
+    memcpy(t, &x, sizeof t);
+    for (int n = W / 2; n > 0; n /= 2)
+        for (int w = 0; w < n; ++w) t[w] += t[w + n];
+    return t[0];
+}
+
+/* ---- lane matrix products: y[j] (+)= sum_i x[i] * w[i * si + j * sj], x and y lane vectors ----
+   The weight is broadcast, the batch is in the lanes: a block of NB outputs stays in registers
+   while i runs. The same routine multiplies by a matrix (forward) and by its transpose (the
+   gradient w.r.t. the input), through the strides. */
+#define NB (W >= 16 ? 24 : 12)
+
+static inline __attribute__((always_inline)) void lmm_block(
+        vf *y, const vf *x, const float *w, const int M, const int nb, const int si, const int sj,
+        const float *bias, const int add) {
+    vf acc[NB];
+    for (int k = 0; k < nb; ++k) acc[k] = add ? y[k] : bias ? SPLAT(bias[k]) : SPLAT(0.0f);
+    for (int i = 0; i < M; ++i) {
+        const vf xi = x[i];
+        const float *wi = w + (long)i * si;
+        for (int k = 0; k < nb; ++k) acc[k] += xi * wi[k * sj];
+    }
+    for (int k = 0; k < nb; ++k) y[k] = acc[k];
+}
+
+static inline __attribute__((always_inline)) void lmm(
+        vf *y, const vf *x, const float *w, const int M, const int N, const int si, const int sj,
+        const float *bias, const int add) {
+    int j = 0;
+    for (; j + NB <= N; j += NB) lmm_block(y + j, x, w + (long)j * sj, M, NB, si, sj, bias ? bias + j : 0, add);
+    for (; j + 4 <= N; j += 4) lmm_block(y + j, x, w + (long)j * sj, M, 4, si, sj, bias ? bias + j : 0, add);
+    for (; j < N; ++j) lmm_block(y + j, x, w + (long)j * sj, M, 1, si, sj, bias ? bias + j : 0, add);
+}
+
+/* ---- weight gradients ---------------------------------------------------------------------- */
+#if DW_LANES
+/* lane-expanded: gw[i * si + j * sj] += x[i] * g[j]; summed over lanes once per step */
+static inline void dw_lane(vf *gw, const vf *x, const vf *g, const int M, const int N, const int si,
+                           const int sj) {
+    for (int i = 0; i < M; ++i) {
+        const vf xi = x[i];
+        for (int j = 0; j < N; ++j) gw[i * si + j * sj] += xi * g[j];
+    }
+}
+#else
+/* rows of lane vectors (n rows of `width`) transposed into samples: dst[(r W + w) width + c] */
+static void gather(float *dst, const vf *const *rows, const int n, const int width) {
+    for (int r = 0; r < n; ++r)
+        for (int c = 0; c < width; ++c) {
+            const vf x = rows[r][c];
+            for (int w = 0; w < W; ++w) dst[((int64_t)r * W + w) * width + c] = x[w];
+        }
+}
+
+static inline __attribute__((always_inline)) void dw_block(
+        float *gw, const int ld, const float *a, const int M, const float *b, const int ldb,
+        const int n, const int i0, const int j0, const int ni, const int nv) {
+    vf acc[4][3];
+    for (int ii = 0; ii < ni; ++ii)
+        for (int v = 0; v < nv; ++v) acc[ii][v] = loadu(gw + (long)(i0 + ii) * ld + j0 + v * W);
+    for (int s = 0; s < n; ++s) {
+        vf bv[3];
+        for (int v = 0; v < nv; ++v) bv[v] = loadu(b + (long)s * ldb + j0 + v * W);
+        for (int ii = 0; ii < ni; ++ii) {
+            const float ai = a[(long)s * M + i0 + ii];
+            for (int v = 0; v < nv; ++v) acc[ii][v] += ai * bv[v];
+        }
+    }
+    for (int ii = 0; ii < ni; ++ii)
+        for (int v = 0; v < nv; ++v) storeu(gw + (long)(i0 + ii) * ld + j0 + v * W, acc[ii][v]);
+}
+
+/* gw[i ld + j] += sum_{s < n} a[s M + i] b[s ldb + j] for i < M, j < N (samples transposed) */
+static void dw_gemm(float *gw, const int ld, const float *a, const int M, const float *b,
+                    const int ldb, const int N, const int n) {
+    int j = 0;
+    for (; j + 3 * W <= N; j += 3 * W) {
+        int i = 0;
+        for (; i + 4 <= M; i += 4) dw_block(gw, ld, a, M, b, ldb, n, i, j, 4, 3);
+        for (; i < M; ++i) dw_block(gw, ld, a, M, b, ldb, n, i, j, 1, 3);
+    }
+    for (; j + W <= N; j += W) {
+        int i = 0;
+        for (; i + 4 <= M; i += 4) dw_block(gw, ld, a, M, b, ldb, n, i, j, 4, 1);
+        for (; i < M; ++i) dw_block(gw, ld, a, M, b, ldb, n, i, j, 1, 1);
+    }
+    for (; j < N; ++j)
+        for (int i = 0; i < M; ++i) {
+            float acc = 0.0f;
+            for (int s = 0; s < n; ++s) acc += a[(long)s * M + i] * b[(long)s * ldb + j];
+            gw[(long)i * ld + j] += acc;
+        }
+}
+#endif
+
+/* ---- parameters and buffers ---------------------------------------------------------------- */
+
+/* One member's parameters (or, over its gradient buffer, their gradients: NULL where untrained) */
+typedef struct {
+    float *we, *wpos, *wu, *bu, *lnfw, *lnfb;
+    float *lnw[NL], *lnb[NL], *wq[NL], *wk[NL], *wv[NL], *wo[NL], *bq[NL], *bk[NL], *bv[NL], *bo[NL];
+} Net;
+
+#define AT(x, off) (SRC_##x == 0 ? th + (off) : SRC_##x == 1 ? fx + (off) : NULL)
+#define GAT(x, off) (SRC_##x == 0 ? g + (off) : NULL)
+
+static void resolve(Net *n, float *th, float *fx) {
+    n->we = AT(WE, OFF_WE), n->wpos = AT(WPOS, OFF_WPOS), n->wu = AT(WU, OFF_WU);
+    n->bu = AT(BU, OFF_BU), n->lnfw = AT(LNFW, OFF_LNFW), n->lnfb = AT(LNFB, OFF_LNFB);
+    for (int l = 0; l < NL; ++l) {
+        n->lnw[l] = AT(LN1W, OFF_LN1W[l]), n->lnb[l] = AT(LN1B, OFF_LN1B[l]);
+        n->wq[l] = AT(WQ, OFF_WQ[l]), n->wk[l] = AT(WK, OFF_WK[l]);
+        n->wv[l] = AT(WV, OFF_WV[l]), n->wo[l] = AT(WO, OFF_WO[l]);
+        n->bq[l] = AT(BQ, OFF_BQ[l]), n->bk[l] = AT(BK, OFF_BK[l]);
+        n->bv[l] = AT(BV, OFF_BV[l]), n->bo[l] = AT(BO, OFF_BO[l]);
+    }
+}
+
+static void resolve_grad(Net *n, float *g) {
+    n->we = GAT(WE, OFF_WE), n->wpos = GAT(WPOS, OFF_WPOS), n->wu = GAT(WU, OFF_WU);
+    n->bu = GAT(BU, OFF_BU), n->lnfw = GAT(LNFW, OFF_LNFW), n->lnfb = GAT(LNFB, OFF_LNFB);
+    for (int l = 0; l < NL; ++l) {
+        n->lnw[l] = GAT(LN1W, OFF_LN1W[l]), n->lnb[l] = GAT(LN1B, OFF_LN1B[l]);
+        n->wq[l] = GAT(WQ, OFF_WQ[l]), n->wk[l] = GAT(WK, OFF_WK[l]);
+        n->wv[l] = GAT(WV, OFF_WV[l]), n->wo[l] = GAT(WO, OFF_WO[l]);
+        n->bq[l] = GAT(BQ, OFF_BQ[l]), n->bk[l] = GAT(BK, OFF_BK[l]);
+        n->bv[l] = GAT(BV, OFF_BV[l]), n->bo[l] = GAT(BO, OFF_BO[l]);
+    }
+}
 
 /* One call's arguments; mirrored field by field by listcopy.engine.kernel._Args. */
 typedef struct {
     int64_t n_members;
     float *theta, *exp_avg, *exp_avg_sq;  /* (E, P) */
-    const double *lr, *wd;                /* (E) */
+    const float *fixed;                   /* (E, F) frozen parameters that are not identities / 0 */
+    const double *lr, *wd;                /* lr (E) or (E, lr_steps): step s of the call; wd (E) */
+    int64_t lr_steps;
+    const double *max_grad_norm;          /* (E) or NULL: clip each member's gradient norm (0: off) */
     const uint8_t *active;                /* (E); NULL: every member */
     const int64_t *tokens;                /* (N, T) */
     const int64_t *targets;               /* (N, L): targets at the output positions */
@@ -78,22 +242,38 @@ typedef struct {
     int64_t n_threads;
 } Args;
 
+#define N1(flag, n) ((flag) ? (n) : 1)   /* an array's size where it is used, else 1 */
+
 typedef struct {
+    /* activations of one group of W sequences */
     vf R[NL + 1][T][D];            /* residual stream entering layer l (R[NL]: final) */
-    vf Q[NL][T][D];
-    vf K[NL][T][D];
+    vf X[XL][T][D], mu[XL][T], rs[XL][T];  /* LN(R[l]), its mean and 1/sigma */
+    vf Q[NL][T][D], K[NL][T][D];
+    vf Vv[N1(MAT_V, NL)][T][D];
+    vf Z[N1(KEEP_Z, NL)][T][D];
     vf A[NL][T][T][H];             /* attention pattern, allowed (query, key) entries only */
-    vf logit[L][V];
+    vf Xf[N1(LN, L)][D], muf[L], rsf[L];
+    vf prob[L][V];                 /* exp(logit - max), then d loss / d logit */
     vf inv_sum[L];
-    vf GR[T][D], GN[T][D], GQ[T][D], GK[T][D];
-    vf gWU[D][V];                  /* lane-expanded weight gradients, summed over lanes per step */
-    vf gWQ[NL][D][D], gWK[NL][D][D];
-    vf gWpos[T][D];
+    vf GR[T][D], GN[T][D], GX[T][D], GQ[T][D], GK[T][D], GV[T][D], GZ[D], GF[L][D];
+    /* lane-expanded gradients of the small parameters, summed over lanes once per step */
+    vf gpos[T][D], gbu[N1(TR(BU), V)], glnf[N1(TR(LNFW), 2)][D], gln[N1(TR(LN1W), NL)][2][D];
+    vf gbq[N1(TR(BQ), NL)][D], gbk[N1(TR(BK), NL)][D], gbv[N1(TR(BV), NL)][D], gbo[N1(TR(BO), NL)][D];
+#if DW_LANES
+    vf gwq[N1(TR(WQ), NL)][D * D], gwk[N1(TR(WK), NL)][D * D];
+    vf gwv[N1(TR(WV), NL)][D * D], gwo[N1(TR(WO), NL)][D * D], gwu[D * V];
+#else
+    float xs[T * W * D], gs[T * W * MAXW];  /* rows transposed into samples */
+    const vf *rows_a[T], *rows_b[T];
+#endif
     vf valid;
     vi tgt[L];
     int64_t tok[T][W];
     float grad[P];
 } Work;
+
+#define XIN(k, l, t) (LN ? (k)->X[l][t] : (k)->R[l][t])  /* layer l's attention input at row t */
+#define XFIN(k, o) (LN ? (k)->Xf[o] : (k)->R[NL][L + 1 + (o)])  /* the unembedding's input */
 
 static void load_group(Work *k, const Args *a, const int64_t *rows, int64_t first, int n) {
     /* rows: the batch's row indices, or NULL for rows first, first + 1, ... */
@@ -105,80 +285,122 @@ static void load_group(Work *k, const Args *a, const int64_t *rows, int64_t firs
     }
 }
 
-static void forward(Work *k, const float *th) {
+/* ---- forward --------------------------------------------------------------------------------- */
+
+/* TransformerLens "LN": y = (x - mean) / sqrt(mean square + eps) * w + b */
+static void layer_norm(vf *y, vf *mu, vf *rs, const vf *x, const float *w, const float *b) {
+    vf s = SPLAT(0.0f), v = SPLAT(0.0f);
+    for (int m = 0; m < D; ++m) s += x[m];
+    const vf mean = s / (float)D;
+    for (int m = 0; m < D; ++m) v += (x[m] - mean) * (x[m] - mean);
+    const vf r = vrsqrt(v / (float)D + LN_EPS);
+    for (int m = 0; m < D; ++m) y[m] = (x[m] - mean) * r * w[m] + b[m];
+    *mu = mean, *rs = r;
+}
+
+/* y (H heads of DH) = x @ w (H, D, DH) + b */
+static __attribute__((noinline)) void heads_in(vf *y, const vf *x, const float *w, const float *b) {
+    for (int h = 0; h < H; ++h) lmm(y + h * DH, x, w + h * D * DH, D, DH, DH, 1, b ? b + h * DH : 0, 0);
+}
+
+static void embed(Work *k, const Net *n) {
     for (int t = 0; t < T; ++t) {
         if (!NEED[0][t]) continue;
         for (int m = 0; m < D; ++m) {
             vf e;
-            for (int w = 0; w < W; ++w) e[w] = th[OFF_WE + k->tok[t][w] * D + m];
-            k->R[0][t][m] = e + th[OFF_WPOS + t * D + m];
-        }
-    }
-    for (int l = 0; l < NL; ++l) {
-        const float *Wq = th + OFF_WQ[l], *Wk = th + OFF_WK[l];
-        for (int t = 0; t < T; ++t) {
-            for (int pass = 0; pass < 2; ++pass) {
-                if (!(pass == 0 ? NEED[l + 1][t] : KEYS[l][t])) continue;
-                const float *Wm = pass == 0 ? Wq : Wk;
-                vf *out = pass == 0 ? k->Q[l][t] : k->K[l][t];
-                for (int h = 0; h < H; ++h)
-                    for (int c = 0; c < DH; ++c) {
-                        vf acc = SPLAT(0.0f);
-                        for (int m = 0; m < D; ++m) acc += k->R[l][t][m] * Wm[(h * D + m) * DH + c];
-                        out[h * DH + c] = acc;
-                    }
-            }
-        }
-        for (int i = 0; i < T; ++i) {
-            if (!NEED[l + 1][i]) continue;
-            vf z[DH];
-            for (int c = 0; c < DH; ++c) z[c] = SPLAT(0.0f);
-            for (int h = 0; h < H; ++h) {
-                vf s[T], mx = SPLAT(-INFINITY), sum = SPLAT(0.0f);
-                for (int j = 0; j < T; ++j) {
-                    if (!ALLOW[l][i][j]) continue;
-                    vf acc = SPLAT(0.0f);
-                    for (int c = 0; c < DH; ++c) acc += k->Q[l][i][h * DH + c] * k->K[l][j][h * DH + c];
-                    s[j] = acc / SQRT_DH;
-                    mx = vmax(s[j], mx);
-                }
-                for (int j = 0; j < T; ++j) {
-                    if (!ALLOW[l][i][j]) continue;
-                    s[j] = vexp(s[j] - mx);
-                    sum += s[j];
-                }
-                vf zh[DH];
-                for (int c = 0; c < DH; ++c) zh[c] = SPLAT(0.0f);
-                for (int j = 0; j < T; ++j) {
-                    if (!ALLOW[l][i][j]) continue;
-                    const vf p = s[j] / sum;
-                    k->A[l][i][j][h] = p;
-                    for (int c = 0; c < DH; ++c) zh[c] += p * k->R[l][j][c];
-                }
-                for (int c = 0; c < DH; ++c) z[c] += zh[c];
-            }
-            for (int m = 0; m < D; ++m)
-                k->R[l + 1][i][m] = m < DH ? z[m] + k->R[l][i][m] : k->R[l][i][m];
+            for (int w = 0; w < W; ++w) e[w] = n->we[k->tok[t][w] * D + m];
+            k->R[0][t][m] = e + n->wpos[t * D + m];
         }
     }
 }
 
-/* logits of output position o into k->logit[o] (V) */
-static void unembed(Work *k, const float *th, int o) {
-    const float *WU = th + OFF_WU;
-    const vf *x = k->R[NL][L + 1 + o];
-    for (int v = 0; v < V; ++v) {
-        vf acc = SPLAT(0.0f);
-        for (int m = 0; m < D; ++m) acc += x[m] * WU[m * V + v];
-        k->logit[o][v] = acc;
+/* layer l's LayerNorm, queries, keys and values at the rows that need them */
+static void project(Work *k, const Net *n, int l) {
+    for (int t = 0; t < T; ++t) {
+        if (!(QROW[l][t] || KROW[l][t] || VROW[l][t])) continue;
+        if (LN) layer_norm(k->X[l][t], &k->mu[l][t], &k->rs[l][t], k->R[l][t], n->lnw[l], n->lnb[l]);
+        const vf *x = XIN(k, l, t);
+        if (QROW[l][t]) heads_in(k->Q[l][t], x, n->wq[l], HAS(BQ) ? n->bq[l] : 0);
+        if (KROW[l][t]) heads_in(k->K[l][t], x, n->wk[l], HAS(BK) ? n->bk[l] : 0);
+        if (!MAT_V || !VROW[l][t]) continue;
+        if (HAS(WV)) {
+            heads_in(k->Vv[l][t], x, n->wv[l], HAS(BV) ? n->bv[l] : 0);
+        } else {  /* W_V = eye(D, DH) per head: the first DH dims, plus b_V */
+            for (int h = 0; h < H; ++h)
+                for (int c = 0; c < DH; ++c) k->Vv[l][t][h * DH + c] = x[c] + n->bv[l][h * DH + c];
+        }
     }
+}
+
+#define VAL(k, l, j, h, c) (MAT_V ? (k)->Vv[l][j][(h) * DH + (c)] : XIN(k, l, j)[c])
+
+/* z (H heads of DH) of row i in layer l: the pattern (kept in k->A) times the values */
+static void attend_row(Work *k, int l, int i, vf *z) {
+    for (int c = 0; c < D; ++c) z[c] = SPLAT(0.0f);
+    if (NKEY[l][i] == 0) return;  /* receives nothing */
+    for (int h = 0; h < H; ++h) {
+        vf s[T], mx = SPLAT(-INFINITY), sum = SPLAT(0.0f);
+        if (NKEY[l][i] == 1) {  /* the pattern is exactly 1 on the one key */
+            for (int j = 0; j < T; ++j) s[j] = SPLAT(ALLOW[l][i][j] ? 1.0f : 0.0f);
+            sum = SPLAT(1.0f);
+        } else {
+            for (int j = 0; j < T; ++j) {
+                if (!ALLOW[l][i][j]) continue;
+                vf acc = SPLAT(0.0f);
+                for (int c = 0; c < DH; ++c) acc += k->Q[l][i][h * DH + c] * k->K[l][j][h * DH + c];
+                s[j] = acc / SQRT_DH;
+                mx = vmax(s[j], mx);
+            }
+            for (int j = 0; j < T; ++j) {
+                if (!ALLOW[l][i][j]) continue;
+                s[j] = vexp(s[j] - mx);
+                sum += s[j];
+            }
+        }
+        for (int j = 0; j < T; ++j) {
+            if (!ALLOW[l][i][j]) continue;
+            const vf p = s[j] / sum;
+            k->A[l][i][j][h] = p;
+            for (int c = 0; c < DH; ++c) z[h * DH + c] += p * VAL(k, l, j, h, c);
+        }
+    }
+}
+
+static void forward(Work *k, const Net *n) {
+    embed(k, n);
+    for (int l = 0; l < NL; ++l) {
+        project(k, n, l);
+        for (int i = 0; i < T; ++i) {
+            if (!NEED[l + 1][i]) continue;
+            vf z[D], out[D];
+            attend_row(k, l, i, z);
+            if (KEEP_Z) memcpy(k->Z[l][i], z, sizeof z);
+            const float *bo = HAS(BO) ? n->bo[l] : 0;
+            if (HAS(WO)) {
+                lmm(out, z, n->wo[l], D, D, D, 1, bo, 0);
+            } else {  /* W_O = eye(DH, D) per head: heads summed into the first DH dims */
+                for (int m = 0; m < D; ++m) {
+                    vf acc = bo ? SPLAT(bo[m]) : SPLAT(0.0f);
+                    for (int h = 0; m < DH && h < H; ++h) acc += z[h * DH + m];
+                    out[m] = acc;
+                }
+            }
+            for (int m = 0; m < D; ++m) k->R[l + 1][i][m] = k->R[l][i][m] + out[m];
+        }
+    }
+}
+
+/* logits of output position o into k->prob[o] (V) */
+static void unembed(Work *k, const Net *n, int o) {
+    if (LN) layer_norm(k->Xf[o], &k->muf[o], &k->rsf[o], k->R[NL][L + 1 + o], n->lnfw, n->lnfb);
+    lmm(k->prob[o], XFIN(k, o), n->wu, D, V, V, 1, HAS(BU) ? n->bu : 0, 0);
 }
 
 /* cross-entropy of output position o, summed over valid lanes; leaves exp(logit - max) in
-   k->logit[o] and 1 / sum in k->inv_sum[o] for ce_backward; counts hits when asked */
+   k->prob[o] and 1 / sum in k->inv_sum[o] for ce_backward; counts hits when asked */
 static double softmax_ce(Work *k, int o, int64_t *hits, uint8_t *right) {
     const vi tgt = k->tgt[o];
-    vf *logit = k->logit[o];
+    vf *logit = k->prob[o];
     vf mx = SPLAT(-INFINITY), tl = SPLAT(0.0f), sum = SPLAT(0.0f);
     for (int v = 0; v < V; ++v) {
         mx = vmax(logit[v], mx);
@@ -210,143 +432,307 @@ static double softmax_ce(Work *k, int o, int64_t *hits, uint8_t *right) {
     return loss;
 }
 
-/* gradient of the mean cross-entropy (g_scale = 1 / (B L)) into k->GR at the outputs and k->gWU;
-   all output positions in one pass over W_U */
-static void ce_backward(Work *k, const float *th, float g_scale) {
-    const float *WU = th + OFF_WU;
-    vf gx[L][D], scale[L], hit = g_scale * k->valid;
-    for (int o = 0; o < L; ++o) {
-        scale[o] = hit * k->inv_sum[o];
-        for (int m = 0; m < D; ++m) gx[o][m] = SPLAT(0.0f);
+/* ---- backward -------------------------------------------------------------------------------- */
+
+/* gx += (d LN / d x)^T gy at x (mean mu, 1/sigma rs); gw += gy * xhat, gb += gy (lane-expanded) */
+static void layer_norm_back(vf *gx, const vf *gy, const vf *x, vf mu, vf rs, const float *w,
+                            vf *gw, vf *gb) {
+    vf s1 = SPLAT(0.0f), s2 = SPLAT(0.0f);
+    for (int m = 0; m < D; ++m) {
+        const vf xhat = (x[m] - mu) * rs, g = gy[m] * w[m];
+        s1 += g;
+        s2 += g * xhat;
+        if (gw) gw[m] += gy[m] * xhat, gb[m] += gy[m];
     }
-    for (int v = 0; v < V; ++v) {
-        vf g[L];
-        for (int o = 0; o < L; ++o)
-            g[o] = k->logit[o][v] * scale[o] - vsel(k->tgt[o] == v, hit, SPLAT(0.0f));
-        for (int m = 0; m < D; ++m) {
-            const float wt = WU[m * V + v];
-            vf acc = k->gWU[m][v];
-            for (int o = 0; o < L; ++o) {
-                gx[o][m] += g[o] * wt;
-                acc += k->R[NL][L + 1 + o][m] * g[o];
-            }
-            k->gWU[m][v] = acc;
-        }
-    }
-    for (int o = 0; o < L; ++o)
-        for (int m = 0; m < D; ++m) k->GR[L + 1 + o][m] = gx[o][m];
+    s1 = s1 / (float)D, s2 = s2 / (float)D;
+    for (int m = 0; m < D; ++m) gx[m] += rs * (gy[m] * w[m] - s1 - (x[m] - mu) * rs * s2);
 }
 
-static void backward(Work *k, const float *th, float *grad) {
-    /* k->GR holds the gradient w.r.t. R[NL] at the output positions */
-    for (int l = NL - 1; l >= 0; --l) {
-        const float *Wq = th + OFF_WQ[l], *Wk = th + OFF_WK[l];
-        for (int t = 0; t < T; ++t) {
-            if (!NEED[l][t]) continue;
-            for (int m = 0; m < D; ++m) {
-                k->GN[t][m] = NEED[l + 1][t] ? k->GR[t][m] : SPLAT(0.0f);
-                k->GQ[t][m] = k->GK[t][m] = SPLAT(0.0f);
-            }
+/* gradient of the mean cross-entropy (g_scale = 1 / (B L)) w.r.t. the logits (into k->prob), the
+   unembedding's input (into k->GR at the outputs) and the lane-expanded small parameters */
+static void ce_backward(Work *k, const Net *n, const Net *gn, float g_scale) {
+    const vf hit = g_scale * k->valid;
+    for (int o = 0; o < L; ++o) {
+        const vf scale = hit * k->inv_sum[o];
+        for (int v = 0; v < V; ++v) {
+            k->prob[o][v] = k->prob[o][v] * scale - vsel(k->tgt[o] == v, hit, SPLAT(0.0f));
+            if (TR(BU)) k->gbu[v] += k->prob[o][v];
         }
-        for (int i = 0; i < T; ++i) {
-            if (!NEED[l + 1][i]) continue;
-            const vf *gz = k->GR[i];  /* d out[c] / d z_h[c] = 1 for c < DH, every head */
-            for (int h = 0; h < H; ++h) {
-                vf gp[T], dot = SPLAT(0.0f);
-                for (int j = 0; j < T; ++j) {
-                    if (!ALLOW[l][i][j]) continue;
-                    const vf p = k->A[l][i][j][h];
-                    vf acc = SPLAT(0.0f);
-                    for (int c = 0; c < DH; ++c) {
-                        acc += gz[c] * k->R[l][j][c];
-                        k->GN[j][c] += p * gz[c];
-                    }
-                    gp[j] = acc;
-                    dot += p * acc;
-                }
-                for (int j = 0; j < T; ++j) {
-                    if (!ALLOW[l][i][j]) continue;
-                    const vf gs = k->A[l][i][j][h] * (gp[j] - dot) / SQRT_DH;
-                    for (int c = 0; c < DH; ++c) {
-                        k->GQ[i][h * DH + c] += gs * k->K[l][j][h * DH + c];
-                        k->GK[j][h * DH + c] += gs * k->Q[l][i][h * DH + c];
-                    }
-                }
-            }
+        vf *gr = k->GR[L + 1 + o];
+        lmm(LN ? k->GF[o] : gr, k->prob[o], n->wu, V, D, 1, V, 0, 0);
+#if DW_LANES
+        dw_lane(k->gwu, XFIN(k, o), k->prob[o], D, V, V, 1);
+#endif
+        if (LN) {
+            for (int m = 0; m < D; ++m) gr[m] = SPLAT(0.0f);
+            layer_norm_back(gr, k->GF[o], k->R[NL][L + 1 + o], k->muf[o], k->rsf[o], n->lnfw,
+                            TR(LNFW) ? k->glnf[0] : 0, TR(LNFW) ? k->glnf[1] : 0);
         }
-        for (int t = 0; t < T; ++t) {
-            for (int pass = 0; pass < 2; ++pass) {
-                if (!(pass == 0 ? NEED[l + 1][t] : KEYS[l][t])) continue;
-                const float *Wm = pass == 0 ? Wq : Wk;
-                const vf *gin = pass == 0 ? k->GQ[t] : k->GK[t];
-                vf (*gW)[D] = pass == 0 ? k->gWQ[l] : k->gWK[l];
-                for (int m = 0; m < D; ++m) {
-                    vf acc = SPLAT(0.0f);
-                    const vf r = k->R[l][t][m];
-                    for (int h = 0; h < H; ++h)
-                        for (int c = 0; c < DH; ++c) {
-                            const int j = h * DH + c;
-                            acc += gin[j] * Wm[(h * D + m) * DH + c];
-                            gW[m][j] += r * gin[j];
-                        }
-                    k->GN[t][m] += acc;
-                }
-            }
-        }
-        memcpy(k->GR, k->GN, sizeof k->GR);
     }
+#if !DW_LANES
+    const int nr = L * W;
+    for (int o = 0; o < L; ++o) k->rows_a[o] = XFIN(k, o), k->rows_b[o] = k->prob[o];
+    gather(k->xs, k->rows_a, L, D);
+    gather(k->gs, k->rows_b, L, V);
+    dw_gemm(gn->wu, V, k->xs, D, k->gs, V, V, nr);
+#else
+    (void)gn;
+#endif
+}
+
+/* d / d z of row i in layer l from gout (d / d its attention output): through W_O (whose
+   gradient it adds to, lane by lane) or its identity */
+static void back_mix(Work *k, const Net *n, int l, int i, const vf *gout, vf *gz) {
+    if (HAS(WO)) {
+        lmm(gz, gout, n->wo[l], D, D, 1, D, 0, 0);
+    } else {
+        for (int h = 0; h < H; ++h)
+            for (int c = 0; c < DH; ++c) gz[h * DH + c] = gout[c];
+    }
+#if DW_LANES
+    if (TR(WO)) dw_lane(k->gwo[l], k->Z[l][i], gout, D, D, D, 1);
+#else
+    (void)k, (void)i;
+#endif
+}
+
+/* row i's attention backward in layer l, from gz: into GV (values), GQ and GK */
+static void back_attention(Work *k, int l, int i, const vf *gz) {
+    for (int h = 0; h < H; ++h) {
+        if (NKEY[l][i] == 1) {
+            for (int j = 0; j < T; ++j)
+                if (ALLOW[l][i][j])
+                    for (int c = 0; c < DH; ++c) k->GV[j][h * DH + c] += gz[h * DH + c];
+            continue;
+        }
+        vf gp[T], dot = SPLAT(0.0f);
+        for (int j = 0; j < T; ++j) {
+            if (!ALLOW[l][i][j]) continue;
+            const vf p = k->A[l][i][j][h];
+            vf acc = SPLAT(0.0f);
+            for (int c = 0; c < DH; ++c) {
+                acc += gz[h * DH + c] * VAL(k, l, j, h, c);
+                k->GV[j][h * DH + c] += p * gz[h * DH + c];
+            }
+            gp[j] = acc;
+            dot += p * acc;
+        }
+        for (int j = 0; j < T; ++j) {
+            if (!ALLOW[l][i][j]) continue;
+            const vf gs = k->A[l][i][j][h] * (gp[j] - dot) / SQRT_DH;
+            for (int c = 0; c < DH; ++c) {
+                k->GQ[i][h * DH + c] += gs * k->K[l][j][h * DH + c];
+                k->GK[j][h * DH + c] += gs * k->Q[l][i][h * DH + c];
+            }
+        }
+    }
+}
+
+/* gx += g (H heads of DH) @ w^T (w: H, D, DH); lane by lane, w's gradient += x g */
+static __attribute__((noinline)) void heads_back(vf *gx, const vf *g, const float *w, const vf *x, vf *gw) {
+    for (int h = 0; h < H; ++h) lmm(gx, g + h * DH, w + h * D * DH, DH, D, 1, DH, 0, 1);
+#if DW_LANES
+    if (gw)
+        for (int h = 0; h < H; ++h) dw_lane(gw + h * D * DH, x, g + h * DH, D, DH, DH, 1);
+#else
+    (void)x, (void)gw;
+#endif
+}
+
+static inline void add_rows(vf *acc, const vf *g, int n) {
+    for (int c = 0; c < n; ++c) acc[c] += g[c];
+}
+
+/* layer l's values, queries and keys back to its input (through LayerNorm) into k->GN */
+static void back_project(Work *k, const Net *n, int l) {
+    for (int t = 0; t < T; ++t) {
+        if (!(QROW[l][t] || KROW[l][t] || VROW[l][t])) continue;
+        vf *gx = LN ? k->GX[t] : k->GN[t];
+        const vf *x = XIN(k, l, t);
+        if (VROW[l][t]) {
+            if (TR(BV)) add_rows(k->gbv[l], k->GV[t], D);
+            if (HAS(WV)) {
+#if DW_LANES
+                heads_back(gx, k->GV[t], n->wv[l], x, TR(WV) ? k->gwv[l] : 0);
+#else
+                heads_back(gx, k->GV[t], n->wv[l], x, 0);
+#endif
+            } else {
+                for (int h = 0; h < H; ++h) add_rows(gx, k->GV[t] + h * DH, DH);
+            }
+        }
+        if (QROW[l][t]) {
+            if (TR(BQ)) add_rows(k->gbq[l], k->GQ[t], D);
+#if DW_LANES
+            heads_back(gx, k->GQ[t], n->wq[l], x, TR(WQ) ? k->gwq[l] : 0);
+#else
+            heads_back(gx, k->GQ[t], n->wq[l], x, 0);
+#endif
+        }
+        if (KROW[l][t]) {
+            if (TR(BK)) add_rows(k->gbk[l], k->GK[t], D);
+#if DW_LANES
+            heads_back(gx, k->GK[t], n->wk[l], x, TR(WK) ? k->gwk[l] : 0);
+#else
+            heads_back(gx, k->GK[t], n->wk[l], x, 0);
+#endif
+        }
+        if (LN)
+            layer_norm_back(k->GN[t], k->GX[t], k->R[l][t], k->mu[l][t], k->rs[l][t], n->lnw[l],
+                            TR(LN1W) ? k->gln[l][0] : 0, TR(LN1W) ? k->gln[l][1] : 0);
+    }
+}
+
+#if !DW_LANES
+/* rows_a / rows_b (nr rows each) transposed, then gw (H heads of D x DH) += a^T b per head */
+static void dw_heads(Work *k, float *gw, int nr) {
+    if (!nr) return;
+    gather(k->xs, k->rows_a, nr, D);
+    gather(k->gs, k->rows_b, nr, D);
+    for (int h = 0; h < H; ++h) dw_gemm(gw + h * D * DH, DH, k->xs, D, k->gs + h * DH, D, DH, nr * W);
+}
+
+/* layer l's weight gradients from this group: the rows' inputs times their gradients */
+static void dw_layer(Work *k, const Net *gn, int l) {
+    for (int which = 0; which < 3; ++which) {
+        const unsigned char *sel = which == 0 ? QROW[l] : which == 1 ? KROW[l] : VROW[l];
+        float *gw = which == 0 ? gn->wq[l] : which == 1 ? gn->wk[l] : gn->wv[l];
+        if (!gw || (which == 2 && !HAS(WV))) continue;
+        int nr = 0;
+        for (int t = 0; t < T; ++t) {
+            if (!sel[t]) continue;
+            k->rows_a[nr] = XIN(k, l, t);
+            k->rows_b[nr++] = which == 0 ? k->GQ[t] : which == 1 ? k->GK[t] : k->GV[t];
+        }
+        dw_heads(k, gw, nr);
+    }
+    if (!TR(WO)) return;
+    int nr = 0;
+    for (int i = 0; i < T; ++i) {
+        if (!NEED[l + 1][i] || !NKEY[l][i]) continue;
+        k->rows_a[nr] = k->Z[l][i];
+        k->rows_b[nr++] = k->GR[i];
+    }
+    if (!nr) return;
+    gather(k->xs, k->rows_a, nr, D);
+    gather(k->gs, k->rows_b, nr, D);
+    dw_gemm(gn->wo[l], D, k->xs, D, k->gs, D, D, nr * W);
+}
+#endif
+
+/* layer l backward: k->GR holds d loss / d R[l + 1] at NEED[l + 1]; leaves d loss / d R[l] */
+static void backward_layer(Work *k, const Net *n, const Net *gn, int l) {
+    for (int t = 0; t < T; ++t) {
+        if (!NEED[l][t]) continue;
+        for (int m = 0; m < D; ++m)
+            k->GN[t][m] = k->GX[t][m] = k->GQ[t][m] = k->GK[t][m] = k->GV[t][m] = SPLAT(0.0f);
+    }
+    for (int i = 0; i < T; ++i) {
+        if (!NEED[l + 1][i]) continue;
+        const vf *gout = k->GR[i];
+        add_rows(k->GN[i], gout, D);  /* the residual */
+        if (TR(BO)) add_rows(k->gbo[l], gout, D);
+        if (!NKEY[l][i]) continue;  /* z = 0 */
+        vf gz[D];
+        back_mix(k, n, l, i, gout, gz);
+        back_attention(k, l, i, gz);
+    }
+    back_project(k, n, l);
+#if !DW_LANES
+    dw_layer(k, gn, l);
+#else
+    (void)gn;
+#endif
+    memcpy(k->GR, k->GN, sizeof k->GR);
+}
+
+static void embed_back(Work *k, const Net *gn) {
     for (int t = 0; t < T; ++t) {
         if (!NEED[0][t]) continue;
-        for (int m = 0; m < D; ++m) k->gWpos[t][m] += k->GR[t][m];
+        add_rows(k->gpos[t], k->GR[t], D);
         for (int w = 0; w < W; ++w) {
             if (k->valid[w] == 0.0f) continue;
-            float *g = grad + OFF_WE + k->tok[t][w] * D;
+            float *g = gn->we + k->tok[t][w] * D;
             for (int m = 0; m < D; ++m) g[m] += k->GR[t][m][w];
         }
     }
 }
 
-static float lane_sum(vf x) {
-    float t[W];  /* pairwise: log2(W) dependent adds instead of W */
-    memcpy(t, &x, sizeof t);
-    for (int n = W / 2; n > 0; n /= 2)
-        for (int w = 0; w < n; ++w) t[w] += t[w + n];
-    return t[0];
+/* ---- one member: gradient, AdamW, evaluation --------------------------------------------------- */
+
+static void zero_accumulators(Work *k) {
+    memset(k->gpos, 0, sizeof k->gpos), memset(k->gbu, 0, sizeof k->gbu);
+    memset(k->glnf, 0, sizeof k->glnf), memset(k->gln, 0, sizeof k->gln);
+    memset(k->gbq, 0, sizeof k->gbq), memset(k->gbk, 0, sizeof k->gbk);
+    memset(k->gbv, 0, sizeof k->gbv), memset(k->gbo, 0, sizeof k->gbo);
+#if DW_LANES
+    memset(k->gwq, 0, sizeof k->gwq), memset(k->gwk, 0, sizeof k->gwk);
+    memset(k->gwv, 0, sizeof k->gwv), memset(k->gwo, 0, sizeof k->gwo);
+    memset(k->gwu, 0, sizeof k->gwu);
+#endif
+}
+
+static void reduce_into(float *g, const vf *acc, int n) {
+    if (g)
+        for (int p = 0; p < n; ++p) g[p] += lane_sum(acc[p]);
+}
+
+/* the lane-expanded accumulators summed over lanes into the gradient */
+static void reduce(Work *k, const Net *gn) {
+    reduce_into(gn->wpos, &k->gpos[0][0], T * D);
+    if (TR(BU)) reduce_into(gn->bu, k->gbu, V);
+    if (TR(LNFW)) reduce_into(gn->lnfw, k->glnf[0], D), reduce_into(gn->lnfb, k->glnf[1], D);
+    for (int l = 0; l < NL; ++l) {
+        if (TR(LN1W)) reduce_into(gn->lnw[l], k->gln[l][0], D), reduce_into(gn->lnb[l], k->gln[l][1], D);
+        if (TR(BQ)) reduce_into(gn->bq[l], k->gbq[l], D);
+        if (TR(BK)) reduce_into(gn->bk[l], k->gbk[l], D);
+        if (TR(BV)) reduce_into(gn->bv[l], k->gbv[l], D);
+        if (TR(BO)) reduce_into(gn->bo[l], k->gbo[l], D);
+#if DW_LANES
+        if (TR(WQ)) reduce_into(gn->wq[l], k->gwq[l], D * D);
+        if (TR(WK)) reduce_into(gn->wk[l], k->gwk[l], D * D);
+        if (TR(WV)) reduce_into(gn->wv[l], k->gwv[l], D * D);
+        if (TR(WO)) reduce_into(gn->wo[l], k->gwo[l], D * D);
+#endif
+    }
+#if DW_LANES
+    reduce_into(gn->wu, k->gwu, D * V);
+#endif
 }
 
 /* loss (mean over the batch's output tokens) and gradient of one member on one batch */
-static double member_grad(Work *k, const Args *a, const float *th, const int64_t *rows, float *grad) {
+static double member_grad(Work *k, const Args *a, const Net *n, const int64_t *rows, float *grad) {
     const int64_t B = a->batch_size;
     const float g_scale = 1.0f / (float)(B * L);
-    memset(k->gWU, 0, sizeof k->gWU);
-    memset(k->gWQ, 0, sizeof k->gWQ);
-    memset(k->gWK, 0, sizeof k->gWK);
-    memset(k->gWpos, 0, sizeof k->gWpos);
+    Net gn;
+    resolve_grad(&gn, grad);
+    zero_accumulators(k);
     memset(grad, 0, sizeof(float) * P);
     double loss = 0.0;
     for (int64_t b = 0; b < B; b += W) {
-        const int n = B - b < W ? (int)(B - b) : W;
-        load_group(k, a, rows + b, 0, n);
-        forward(k, th);
+        const int nw = B - b < W ? (int)(B - b) : W;
+        load_group(k, a, rows + b, 0, nw);
+        forward(k, n);
         for (int o = 0; o < L; ++o) {
-            unembed(k, th, o);
+            unembed(k, n, o);
             loss += softmax_ce(k, o, NULL, NULL);
         }
-        ce_backward(k, th, g_scale);
-        backward(k, th, grad);
+        ce_backward(k, n, &gn, g_scale);
+        for (int l = NL - 1; l >= 0; --l) backward_layer(k, n, &gn, l);
+        embed_back(k, &gn);
     }
-    for (int m = 0; m < D; ++m)
-        for (int v = 0; v < V; ++v) grad[OFF_WU + m * V + v] = lane_sum(k->gWU[m][v]);
-    for (int l = 0; l < NL; ++l)
-        for (int m = 0; m < D; ++m)
-            for (int h = 0; h < H; ++h)
-                for (int c = 0; c < DH; ++c) {
-                    grad[OFF_WQ[l] + (h * D + m) * DH + c] = lane_sum(k->gWQ[l][m][h * DH + c]);
-                    grad[OFF_WK[l] + (h * D + m) * DH + c] = lane_sum(k->gWK[l][m][h * DH + c]);
-                }
-    for (int t = 0; t < T; ++t)
-        for (int m = 0; m < D; ++m) grad[OFF_WPOS + t * D + m] = lane_sum(k->gWpos[t][m]);
+    reduce(k, &gn);
     return loss / (double)(B * L);
+}
+
+/* torch.nn.utils.clip_grad_norm_ over all of a member's trained parameters (max_norm > 0) */
+static void clip(float *g, double max_norm) {
+    if (!(max_norm > 0.0)) return;
+    double s = 0.0;
+    for (int p = 0; p < P; ++p) s += (double)g[p] * (double)g[p];
+    const float coef = (float)max_norm / ((float)sqrt(s) + 1e-6f);
+    if (coef < 1.0f)
+        for (int p = 0; p < P; ++p) g[p] *= coef;
 }
 
 /* torch.optim.AdamW (single tensor, betas (0.9, 0.999), eps 1e-8) on one member's P parameters */
@@ -373,51 +759,61 @@ typedef struct {
     int64_t next;
 } Job;
 
+static void member_net(Net *n, const Args *a, int64_t e) {
+    resolve(n, a->theta + e * P, NFIX ? (float *)a->fixed + e * NFIX : NULL);
+}
+
 /* n_steps AdamW steps of member e; each step's mean loss is added to a->loss[e] */
 static void train_member(const Args *a, int64_t e, Work *k) {
-    float *th = a->theta + e * P;
+    Net n;
+    member_net(&n, a, e);
     for (int64_t s = 0; s < a->n_steps; ++s) {
         const int64_t bi = (a->batch0 + s) % a->n_batches;
         const int64_t *rows = a->batches + (e * a->n_batches + bi) * a->batch_size;
-        a->loss[e] += member_grad(k, a, th, rows, k->grad);
-        adamw(th, k->grad, a->exp_avg + e * P, a->exp_avg_sq + e * P, a->step0 + s + 1,
-              a->lr[e], a->wd[e]);
+        a->loss[e] += member_grad(k, a, &n, rows, k->grad);
+        if (a->max_grad_norm) clip(k->grad, a->max_grad_norm[e]);
+        const double lr = a->lr_steps ? a->lr[e * a->lr_steps + s] : a->lr[e];
+        adamw(a->theta + e * P, k->grad, a->exp_avg + e * P, a->exp_avg_sq + e * P, a->step0 + s + 1,
+              lr, a->wd[e]);
     }
 }
 
 /* summed cross-entropy, token hits and sequence hits of member e on its rows, added to a->loss,
    a->hits, a->seq_hits (group by group: any split of the rows into W-aligned calls sums alike) */
 static void eval_member(const Args *a, int64_t e, Work *k) {
-    const float *th = a->theta + e * P;
+    Net n;
+    member_net(&n, a, e);
     const int64_t end = a->row0 + a->row_count;
     for (int64_t b = a->row0; b < end; b += W) {
-        const int n = end - b < W ? (int)(end - b) : W;
+        const int nw = end - b < W ? (int)(end - b) : W;
         int64_t hits = 0;
         uint8_t right[W];
         memset(right, 1, sizeof right);
-        load_group(k, a, NULL, b, n);
-        forward(k, th);
+        load_group(k, a, NULL, b, nw);
+        forward(k, &n);
         for (int o = 0; o < L; ++o) {
-            unembed(k, th, o);
+            unembed(k, &n, o);
             if (a->logits) {
                 float *dst = a->logits + ((e * a->n_rows + b) * L + o) * V;
-                for (int w = 0; w < n; ++w)
-                    for (int v = 0; v < V; ++v) dst[(int64_t)w * L * V + v] = k->logit[o][v][w];
+                for (int w = 0; w < nw; ++w)
+                    for (int v = 0; v < V; ++v) dst[(int64_t)w * L * V + v] = k->prob[o][v][w];
             }
             a->loss[e] += softmax_ce(k, o, &hits, right);
         }
         a->hits[e] += hits;
-        for (int w = 0; w < n; ++w) a->seq_hits[e] += right[w];
+        for (int w = 0; w < nw; ++w) a->seq_hits[e] += right[w];
     }
 }
 
 static void run_member(const Args *a, enum lc_mode mode, int64_t e, Work *k) {
+    Net n;
     switch (mode) {
     case LC_TRAIN:
         train_member(a, e, k);
         break;
     case LC_GRAD:
-        a->loss[e] = member_grad(k, a, a->theta + e * P, a->batches + e * a->n_batches * a->batch_size,
+        member_net(&n, a, e);
+        a->loss[e] = member_grad(k, a, &n, a->batches + e * a->n_batches * a->batch_size,
                                  a->grad + e * P);
         break;
     case LC_EVAL:

@@ -1,7 +1,9 @@
 """The kernel backend: the compiled CPU kernel (kernel.py, kernel.c) behind the ``Backend`` protocol.
 
-It applies on the CPU to the seed's constraints (frozen identity W_V / W_O, no biases, no
-LayerNorm, d_model <= ``MAX_D_MODEL``): :func:`unfit` says why not otherwise. The kernel writes
+It applies on the CPU to every configuration up to d_model ``MAX_D_MODEL`` (:func:`unfit` says
+why not otherwise; whether it is the fastest choice is choice.py's). Frozen weights that are
+identities (W_V, W_O) or zero (biases) are left out of the kernel's arithmetic; other frozen
+weights are passed in a ``fixed`` buffer (E, F) built per call. The kernel writes
 through raw pointers, so every call first checks what it relies on (contiguous float32 CPU
 buffers, tokens, targets and batch rows in range). Long work is split into calls of at most
 ``CALL_FLOPS`` per thread (a few hundredths of a second here), so that Ctrl-C is answered between
@@ -13,15 +15,14 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Sequence
 
 import torch
 from torch import Tensor
 
-from ..config import Config, TrainConfig
+from ..config import Config
 from . import kernel_build
 from .backend import Stretch
-from .kernel import MAX_D_MODEL, Kernel, KernelShape
+from .kernel import GIVEN, MAX_D_MODEL, TRAINED, Kernel, KernelShape
 from .optim import AdamW
 from .params import Layout, Params, WeightFacts
 from .rows import RowNeeds
@@ -30,28 +31,37 @@ CALL_FLOPS = 1e9  # work per thread in one kernel call: ~0.02 s on this project'
 ROW_ALIGN = 64  # evaluation calls start at multiples of this many rows (a multiple of the lanes)
 
 
-def unfit(config: Config, facts: WeightFacts, device: torch.device,
-          trains: Sequence[TrainConfig] = ()) -> str | None:
-    """Why the kernel cannot run these members (``trains``: each member's train settings, where
-    they differ from ``config.train``), or None."""
-    cfg = config.model
+def unfit(config: Config, device: torch.device) -> str | None:
+    """Why the kernel cannot run these members, or None."""
     if device.type != "cpu":
         return f"device {device}"
-    if any(t.lr_schedule != "constant" or t.max_grad_norm > 0 for t in (config.train, *trains)):
-        return "it has no learning-rate schedule or gradient clipping yet"
-    if cfg.ln or facts.bias or not (facts.identity_v and facts.identity_o):
-        return "it needs frozen identity W_V / W_O, no biases and no LayerNorm"
-    if cfg.d_model > MAX_D_MODEL:
+    if config.model.d_model > MAX_D_MODEL:
         return f"d_model > {MAX_D_MODEL}"
-    if cfg.layer0_mask:
-        return "the layer-0 mask (model.layer0_mask) is not in the kernel yet"
     return None
 
 
-def kernel_shape(config: Config, layout: Layout, needs: RowNeeds) -> KernelShape:
+def kernel_shape(config: Config, layout: Layout, needs: RowNeeds, facts: WeightFacts,
+                 frozen_shapes: dict[str, tuple[int, ...]], *, dw_lanes: bool = True) -> KernelShape:
+    """The kernel's shape for these members: trained parameters where the layout puts them, frozen
+    ones the kernel must read (not identities, not zero) given in that order in ``fixed``."""
     task, cfg = config.task, config.model
-    return KernelShape(T=task.seq_len, L=task.list_len, D=cfg.d_model, H=cfg.n_heads, V=task.vocab,
-                       offsets=tuple(zip(layout.names, layout.offsets)), P=layout.size, needs=needs)
+    where = {name: (TRAINED, off) for name, off in zip(layout.names, layout.offsets)}
+    F = 0
+    for name in layout.frozen:
+        if _left_out(name, facts):
+            continue
+        where[name] = (GIVEN, F)
+        F += math.prod(frozen_shapes[name])
+    return KernelShape(T=task.seq_len, L=task.list_len, D=cfg.d_model, H=cfg.n_heads,
+                       V=task.vocab, ln=cfg.ln, where=tuple(where.items()), P=layout.size, F=F,
+                       needs=needs, dw_lanes=dw_lanes)
+
+
+def _left_out(name: str, facts: WeightFacts) -> bool:
+    """A frozen parameter the kernel need not read: an identity W_V / W_O, a zero bias."""
+    leaf = name.rsplit(".", 1)[-1]
+    return ((leaf == "W_V" and facts.identity_v) or (leaf == "W_O" and facts.identity_o)
+            or (leaf.startswith("b_") and not facts.bias))
 
 
 def usable_cpus() -> int:
@@ -105,17 +115,27 @@ class KernelBackend:
         n_active = int(on.sum())
         threads = self.threads(n_active)
         per_call = self.steps_per_call(B, n_active, threads)
-        if s.max_grad_norm is not None or not bool((s.lr == s.lr[:, :1]).all()):
-            raise ValueError("the kernel takes one learning rate per member and no clipping")
-        lr, wd = _f64(s.lr[:, 0]), _f64(s.weight_decay)
+        lr, wd = _lr(s.lr, E, s.n_steps), _f64(s.weight_decay)
+        clip = None if s.max_grad_norm is None else _f64(s.max_grad_norm)
+        fixed = self._fixed(params)
         if not n_active:
             optim.step += s.n_steps
         for done in range(0, s.n_steps if n_active else 0, per_call):
             n = min(per_call, s.n_steps - done)
-            self.kernel.train(theta, optim.exp_avg, optim.exp_avg_sq, lr, wd, on, tokens, targets,
-                              rows, (s.batch0 + done) % n_batches, n, optim.step, s.loss_sum,
-                              n_threads=threads)
+            self.kernel.train(theta, optim.exp_avg, optim.exp_avg_sq,
+                              lr if lr.dim() == 1 else lr[:, done: done + n].contiguous(), wd, on,
+                              tokens, targets, rows, (s.batch0 + done) % n_batches, n, optim.step,
+                              s.loss_sum, n_threads=threads, fixed=fixed, max_grad_norm=clip)
             optim.step += n
+
+    def _fixed(self, params: Params) -> Tensor | None:
+        """The frozen parameters the kernel reads, (E, F) in the shape's order, or None."""
+        names = self.shape.given_names()
+        if not names:
+            return None
+        E = params.n_members
+        out = torch.cat([params.frozen[n].detach().reshape(E, -1).float() for n in names], 1)
+        return out.contiguous()
 
     def loss_and_grad(self, params: Params, tokens: Tensor,
                       targets: Tensor) -> tuple[Tensor, Tensor]:
@@ -127,7 +147,7 @@ class KernelBackend:
         loss = torch.zeros(E, dtype=torch.float64)
         grad = torch.zeros(E, params.layout.size)
         self.kernel.grad(_theta(params), table, out_targets, rows, loss, grad,
-                         n_threads=self.threads(E))
+                         n_threads=self.threads(E), fixed=self._fixed(params))
         return loss.float(), grad
 
     def evaluate(self, params: Params, inputs: Tensor, out_targets: Tensor,
@@ -157,9 +177,11 @@ class KernelBackend:
         n_active = E if on is None else int(on.sum())
         threads = self.threads(n_active)
         per_call, N = self.rows_per_call(n_active, threads), tokens.shape[0]
+        fixed = self._fixed(params)
         for start in range(0, N, per_call) if n_active else ():
             self.kernel.evaluate(theta, on, tokens, targets, *stats, logits=logits,
-                                 n_threads=threads, rows=(start, min(N, start + per_call)))
+                                 n_threads=threads, rows=(start, min(N, start + per_call)),
+                                 fixed=fixed)
         return stats
 
 
@@ -200,3 +222,12 @@ def _targets(targets: Tensor, shape: KernelShape) -> Tensor:
 
 def _f64(x: Tensor) -> Tensor:
     return x.reshape(-1).to(device="cpu", dtype=torch.float64).contiguous()
+
+
+def _lr(lr: Tensor, E: int, n_steps: int) -> Tensor:
+    """The learning rates as float64: (E,) one per member, or (E, n_steps) one per member and step."""
+    if lr.dim() == 2:
+        if tuple(lr.shape) != (E, n_steps):
+            raise ValueError(f"lr per step must be ({E}, {n_steps}), got {tuple(lr.shape)}")
+        return lr.to(device="cpu", dtype=torch.float64).contiguous()
+    return _f64(lr)

@@ -1,0 +1,199 @@
+"""``listcopy bench --shapes``: the engine against the notebook's loop per shape, and against the floor.
+
+For each width (d_model 8, 32, 64, 128 by default) and each flag set (``FLAG_SETS``: the seed's
+constraints, LayerNorm + biases, learned W_V / W_O, all of them, two heads; ``--all-flags``: all
+32 combinations), in one process and one sitting:
+
+    notebook loop   the seed's loop (bench.notebook_loop) on that configuration
+    engine E=1      ``train_ensemble`` of one model (the code path of ``listcopy train``)
+    engine E=64     64 seeds at once (``sizes``)
+
+each for the same number of steps (evaluation every 100 included), chosen per shape so that a
+run does about ``WORK_FLOP`` of arithmetic. Per run: ms per step, ms per model-step, the speed-up
+over the notebook loop, the FLOPs of one model-step of the work the run does (the engine's:
+masked rows pruned, kernel.py's count; the notebook's: every row, every product), the floor
+(those FLOPs at this machine's one-core matrix-product rate, measured in the same run by
+``sgemm_rate``) and the run's ratio to it. Wall and CPU time (getrusage) are both kept.
+"""
+
+from __future__ import annotations
+
+import itertools
+import resource
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, TextIO
+
+import torch
+
+from .config import Config
+from .engine import Ensemble
+from .model import build_model
+
+WIDTHS = (8, 32, 64, 128)
+WORK_FLOP = 4e10  # arithmetic per timed run: a few seconds at tens of GFLOP/s
+FLAG_SETS: dict[str, dict[str, Any]] = {
+    "seed": {},
+    "ln_bias": {"ln": True, "use_bias": True},
+    "learned_vo": {"freeze_wv": False, "freeze_wo": False},
+    "all": {"ln": True, "use_bias": True, "freeze_wv": False, "freeze_wo": False},
+    "heads2": {"n_heads": 2},
+}
+
+
+def all_flag_sets() -> dict[str, dict[str, Any]]:
+    """Every combination of LayerNorm, biases, learned W_V, learned W_O and 1 or 2 heads."""
+    out = {}
+    for ln, bias, wv, wo, heads in itertools.product([False, True], [False, True], [False, True],
+                                                     [False, True], [1, 2]):
+        name = "-".join(n for n, on in (("ln", ln), ("bias", bias), ("wv", wv), ("wo", wo),
+                                        ("h2", heads == 2)) if on) or "seed"
+        out[name] = {"ln": ln, "use_bias": bias, "freeze_wv": not wv, "freeze_wo": not wo,
+                     "n_heads": heads}
+    return out
+
+
+def cpu_seconds() -> float:
+    """This process's user + system CPU time (getrusage)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def sgemm_rate(sizes: tuple[int, ...] = (256, 512), seconds: float = 0.5) -> dict[str, float]:
+    """One core's float32 matrix-product rate (torch.mm on this thread count), FLOP/s: the best
+    over ``sizes`` of wall and of CPU time, each timed for about ``seconds``."""
+    best = {"wall": 0.0, "cpu": 0.0}
+    for n in sizes:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        for _ in range(3):
+            a @ b
+        reps, t0, c0 = 0, time.perf_counter(), cpu_seconds()
+        while time.perf_counter() - t0 < seconds:
+            a @ b
+            reps += 1
+        flops = 2.0 * n ** 3 * reps
+        best["wall"] = max(best["wall"], flops / (time.perf_counter() - t0))
+        best["cpu"] = max(best["cpu"], flops / max(cpu_seconds() - c0, 1e-9))
+    return best
+
+
+def notebook_flops_per_step(config: Config) -> float:
+    """One step of the notebook's hooked model: every position through every product (Q, K, V,
+    O, attention over all T x T scores, the unembedding at every position), forward and backward
+    (twice the forward)."""
+    T, D, V = config.task.seq_len, config.model.d_model, config.task.vocab
+    per_layer = 4 * 2.0 * T * D * D + 2 * 2.0 * T * T * D
+    forward = config.model.n_layers * per_layer + 2.0 * T * D * V
+    return 3.0 * forward * config.batch_size
+
+
+@dataclass(frozen=True)
+class Timed:
+    wall: float
+    cpu: float
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Timed, Any]:
+    """Wall and CPU seconds of ``fn()``, and what it returned."""
+    t0, c0 = time.perf_counter(), cpu_seconds()
+    out = fn()
+    return Timed(time.perf_counter() - t0, cpu_seconds() - c0), out
+
+
+def steps_for(flops_per_model_step: float, members: int, eval_every: int, most: int = 2000) -> int:
+    """Steps of a run doing about WORK_FLOP, a multiple of ``eval_every``, 100 to ``most``."""
+    steps = WORK_FLOP / max(flops_per_model_step * members, 1.0)
+    return int(min(most, max(100, steps)) // eval_every * eval_every) or eval_every
+
+
+def shape_config(d_model: int, flags: dict[str, Any], n_layers: int = 3) -> Config:
+    return Config().replace(model={"d_model": d_model, "n_layers": n_layers, **flags})
+
+
+def engine_flops_per_step(config: Config) -> tuple[float, str]:
+    """One model-step of the engine's work on ``config`` (the kernel's pruned count), and the
+    backend "auto" picks on the CPU."""
+    ens = Ensemble(config, [build_model(config).state_dict()], "cpu")
+    shape = ens.kernel_shape()
+    if shape is None:
+        return notebook_flops_per_step(config), ens.backend
+    return shape.flops_per_step(config.batch_size), ens.backend
+
+
+def bench_shape(config: Config, sizes: tuple[int, ...], rate: dict[str, float],
+                log: TextIO | None, most: int = 2000) -> list[dict[str, Any]]:
+    """The notebook loop and the engine at each of ``sizes`` on one configuration: one row each."""
+    from .bench import engine_model_steps, notebook_loop
+
+    engine_flops, backend = engine_flops_per_step(config)
+    every = config.train.eval_every
+    plan = [("notebook loop", 1, notebook_flops_per_step(config), "hooked",
+             lambda steps: (notebook_loop(config, steps, early_stop=False), steps)[1])]
+    plan += [(f"engine E={n}", n, engine_flops, backend,  # members stop only at 100% accuracy
+              lambda steps, n=n: engine_model_steps(config, steps, n)[1]) for n in sizes]
+    rows = []
+    for run, members, flops, used, fn in plan:
+        n_steps = steps_for(engine_flops, members, every, most)  # the notebook: as many as E=1
+        t, model_steps = timed(lambda: fn(n_steps))
+        rows.append(_row(run, members, model_steps / members, used, flops, t, rate))
+        if log is not None:
+            r = rows[-1]
+            print(f"{config.name} {run}: {t.wall:.2f} s, {r['steps']:g} steps, "
+                  f"{r['ms_per_model_step']:.4f} ms/model-step, {r['x_floor']:.2f}x floor "
+                  f"({r['cpu_x_floor']:.2f} cpu)", file=log, flush=True)
+    for row in rows:
+        row["speedup"] = rows[0]["ms_per_model_step"] / row["ms_per_model_step"]
+        row["cpu_speedup"] = rows[0]["cpu_ms_per_model_step"] / row["cpu_ms_per_model_step"]
+    return rows
+
+
+def _row(run: str, members: int, steps: float, backend: str, flops: float, t: Timed,
+         rate: dict[str, float]) -> dict[str, Any]:
+    wall, cpu = t.wall / steps / members, t.cpu / steps / members
+    return {"run": run, "members": members, "steps": steps, "backend": backend,
+            "ms_per_step": t.wall / steps * 1e3, "ms_per_model_step": wall * 1e3,
+            "cpu_ms_per_model_step": cpu * 1e3, "mflop_per_model_step": flops / 1e6,
+            "floor_ms": flops / rate["wall"] * 1e3, "x_floor": wall * rate["wall"] / flops,
+            "cpu_x_floor": cpu * rate["cpu"] / flops}
+
+
+def run_shapes(widths: tuple[int, ...] = WIDTHS, flag_sets: dict[str, dict[str, Any]] | None = None,
+               sizes: tuple[int, ...] = (1, 64), n_layers: int = 3,
+               log: TextIO | None = None, most_steps: int = 2000) -> dict[str, Any]:
+    """Every width x flag set (default ``FLAG_SETS``), the sgemm rate measured first and last."""
+    from .bench import cpu_model, engine_run, notebook_loop
+
+    flag_sets = FLAG_SETS if flag_sets is None else flag_sets
+    notebook_loop(Config(), 100)  # warm-up: torch's first autograd / AdamW / DataLoader calls
+    engine_run(Config(), 100, 1)
+    rate = sgemm_rate()
+    shapes = []
+    for d_model, (name, flags) in itertools.product(widths, flag_sets.items()):
+        config = shape_config(d_model, flags, n_layers)
+        shapes.append({"d_model": d_model, "flags": name, "config": config.name,
+                       "rows": bench_shape(config, sizes, rate, log, most_steps)})
+    after = sgemm_rate()
+    return {"threads": torch.get_num_threads(), "cpu": cpu_model(), "torch": torch.__version__,
+            "sgemm_gflops": {k: v / 1e9 for k, v in rate.items()},
+            "sgemm_gflops_after": {k: v / 1e9 for k, v in after.items()},
+            "n_layers": n_layers, "shapes": shapes}
+
+
+def format_shapes(result: dict[str, Any]) -> str:
+    """One table: a block of rows per shape."""
+    g, after = result["sgemm_gflops"], result["sgemm_gflops_after"]
+    lines = [f"listcopy bench --shapes: {result['n_layers']} layers, cpu: {result['cpu']}, "
+             f"threads: {result['threads']}, torch {result['torch']}",
+             f"one core's sgemm: {g['wall']:.1f} GFLOP/s wall, {g['cpu']:.1f} cpu "
+             f"(after: {after['wall']:.1f}, {after['cpu']:.1f}); floor = the run's FLOPs at "
+             "that rate; x floor: wall (cpu)", "",
+             f"{'d':>4} {'flags':<11}{'run':<15}{'backend':<8}{'ms/step':>9}{'ms/model-step':>15}"
+             f"{'speed-up':>10}{'MFLOP':>8}{'floor ms':>10}{'x floor':>13}"]
+    for shape in result["shapes"]:
+        for i, r in enumerate(shape["rows"]):
+            head = f"{shape['d_model']:>4} {shape['flags']:<11}" if i == 0 else " " * 16
+            lines.append(f"{head}{r['run']:<15}{r['backend']:<8}{r['ms_per_step']:>9.3f}"
+                         f"{r['ms_per_model_step']:>15.4f}{r['speedup']:>9.1f}x"
+                         f"{r['mflop_per_model_step']:>8.1f}{r['floor_ms']:>10.4f}"
+                         f"{r['x_floor']:>7.2f} ({r['cpu_x_floor']:.2f})")
+    return "\n".join(lines)

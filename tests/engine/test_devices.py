@@ -1,0 +1,73 @@
+"""``train.device = "auto"``: the device that trains the job fastest, from devices.py's table of
+crossovers (hand-checked cases), and what it says."""
+
+import pytest
+import torch
+
+from listcopy import devices
+from listcopy.config import Config
+
+
+def job(d_model=8, device="auto"):
+    return Config().override([f"model.d_model={d_model}", f"train.device={device}"])
+
+
+def test_asked_for_is_what_you_get():
+    choice = devices.choose(job(device="cpu"), 10_000, found=["cuda"])
+    assert choice.device == torch.device("cpu") and choice.why == "train.device = cpu"
+    assert devices.choose(job(device="cuda"), 1, found=[]).device == torch.device("cuda")
+
+
+def test_without_an_accelerator_the_cpu():
+    choice = devices.choose(job(), 4096, found=[], kernel=True)
+    assert choice.device.type == "cpu" and choice.why == "no GPU; the CPU kernel"
+    assert devices.choose(job(), 1, found=[], kernel=False).why == "no GPU; torch on the CPU"
+
+
+def test_one_default_model_trains_on_the_cpu_even_beside_a_gpu():
+    """The issue's case: `listcopy train` on a machine with a GPU (27 min there, 20 s here)."""
+    choice = devices.choose(job(), 1, found=["cuda"], threads=1, kernel=True)
+    assert choice.device.type == "cpu"
+    line = choice.line()
+    assert "\n" not in line and "cuda" in line and "below 128" in line
+    assert "train.device=cuda" in line
+
+
+@pytest.mark.parametrize("d_model,threads,kernel,members,device", [
+    (8, 1, True, 127, "cpu"), (8, 1, True, 128, "cuda"),     # the H100's crossover
+    (8, 2, True, 255, "cpu"), (8, 2, True, 256, "cuda"),     # two CPU threads: twice as many
+    (8, 1, False, 4, "cuda"), (8, 1, False, 3, "cpu"),       # no kernel: torch on the CPU loses early
+    (32, 1, True, 29, "cpu"), (32, 1, True, 30, "cuda"),
+    (64, 2, True, 23, "cpu"), (64, 2, True, 24, "cuda"),
+    (128, 1, True, 2, "cpu"), (128, 1, True, 3, "cuda"),
+    (512, 1, True, 1, "cuda"),
+])
+def test_the_crossover_by_width_threads_and_kernel(d_model, threads, kernel, members, device):
+    choice = devices.choose(job(d_model), members, found=["cuda"], threads=threads, kernel=kernel)
+    assert choice.device.type == device, choice.why
+
+
+def test_the_table_is_one_row_per_accelerator_and_width_and_falls_with_width():
+    for kind in ("cuda", "mps"):
+        rows = [r for r in devices.CROSSOVERS if r.kind == kind]
+        assert [r.widest for r in rows] == sorted({r.widest for r in rows})
+        assert all(a.kernel >= b.kernel and a.torch >= b.torch for a, b in zip(rows, rows[1:]))
+        assert all(r.torch <= r.kernel for r in rows)  # the CPU kernel holds out longer
+
+
+def test_another_table_overrides():
+    mine = (devices.Crossover("cuda", 1 << 30, 1, 1, "my GPU"),)
+    choice = devices.choose(job(), 1, found=["cuda"], threads=1, kernel=True, crossovers=mine)
+    assert choice.device.type == "cuda" and "my GPU" in choice.why
+    none = devices.choose(job(), 10**6, found=["mps"], threads=1, kernel=True, crossovers=mine)
+    assert none.device.type == "cpu" and "no mps crossover" in none.why
+
+
+def test_this_machine():
+    """What "auto" resolves to here: the first accelerator torch finds, or the CPU."""
+    choice = devices.choose(job(), 1)
+    found = devices.accelerators()
+    assert choice.device.type in ("cpu", *found)
+    if not found:
+        assert choice.device.type == "cpu" and choice.why.startswith("no GPU")
+    assert 1 <= devices.cpu_threads() <= torch.get_num_threads()

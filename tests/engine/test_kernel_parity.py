@@ -1,0 +1,131 @@
+"""The compiled kernel against the hooked model at every flag combination (LayerNorm x biases x
+learned W_V x learned W_O x 1 or 2 heads x the research variant's layer-0 mask), narrow and wide,
+in the variant choice.py picks for the width and in the other; its training options (a learning
+rate per step, gradient clipping) against torch's own AdamW and ``clip_grad_norm_`` on the hooked
+model.
+
+The layer-0 mask is the research variant's ``model.layer0_mask`` (the outputs' pattern rows zero in
+layer 0, held to the research line's own model by tests/engine/test_research_parity.py and
+tests/test_research_export.py); the kernel gets the rows each layer then needs (rows.py).
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from listcopy.config import Config
+from listcopy.engine import choice
+from listcopy.model import ListCopyTransformer
+from listcopy.task import dataset
+
+from .helpers import (FLAG_COMBOS, check_kernel_against_hooked, kernel_ensemble, needs_kernel,
+                      small, state_dicts)
+
+pytestmark = needs_kernel
+
+
+@pytest.mark.parametrize("d_model", [8, 128])
+@pytest.mark.parametrize("layer0", [False, True], ids=["seed_mask", "layer0_mask"])
+@pytest.mark.parametrize("ln,use_bias,freeze_wv,freeze_wo,n_heads", FLAG_COMBOS)
+def test_kernel_equals_the_hooked_model_at_every_flag_combination(ln, use_bias, freeze_wv,
+                                                                  freeze_wo, n_heads, layer0,
+                                                                  d_model):
+    """Every parameter perturbed (frozen identities and zero biases too: the kernel then reads
+    them from its ``fixed`` buffer), mildly at d_model 128 where float32 rounding grows."""
+    config = small(d_model=d_model, ln=ln, use_bias=use_bias, freeze_wv=freeze_wv,
+                   freeze_wo=freeze_wo, n_heads=n_heads, layer0_mask=layer0)
+    assert choice.pick(config).dw_lanes == (d_model <= 16)
+    sds = state_dicts(config, [0, 1], True, scale=0.05 if d_model > 16 else 0.3)
+    check_kernel_against_hooked(config, sds, rtol=1e-4 if d_model > 16 else 0.0)
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(model={"d_model": 8}),
+    dict(model={"d_model": 64, "n_heads": 4, "ln": True, "use_bias": True, "freeze_wv": False}),
+    dict(task={"list_len": 3, "n_digits": 10},
+         model={"d_model": 24, "n_heads": 2, "n_layers": 3, "freeze_wo": False}),
+])
+@pytest.mark.parametrize("dw_lanes", [True, False], ids=["lanes", "rows"])
+@pytest.mark.parametrize("layer0", [False, True], ids=["seed_mask", "layer0_mask"])
+def test_both_kernel_variants_equal_the_hooked_model(overrides, dw_lanes, layer0):
+    """Either way of summing weight gradients, at widths that are not multiples of the lanes'
+    blocks, other list lengths and depths."""
+    model = {**overrides.get("model", {}), "layer0_mask": layer0}
+    config = Config().replace(**{**overrides, "model": model})
+    sds = state_dicts(config, [0, 1, 2], True, scale=0.1)
+    check_kernel_against_hooked(config, sds, n=21, rtol=1e-4, dw_lanes=dw_lanes)
+
+
+def reference_steps(config, sd, batches, lrs, max_norm, wd):
+    """The hooked model trained by torch: AdamW, the lr of each step set on the param group, and
+    ``clip_grad_norm_`` before each step (when max_norm > 0)."""
+    model = ListCopyTransformer(config)
+    model.load_state_dict(sd)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lrs[0], weight_decay=wd)
+    data = dataset(config)
+    L = config.task.list_len
+    losses = []
+    for rows, lr in zip(batches, lrs):
+        for group in opt.param_groups:
+            group["lr"] = lr
+        logits = model(data.train_inputs[rows])[:, L + 1:]
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                               data.train_targets[rows][:, L + 1:].reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        if max_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, max_norm)
+        opt.step()
+        losses.append(loss.item())
+    return model.state_dict(), losses
+
+
+@pytest.mark.parametrize("d_model,extra", [(8, {}), (32, {"ln": True, "use_bias": True,
+                                                          "freeze_wv": False, "freeze_wo": False})])
+def test_a_learning_rate_per_step_and_clipping_equal_torch(d_model, extra):
+    """Three members, 12 steps split over two calls: a warmup-like schedule per member, and a clip
+    that acts on every step (0.05), one that never does (1e6) and none (0)."""
+    config = small(d_model=d_model, **extra)
+    E, n_steps, B = 3, 12, 32
+    sds = state_dicts(config, range(E), False)
+    ens = kernel_ensemble(config, sds)
+    data = dataset(config)
+    L = config.task.list_len
+    g = torch.Generator().manual_seed(0)
+    batches = torch.randint(0, data.train_inputs.shape[0], (E, n_steps, B), generator=g)
+    lrs = torch.tensor([[1e-3 * (s + 1) / n_steps for s in range(n_steps)],
+                        [3e-3] * n_steps,
+                        [2e-3 * 0.9 ** s for s in range(n_steps)]], dtype=torch.float64)
+    clip = torch.tensor([0.05, 1e6, 0.0], dtype=torch.float64)
+    wd = torch.full((E,), 0.01, dtype=torch.float64)
+    loss = torch.zeros(E, dtype=torch.float64)
+    inputs, targets = data.train_inputs, data.train_targets[:, L + 1:].contiguous()
+    for start, stop in ((0, 5), (5, n_steps)):
+        ens.train_steps(inputs, targets, batches, start, stop - start, lrs[:, start:stop], wd,
+                        torch.ones(E, dtype=torch.bool), loss, max_grad_norm=clip)
+    probe = data.val_inputs[:256]
+    for e in range(E):
+        ref, losses = reference_steps(config, sds[e], batches[e], lrs[e].tolist(),
+                                      clip[e].item(), 0.01)
+        mine = ens.state_dict(e)
+        for name in ens.layout.names:  # b_K: zero gradient in exact arithmetic (AdamW walks noise)
+            if not name.endswith(".b_K"):
+                assert torch.allclose(mine[name], ref[name], atol=2e-5, rtol=1e-4), (e, name)
+        assert loss[e].item() == pytest.approx(sum(losses), rel=1e-5)
+        reference = ListCopyTransformer(config)
+        reference.load_state_dict(ref)
+        with torch.no_grad():
+            assert torch.allclose(ens.model(e)(probe), reference(probe), atol=1e-4)
+
+
+def test_lr_per_step_must_cover_the_stretch():
+    config = small()
+    ens = kernel_ensemble(config, state_dicts(config, [0], False))
+    data = dataset(config)
+    with pytest.raises(ValueError, match="lr per step"):
+        ens.train_steps(data.train_inputs, data.train_targets[:, 3:].contiguous(),
+                        torch.zeros(1, 2, 4, dtype=torch.int64), 0, 3,
+                        torch.full((1, 2), 1e-3), torch.zeros(1), torch.ones(1, dtype=torch.bool),
+                        torch.zeros(1, dtype=torch.float64))
+
