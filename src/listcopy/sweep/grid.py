@@ -23,7 +23,9 @@ notebook's grid has ``d128`` and ``d128_3layer``, which are the same). Planned r
 have one ``config.ensemble_key`` are one shape, trained together by the ensemble engine:
 :func:`group_runs`. ``seeds`` follows ``config.parse_seeds``, the package's one seed-range syntax.
 
-Nothing here imports torch. Every problem is a one-line :class:`GridError` (a ``ConfigError``).
+A grid of another kind of run (``sweep/kinds.py``: an ``[sae]`` table and a ``model = PATH``, see
+``listcopy.sae.grid``) is parsed by its kind, with the same specs, axes and seeds. Nothing here
+imports torch. Every problem is a one-line :class:`GridError` (a ``ConfigError``).
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..config import SHARED_TRAIN_KEYS  # noqa: F401  (re-exported: what an ensemble shares)
-from ..config import (SECTIONS, Config, ConfigError, ensemble_key, load_toml, parse_seeds,
-                      short_key)
+from ..config import SECTIONS, Config, ConfigError, load_toml, parse_seeds, short_key
+from .kinds import MODEL, kind_of, kind_of_grid
 
 TOP_LEVEL_KEYS = ("base", "specs", "axes", "seeds", *SECTIONS)
 MAX_POINTS = 1_000_000
@@ -67,7 +69,7 @@ class Point:
 
     @property
     def seed(self) -> int:
-        return self.config.train.seed
+        return kind_of(self.config).seed(self.config)
 
     @property
     def key(self) -> str:
@@ -88,12 +90,12 @@ class PlannedRun:
 
     @property
     def seed(self) -> int:
-        return self.config.train.seed
+        return kind_of(self.config).seed(self.config)
 
 
 @dataclass(frozen=True)
 class Grid:
-    base: Config
+    base: Config  # or another kind's settings (listcopy.sweep.kinds)
     specs: tuple[Spec, ...]
     axes: tuple[tuple[str, tuple[Any, ...]], ...]
     seeds: tuple[int, ...]
@@ -102,6 +104,7 @@ class Grid:
     def points(self) -> list[Point]:
         """Every entry of specs x axes x seeds, in that order (seeds vary fastest)."""
         specs = self.specs or (Spec("", ()),)
+        kind = kind_of(self.base)
         keys = [k for k, _ in self.axes]
         combos = list(itertools.product(*(values for _, values in self.axes)))
         n = len(specs) * len(combos) * len(self.seeds)
@@ -114,12 +117,12 @@ class Grid:
                 settings.update(zip(keys, combo))
                 where = _where(self.source, i, spec, dict(zip(keys, combo)))
                 try:
-                    config = Config.from_flat(settings, base=self.base)
+                    config = kind.from_flat(settings, self.base)
                 except ConfigError as err:
                     raise GridError(f"{where}: {err}") from None
                 name = point_name(spec.name, dict(zip(keys, combo)), config)
                 for seed in self.seeds:
-                    seeded = config.replace(train={"seed": seed})
+                    seeded = kind.with_seed(config, seed)
                     out.append(Point(name, tuple(settings.items()), seeded, len(out)))
         return out
 
@@ -196,7 +199,7 @@ def group_runs(runs: Sequence[PlannedRun], n_workers: int = 1,
     """
     shapes: dict[str, list[PlannedRun]] = {}
     for run in runs:
-        shapes.setdefault(ensemble_key(run.config), []).append(run)
+        shapes.setdefault(kind_of(run.config).group_key(run.config), []).append(run)
     total = len(runs)
     groups: list[list[PlannedRun]] = []
     for members in shapes.values():
@@ -206,7 +209,7 @@ def group_runs(runs: Sequence[PlannedRun], n_workers: int = 1,
             n_chunks = max(n_chunks, math.ceil(k / max_members))
         size = math.ceil(k / n_chunks)
         groups += [members[i: i + size] for i in range(0, k, size)]
-    return sorted(groups, key=lambda g: -sum(run_cost(r.config) for r in g))
+    return sorted(groups, key=lambda g: -sum(kind_of(r.config).cost(r.config) for r in g))
 
 
 # ---- parsing -----------------------------------------------------------------------------------
@@ -222,6 +225,9 @@ def load_grid(path: str | Path) -> Grid:
 
 
 def parse_grid(data: Mapping[str, Any], source: str = "grid") -> Grid:
+    kind = kind_of_grid(data)
+    if kind is not MODEL:  # an SAE grid (listcopy.sae.grid)
+        return kind.parse_grid(data, source)
     unknown = [k for k in data if k not in TOP_LEVEL_KEYS]
     if unknown:
         raise GridError(f"{source}: unknown key {unknown[0]!r}: allowed are "
@@ -244,9 +250,16 @@ def parse_grid(data: Mapping[str, Any], source: str = "grid") -> Grid:
         base = Config.from_dict(sections)
     except ConfigError as err:
         raise GridError(f"{source}: base config: {err}") from None
-    specs = _parse_specs(data.get("specs", []), source)
-    axes = _parse_axes(data.get("axes", {}), source)
-    seeds = (base.train.seed,)
+    return grid_over(base, data, source)
+
+
+def grid_over(base: Any, data: Mapping[str, Any], source: str,
+              sections: Mapping[str, Any] = SECTIONS) -> Grid:
+    """The Grid of ``base`` (a Config, or another kind's settings) and a grid file's specs, axes
+    and seeds over the keys of ``sections``; every point is validated before it returns."""
+    specs = _parse_specs(data.get("specs", []), source, sections)
+    axes = _parse_axes(data.get("axes", {}), source, sections)
+    seeds = (kind_of(base).seed(base),)
     if "seeds" in data:
         try:
             seeds = parse_seeds(data["seeds"], f"{source}: seeds =")
@@ -257,7 +270,7 @@ def parse_grid(data: Mapping[str, Any], source: str = "grid") -> Grid:
     return grid
 
 
-def _parse_specs(raw: Any, source: str) -> tuple[Spec, ...]:
+def _parse_specs(raw: Any, source: str, sections: Mapping[str, Any] = SECTIONS) -> tuple[Spec, ...]:
     if not isinstance(raw, list) or not all(isinstance(s, Mapping) for s in raw):
         raise GridError(f"{source}: specs must be an array of tables ([[specs]] with a name "
                         "and overrides)")
@@ -268,20 +281,21 @@ def _parse_specs(raw: Any, source: str) -> tuple[Spec, ...]:
         if not isinstance(name, str) or not name.strip():
             raise GridError(f"{source}: specs[{i}].name = {name!r}: must be a non-empty string")
         where = f"{source}: specs[{i}] ({name})"
-        overrides = _flatten(spec, where)
+        overrides = _flatten(spec, where, sections)
         for key, value in overrides.items():
             _check_scalar(value, f"{where}: {key}")
         specs.append(Spec(name, tuple(overrides.items())))
     return tuple(specs)
 
 
-def _parse_axes(raw: Any, source: str) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+def _parse_axes(raw: Any, source: str, sections: Mapping[str, Any] = SECTIONS
+                ) -> tuple[tuple[str, tuple[Any, ...]], ...]:
     if not isinstance(raw, Mapping):
         raise GridError(f"{source}: axes must be a table of setting = [values]")
     axes = []
-    for key, values in _flatten(raw, f"{source}: axes").items():
+    for key, values in _flatten(raw, f"{source}: axes", sections).items():
         where = f"{source}: axes {key}"
-        if key == "train.seed":
+        if short_key(key) == "seed":  # train.seed, sae.seed
             raise GridError(f"{where}: give seeds with the top-level seeds key")
         if not isinstance(values, list):
             raise GridError(f"{where} = {values!r}: must be a list of values")
@@ -295,7 +309,8 @@ def _parse_axes(raw: Any, source: str) -> tuple[tuple[str, tuple[Any, ...]], ...
     return tuple(axes)
 
 
-def _flatten(table: Mapping[str, Any], where: str) -> dict[str, Any]:
+def _flatten(table: Mapping[str, Any], where: str,
+             sections: Mapping[str, Any] = SECTIONS) -> dict[str, Any]:
     """``{"model.d_model": 8}`` and ``{"model": {"d_model": 8}}`` -> ``{"model.d_model": 8}``."""
     out: dict[str, Any] = {}
     for key, value in table.items():
@@ -310,10 +325,10 @@ def _flatten(table: Mapping[str, Any], where: str) -> dict[str, Any]:
             raise GridError(f"{where}: key {key!r} must be section.key (e.g. \"model.d_model\")")
         for full, v in items:
             section, _, name = full.partition(".")
-            if section not in SECTIONS:
+            if section not in sections:
                 raise GridError(f"{where}: unknown config section {section!r} in {full!r}: "
-                                "allowed are " + ", ".join(SECTIONS))
-            known = {f.name for f in fields(SECTIONS[section])}
+                                "allowed are " + ", ".join(sections))
+            known = {f.name for f in fields(sections[section])}
             if name not in known:
                 raise GridError(f"{where}: unknown config key {full}: allowed are "
                                 + ", ".join(sorted(known)))

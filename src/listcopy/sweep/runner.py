@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..checkpoint import RUN_FILE, atomic_write, safe_name
-from ..config import ensemble_key
 from ..errors import Failure
-from .grid import Grid, PlannedRun, group_runs, load_grid, shape_label, unique_runs
-from .store import DB_FILE, Store, result_of
+from .grid import Grid, PlannedRun, group_runs, load_grid, unique_runs
+from .kinds import kind_of, kind_of_dict
+from .store import DB_FILE, Store
 from .worker import GroupTask
 
 LOCK_FILE = "sweep.lock"
@@ -128,13 +128,13 @@ def format_plan(p: Plan) -> str:
     n = min(p.workers, len(p.groups))
     where = ("in-process" if p.workers == 0 else f"{n} worker{'s' if n != 1 else ''} x "
              f"{p.threads} thread{'s' if p.threads != 1 else ''}")
-    shapes = len({ensemble_key(g[0].config) for g in p.groups})
+    shapes = len({kind_of(g[0].config).group_key(g[0].config) for g in p.groups})
     lines.append(f"{len(p.groups)} group{'s' if len(p.groups) != 1 else ''} of one shape "
                  f"({shapes} shape{'s' if shapes != 1 else ''}), {where}:")
     for i, group in enumerate(p.groups):
-        c = group[0].config
-        steps = sorted({r.config.train.max_steps for r in group})
-        lines.append(f"  group {i + 1}: {shape_label(c)}, {len(group)} run"
+        kind = kind_of(group[0].config)
+        steps = sorted({kind.steps(r.config) for r in group})
+        lines.append(f"  group {i + 1}: {kind.label(group[0].config)}, {len(group)} run"
                      f"{'s' if len(group) > 1 else ''}, max_steps {'/'.join(map(str, steps))}")
         for run in group[:8]:
             lines.append(f"    {run.key[:8]}  seed {run.seed:<4} {', '.join(run.names)}"
@@ -167,12 +167,12 @@ def run_sweep(grid: Grid | str | Path, out: str | Path, *, workers: int | None =
     out.mkdir(parents=True, exist_ok=True)
     with _exclusive(out):
         _wait_for_old_workers(out / WORKER_LOCK_FILE)
-        if grid_path is not None:
-            text = grid_path.read_bytes()
-            atomic_write(out / GRID_COPY, lambda tmp: tmp.write_bytes(text))
         with Store(out / DB_FILE) as store:
             runs = grid.runs()
             store.add(runs, run_dir_name)
+            if grid_path is not None:
+                text = grid_path.read_bytes()
+                atomic_write(out / GRID_COPY, lambda tmp: tmp.write_bytes(text))
             store.recover()
             p = plan(grid, out, workers=workers, threads=threads, retry_failed=retry_failed,
                      max_members=max_members)
@@ -262,10 +262,11 @@ class Driver:
     def tick(self, tasks: Sequence[GroupTask]) -> None:
         """Record runs that finished inside a group still training (their run.json says so)."""
         for task in tasks:
+            kind = kind_of_dict(task.configs[0])
             for key in task.keys:
                 if key not in self.running:
                     continue
-                path = self.run_dirs[key] / RUN_FILE
+                path = self.run_dirs[key] / kind.result_file
                 try:
                     mtime = path.stat().st_mtime_ns
                 except OSError:
@@ -277,8 +278,9 @@ class Driver:
                     record = json.loads(path.read_text())
                 except (OSError, ValueError):
                     continue
-                if record.get("status") in ("done", "failed"):
-                    self._finish(key, result_of(record))
+                result = kind.finished(record) if isinstance(record, dict) else None
+                if result is not None:
+                    self._finish(key, result)
 
     def _finish(self, key: str, result: dict[str, Any]) -> None:
         if key not in self.running:
