@@ -116,7 +116,7 @@ def test_flat_lists_every_setting_under_its_dotted_key():
     by_hand = {f"{section}.{key}": value for section, table in c.to_dict().items()
                for key, value in table.items()}
     assert flat == by_hand and list(flat) == list(by_hand)  # section, then field order
-    assert flat["model.d_model"] == 16 and flat["train.lr"] == 0.01 and len(flat) == 23
+    assert flat["model.d_model"] == 16 and flat["train.lr"] == 0.01 and len(flat) == 33
     assert Config.from_flat(flat) == c
 
 

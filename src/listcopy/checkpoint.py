@@ -26,7 +26,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from .config import Config, ConfigError, load_config, parse_model_name
+from .config import Config, ConfigError
 from .errors import BadInput, one_line
 
 # The run directory's files, named once (the sweep's workers and driver use these names too).
@@ -207,16 +207,6 @@ def load_seed_state(path: Path) -> dict[str, Tensor]:
     return state
 
 
-def seed_config(path: Path, overrides: tuple[str, ...] | list[str] = ()) -> Config:
-    """A seed checkpoint's config: its file name (``3layer_100dig_8d.pt``) if it is one, then ``--set``."""
-    base = Config()
-    try:
-        base = Config.from_dict(parse_model_name(path.stem))
-    except ConfigError:
-        pass  # not a seed-style name: defaults, then overrides
-    return load_config(None, overrides, base=base)
-
-
 def export_seed(state: dict[str, Tensor], path: Path) -> None:
     """Write a state dict as the seed does (``torch.save``), loadable by TransformerLens 3.x."""
     atomic_write(Path(path), lambda tmp: torch.save(dict(state), tmp))
@@ -250,13 +240,18 @@ def run_config(run_dir: Path, overrides: tuple[str, ...] | list[str] = ()) -> Co
         raise CheckpointError(f"{Path(run_dir) / RUN_FILE}: {err}") from None
 
 
-def load(path: str | Path, overrides: tuple[str, ...] | list[str] = ()):
-    """A model and its config from a run directory or a seed ``.pt`` file.
+def load(path: str | Path, overrides: tuple[str, ...] | list[str] = (),
+         notice: Callable[[str], None] | None = None):
+    """A model and its config from a run directory or a ``.pt`` state dict (the seed's, the
+    research line's, an export).
 
     For a run directory the config is the one it was trained with (``overrides`` may change
-    settings that do not touch the weights' shapes); for a ``.pt`` it comes from the file name and
-    ``overrides``.
+    settings that do not touch the weights' shapes); for a ``.pt`` it is inferred from its
+    tensors, its file name and ``overrides`` (infer.py), and ``notice`` (if given) is called with
+    one line saying what was inferred.
     """
+    from .infer import infer_config
+
     path = Path(path)
     if path.is_dir():
         config = run_config(path, overrides)
@@ -264,9 +259,11 @@ def load(path: str | Path, overrides: tuple[str, ...] | list[str] = ()):
         return model_from_state(state, config, str(path / MODEL_FILE)), config
     if not path.exists():
         raise CheckpointError(f"{path}: no such run directory or checkpoint file")
-    config = seed_config(path, overrides)
     state = load_seed_state(path)
-    return model_from_state(state, config, str(path)), config
+    inferred = infer_config(state, path.stem, str(path), overrides)
+    if notice is not None:
+        notice(inferred.notice)
+    return model_from_state(state, inferred.config, str(path)), inferred.config
 
 
 def ensure_writable(directory: Path) -> None:

@@ -11,7 +11,7 @@ whose message names the key and what is allowed. Nothing here imports torch.
 
 Also here, each in one place: the dotted-key view of a config (``Config.flat`` /
 ``Config.from_flat``, ``short_key``, ``dotted_key``), what configs must share to train as one ensemble (``ensemble_key``,
-``check_ensemble``), the seed-range syntax (``parse_seeds``) and the seed's model names.
+``check_ensemble``), the seed-range syntax (``parse_seeds``); model names live in names.py.
 """
 
 from __future__ import annotations
@@ -67,6 +67,9 @@ class TaskConfig:
     split_seed: int = 0
     kind: str = "copy"
     n_samples: int = 100_000
+    mask_token: bool = False  # the research line: outputs' input positions hold MASK, not SEP
+    no_dupes: bool = False  # the line's get_dataset: no list whose elements are all equal
+    train_dupes_only: bool = False  # ... or those lists only in training
 
     def __post_init__(self) -> None:
         _check_types(self, "task")
@@ -79,8 +82,19 @@ class TaskConfig:
         _check(self.kind in TASK_KINDS, "task.kind", self.kind, "one of " + ", ".join(TASK_KINDS))
         _check(2 <= self.n_samples <= ENUMERATE_LIMIT, "task.n_samples", self.n_samples,
                f"an integer in [2, {ENUMERATE_LIMIT}]")
+        self._check_dupes()
         _check(1 <= self.n_train < self.n_lists, "task.train_frac", self.train_frac,
                f"such that both splits of {self.n_lists} lists are non-empty")
+
+    def _check_dupes(self) -> None:
+        if not (self.no_dupes or self.train_dupes_only):
+            return
+        _check(not (self.no_dupes and self.train_dupes_only), "task.train_dupes_only",
+               self.train_dupes_only, "false when task.no_dupes is true (one or the other)")
+        key = "task.no_dupes" if self.no_dupes else "task.train_dupes_only"
+        _check(self.list_len >= 2, key, True, "false for lists of one digit (all are dupes)")
+        _check(not self.sampled, key, True,
+               f"false when lists are sampled (n_digits ** list_len > {ENUMERATE_LIMIT})")
 
     @property
     def sampled(self) -> bool:
@@ -89,8 +103,15 @@ class TaskConfig:
 
     @property
     def n_lists(self) -> int:
-        """How many lists the dataset holds (all of them, or the sample)."""
-        return min(self.n_samples, self.n_data) if self.sampled else self.n_data
+        """How many lists the dataset holds (all of them, the non-dupes, or the sample)."""
+        if self.sampled:
+            return min(self.n_samples, self.n_data)
+        return self.n_data - self.n_dupes if self.no_dupes else self.n_data
+
+    @property
+    def n_dupes(self) -> int:
+        """Lists whose elements are all equal (one per digit)."""
+        return self.n_digits
 
     @property
     def seq_len(self) -> int:
@@ -99,11 +120,22 @@ class TaskConfig:
 
     @property
     def sep(self) -> int:
-        return self.n_digits
+        """SEP: n_digits (the seed), n_digits + 1 with a MASK token (the research line)."""
+        return self.n_digits + 1 if self.mask_token else self.n_digits
+
+    @property
+    def mask_id(self) -> int | None:
+        """MASK (n_digits) with ``mask_token``, else None."""
+        return self.n_digits if self.mask_token else None
+
+    @property
+    def fill(self) -> int:
+        """The token the inputs hold at the output positions: MASK, or SEP in the seed."""
+        return self.n_digits if self.mask_token else self.sep
 
     @property
     def vocab(self) -> int:
-        return self.n_digits + 1
+        return self.n_digits + (2 if self.mask_token else 1)
 
     @property
     def n_data(self) -> int:
@@ -111,12 +143,22 @@ class TaskConfig:
         return self.n_digits**self.list_len
 
     @property
+    def n_split(self) -> int:
+        """How many lists the split's ``randperm`` shuffles: every list, or with either dupes
+        option the non-dupes (the line's get_dataset)."""
+        if self.train_dupes_only:
+            return self.n_data - self.n_dupes
+        return self.n_lists
+
+    @property
     def n_train(self) -> int:
-        return int(self.train_frac * self.n_lists)  # the seed's int(TRAIN_SPLIT * n_data)
+        """The seed's ``int(TRAIN_SPLIT * n_data)``, plus every dupe with ``train_dupes_only``."""
+        n = int(self.train_frac * self.n_split)
+        return n + self.n_dupes if self.train_dupes_only else n
 
     @property
     def n_val(self) -> int:
-        return self.n_lists - self.n_train
+        return self.n_split - int(self.train_frac * self.n_split)
 
     @property
     def output_slice(self) -> slice:
@@ -132,6 +174,7 @@ class ModelConfig:
     use_bias: bool = False
     freeze_wv: bool = True
     freeze_wo: bool = True
+    layer0_mask: bool = False  # the research line: in layer 0 outputs attend to nothing
 
     def __post_init__(self) -> None:
         _check_types(self, "model")
@@ -152,6 +195,7 @@ class ModelConfig:
 
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+LR_SCHEDULES = ("constant", "warmup_cosine")  # the seed's; the line's LambdaLR (schedule.py)
 
 
 @dataclass(frozen=True)
@@ -166,6 +210,13 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     reshuffle: bool = False
+    # the research line's recipe (train.py); each off by default, so the seed's runs are unchanged
+    lr_schedule: str = "constant"
+    warmup_steps: int = 1000  # warmup_cosine only: the line's --warmup-steps
+    max_grad_norm: float = 0.0  # clip_grad_norm_ over a member's trainable parameters; 0 = off
+    patience: int = 0  # evaluations without improvement before stopping; 0 = off
+    patience_threshold: float = 0.9  # ... only when the accuracy is at least this
+    fresh_data: bool = False  # new training lists every step, never a validation list
 
     def __post_init__(self) -> None:
         _check_types(self, "train")
@@ -181,11 +232,26 @@ class TrainConfig:
         _check(self.seed <= MAX_SEED, "train.seed", self.seed, "at most 2**63 - 1")
         dev = self.device.split(":")[0]
         _check(dev in DEVICES, "train.device", self.device, "one of " + ", ".join(DEVICES))
+        self._check_recipe()
+
+    def _check_recipe(self) -> None:
+        _check(self.lr_schedule in LR_SCHEDULES, "train.lr_schedule", self.lr_schedule,
+               "one of " + ", ".join(LR_SCHEDULES))
+        _check(self.warmup_steps >= 0, "train.warmup_steps", self.warmup_steps, "an integer >= 0")
+        _check(self.max_grad_norm >= 0, "train.max_grad_norm", self.max_grad_norm,
+               ">= 0 (0 = no clipping)")
+        _check(self.patience >= 0, "train.patience", self.patience, "an integer >= 0 (0 = off)")
+        _check(0 <= self.patience_threshold <= 1, "train.patience_threshold",
+               self.patience_threshold, "in [0, 1]")
+        _check(not (self.fresh_data and self.reshuffle), "train.fresh_data", self.fresh_data,
+               "false when train.reshuffle is true (fresh lists have no epochs to reshuffle)")
 
 
 # Train settings every member of one ensemble (one vectorised training group) must share;
-# seed, lr, weight_decay, early_stop_acc and max_steps may differ per member.
-SHARED_TRAIN_KEYS = ("batch_size", "eval_every", "checkpoint_every", "device", "reshuffle")
+# the others (seed, lr, weight_decay, early_stop_acc, max_steps, the schedule, clipping,
+# patience) may differ per member.
+SHARED_TRAIN_KEYS = ("batch_size", "eval_every", "checkpoint_every", "device", "reshuffle",
+                     "fresh_data")
 
 SECTIONS: dict[str, type] = {"task": TaskConfig, "model": ModelConfig, "train": TrainConfig}
 
@@ -418,32 +484,6 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = (),
     return config.override(overrides)
 
 
-# ---- the seed's model name -----------------------------------------------------------------
+# ---- model names: names.py (imported here, where callers have always found them) --------------
 
-_NAME = re.compile(r"(?:(copy|reverse|sort)_)?(\d+)layer_(\d+)dig_(\d+)d(?:_(\d+)len)?")
-
-
-def model_name(config: Config) -> str:
-    """``3layer_100dig_8d``: layers, digits, d_model, as the seed names its checkpoints.
-
-    Other tasks and list lengths add to it: ``sort_3layer_100dig_16d_3len``.
-    """
-    t, m = config.task, config.model
-    name = f"{m.n_layers}layer_{t.n_digits}dig_{m.d_model}d"
-    if t.list_len != 2:
-        name += f"_{t.list_len}len"
-    return name if t.kind == "copy" else f"{t.kind}_{name}"
-
-
-def parse_model_name(name: str) -> dict[str, dict[str, Any]]:
-    """The overrides a seed-style name stands for; ``ConfigError`` if it is not one."""
-    match = _NAME.fullmatch(name)
-    if not match:
-        raise ConfigError(f"{name!r} is not a model name like 3layer_100dig_8d")
-    kind, layers, digits, d_model, list_len = match.groups()
-    task: dict[str, Any] = {"n_digits": int(digits)}
-    if kind:
-        task["kind"] = kind
-    if list_len:
-        task["list_len"] = int(list_len)
-    return {"task": task, "model": {"n_layers": int(layers), "d_model": int(d_model)}}
+from .names import model_name, parse_model_name  # noqa: E402,F401  (names.py imports this module)

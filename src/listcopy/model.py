@@ -2,10 +2,12 @@
 
 Same math, parameter names, state dict and hook names as TransformerLens 3.x ``HookedTransformer``
 with ``attn_only=True`` (the seed's model), with the seed's attention mask built in, so that
-``run_with_hooks``, ``run_with_cache`` and ``cache["pattern", 0]`` work as in the notebook.
+``run_with_hooks``, ``run_with_cache`` and ``cache["pattern", 0]`` work as in the notebook. With
+``model.layer0_mask`` layer 0 masks as the research line's hooks do (``task.layer_masks``): its
+``hook_attn_scores`` shows the layer-0 mask added, its ``hook_pattern`` the outputs' rows zeroed.
 
 Glossary of shapes
-    B   batch                      T   positions, 2 * list_len + 1     V   vocabulary, n_digits + 1
+    B   batch                      T   positions, 2 * list_len + 1     V   vocabulary (task.vocab)
     D   d_model                    H   heads                           d   d_head = D // H
     Q/K query and key positions (both T)
 
@@ -14,8 +16,8 @@ Forward, for tokens (B, T):
     per layer L:                                                  blocks.L.hook_resid_pre
         x      = LN(resid) if ln else resid                       blocks.L.ln1.hook_scale / hook_normalized
         q,k,v  = x @ W_Q + b_Q, x @ W_K + b_K, x @ W_V + b_V       attn.hook_q / hook_k / hook_v  (B,T,H,d)
-        scores = q.k / sqrt(d), causal mask, + the seed's mask    attn.hook_attn_scores (B,H,Q,K)
-        pattern = softmax(scores) (NaN -> 0)                      attn.hook_pattern     (B,H,Q,K)
+        scores = q.k / sqrt(d), causal mask, + the layer's mask   attn.hook_attn_scores (B,H,Q,K)
+        pattern = softmax(scores) (NaN -> 0), silent rows -> 0    attn.hook_pattern     (B,H,Q,K)
         z      = pattern @ v                                      attn.hook_z           (B,T,H,d)
         out    = z @ W_O + b_O                                    blocks.L.hook_attn_out (B,T,D)
         resid  = out + resid                                      blocks.L.hook_resid_post
@@ -39,7 +41,7 @@ from transformer_lens import ActivationCache, HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from .config import Config, ModelConfig
-from .task import attention_mask, seed_generator
+from .task import LayerMask, model_masks, seed_generator
 
 LN_EPS = 1e-5  # TransformerLens' default cfg.eps
 
@@ -75,7 +77,7 @@ def is_saved_causal_mask(mask: object, n_ctx: int) -> bool:
 class Attention(nn.Module):
     """One attention layer. Parameters are declared in TransformerLens' order (it fixes the init draws)."""
 
-    def __init__(self, cfg: ModelConfig, n_ctx: int, list_len: int):
+    def __init__(self, cfg: ModelConfig, n_ctx: int, masking: LayerMask):
         super().__init__()
         H, D, d = cfg.n_heads, cfg.d_model, cfg.d_head
         self.n_heads, self.d_head = H, d
@@ -90,8 +92,11 @@ class Attention(nn.Module):
         # TransformerLens' buffers, kept so the state dict matches the seed's.
         self.register_buffer("mask", torch.tril(torch.ones(n_ctx, n_ctx, dtype=torch.bool)))
         self.register_buffer("IGNORE", torch.tensor(-float("inf")))
-        # The seed's list mask (the notebook's perma-hook), built in; not part of the state dict.
-        self.register_buffer("list_mask", attention_mask(list_len), persistent=False)
+        # The list mask (the notebook's perma-hook) and the rows whose pattern is zeroed (the
+        # research line's layer-0 hook), built in; not part of the state dict.
+        self.register_buffer("list_mask", masking.scores, persistent=False)
+        self.register_buffer("silent_rows", masking.silent, persistent=False)
+        self.has_silent = bool(masking.silent.any())
         self.hook_q = HookPoint()  # (B, T, H, d)
         self.hook_k = HookPoint()  # (B, T, H, d)
         self.hook_v = HookPoint()  # (B, T, H, d)
@@ -116,7 +121,10 @@ class Attention(nn.Module):
         scores = torch.where(self.mask[:T, :T], scores, self.IGNORE)
         scores = self.hook_attn_scores(scores + self.list_mask[:T, :T])
         pattern = F.softmax(scores, dim=-1)
-        pattern = self.hook_pattern(torch.where(pattern.isnan(), 0.0, pattern))
+        pattern = torch.where(pattern.isnan(), 0.0, pattern)
+        if self.has_silent:
+            pattern = pattern.masked_fill(self.silent_rows[:T, None], 0.0)
+        pattern = self.hook_pattern(pattern)
         z = self.hook_z((pattern @ v.transpose(1, 2)).transpose(1, 2))  # (B, T, H, d)
         return z.reshape(B, T, -1) @ self.W_O.reshape(-1, self.W_O.shape[-1]) + self.b_O
 
@@ -124,10 +132,10 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """resid_post = attn(LN(resid_pre)) + resid_pre: no MLP."""
 
-    def __init__(self, cfg: ModelConfig, n_ctx: int, list_len: int):
+    def __init__(self, cfg: ModelConfig, n_ctx: int, masking: LayerMask):
         super().__init__()
         self.ln1 = LayerNorm(cfg.d_model) if cfg.ln else nn.Identity()
-        self.attn = Attention(cfg, n_ctx, list_len)
+        self.attn = Attention(cfg, n_ctx, masking)
         self.hook_resid_pre = HookPoint()  # (B, T, D)
         self.hook_attn_out = HookPoint()  # (B, T, D)
         self.hook_resid_post = HookPoint()  # (B, T, D)
@@ -166,7 +174,8 @@ class Unembed(nn.Module):
 
 
 class ListCopyTransformer(HookedRootModule):
-    """The seed's model. ``config`` is a full :class:`listcopy.Config` (task and model sections)."""
+    """The seed's model (or the research line's variant). ``config`` is a full
+    :class:`listcopy.Config` (task and model sections)."""
 
     def __init__(self, config: Config):
         super().__init__()
@@ -176,8 +185,8 @@ class ListCopyTransformer(HookedRootModule):
         self.hook_embed = HookPoint()  # (B, T, D)
         self.pos_embed = PosEmbed(task.seq_len, cfg.d_model)
         self.hook_pos_embed = HookPoint()  # (B, T, D)
-        self.blocks = nn.ModuleList(Block(cfg, task.seq_len, task.list_len)
-                                    for _ in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(Block(cfg, task.seq_len, masking)
+                                    for masking in model_masks(config))
         self.ln_final = LayerNorm(cfg.d_model) if cfg.ln else nn.Identity()
         self.unembed = Unembed(cfg.d_model, task.vocab)
         set_trainable(self)

@@ -1,16 +1,24 @@
 """The task: pass a list of digits through the SEP token (copy it, reverse it or sort it).
 
     position:  0 .. L-1      L      L+1 .. 2L
-    input:     d1 .. dL      SEP    SEP .. SEP
+    input:     d1 .. dL      SEP    SEP .. SEP      (MASK .. MASK with task.mask_token)
     target:    d1 .. dL      SEP    o1  .. oL      (loss and accuracy on the L output positions)
 
     copy (the seed): o = d;  reverse: o = d reversed;  sort: o = d ascending.
+    tokens: digits 0 .. n_digits-1, SEP = n_digits (with a MASK token: MASK = n_digits, SEP =
+    n_digits + 1, as the research line's).
 
 Up to ``ENUMERATE_LIMIT`` lists, every list is enumerated in ``itertools.product`` order, shuffled
 with ``randperm`` from a generator seeded with ``task.split_seed``, and split: the first
-``int(train_frac * n)`` lists train. Beyond that, ``n_samples`` distinct lists are drawn from that
-generator instead, so train and validation are disjoint. The attention mask keeps outputs from ever
-seeing the inputs: the whole list must pass through SEP.
+``int(train_frac * n)`` lists train. The research line's options (its ``get_dataset``), with the
+same draws: ``no_dupes`` leaves out every list whose elements are all equal before the shuffle;
+``train_dupes_only`` shuffles and splits the others, appends those lists to the training part and
+shuffles it again with a second ``randperm``. Beyond ``ENUMERATE_LIMIT``, ``n_samples`` distinct
+lists are drawn from that generator instead, so train and validation are disjoint.
+
+The attention masks keep outputs from ever seeing the inputs: the whole list must pass through SEP.
+With ``model.layer0_mask`` (the line's), layer 0 lets each output attend only to itself and then
+zeroes its pattern row, so outputs receive nothing in layer 0.
 """
 
 from __future__ import annotations
@@ -56,20 +64,34 @@ def outputs(lists: torch.Tensor, kind: str) -> torch.Tensor:
 
 
 def sequences(lists: torch.Tensor, task: TaskConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs ``[d.., SEP, SEP..]`` and targets ``[d.., SEP, o..]``, each int64 (n, seq_len)."""
+    """Inputs ``[d.., SEP, SEP..]`` (``[d.., SEP, MASK..]``) and targets ``[d.., SEP, o..]``, each
+    int64 (n, seq_len)."""
     L = task.list_len
     targets = torch.full((lists.shape[0], task.seq_len), task.sep, dtype=torch.int64)
     targets[:, :L] = lists
     targets[:, L + 1:] = outputs(lists, task.kind)
     inputs = targets.clone()
-    inputs[:, L + 1:] = task.sep
+    inputs[:, L + 1:] = task.fill
     return inputs, targets
+
+
+def is_dupe(lists: torch.Tensor) -> torch.Tensor:
+    """Lists whose elements are all equal, bool (n,)."""
+    return (lists == lists[:, :1]).all(1)
+
+
+def split_draws(task: TaskConfig, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The split's draws from ``gen``, in order: ``randperm(n_split)`` (every list, or the
+    non-dupes), then with ``train_dupes_only`` the ``randperm(n_train)`` that reshuffles the
+    training part once the dupes are appended (else None)."""
+    perm = torch.randperm(task.n_split, generator=gen)
+    again = torch.randperm(task.n_train, generator=gen) if task.train_dupes_only else None
+    return perm, again
 
 
 def split_permutation(task: TaskConfig) -> torch.Tensor:
     """The seed's shuffle: ``torch.randperm(n)`` right after ``torch.manual_seed(split_seed)``."""
-    gen = torch.Generator().manual_seed(task.split_seed)
-    return torch.randperm(task.n_data, generator=gen)
+    return split_draws(task, torch.Generator().manual_seed(task.split_seed))[0]
 
 
 def seed_generator(task: TaskConfig, seed: int) -> torch.Generator:
@@ -78,10 +100,14 @@ def seed_generator(task: TaskConfig, seed: int) -> torch.Generator:
     The seed draws, in order, from one generator: the split's ``randperm(n)``, the model's init,
     then the training DataLoader's two seeds. A training run with seed ``s`` replays that order on
     its own generator, whatever ``split_seed`` is, so with ``split_seed == s`` it is the notebook's
-    run and otherwise the same initial weights and batches on another split.
+    run and otherwise the same initial weights and batches on another split. The research line's
+    get_dataset draws the same way (``split_draws``: with ``train_dupes_only`` a second randperm).
     """
     gen = torch.Generator().manual_seed(seed)
-    torch.randperm(task.n_lists, generator=gen)
+    if task.sampled:
+        torch.randperm(task.n_lists, generator=gen)
+    else:
+        split_draws(task, gen)
     return gen
 
 
@@ -114,14 +140,22 @@ class Dataset:
 
 
 def dataset(config: Config | TaskConfig) -> Dataset:
-    """All lists of the task, shuffled and split exactly as the seed does (or a seeded sample)."""
+    """All lists of the task, shuffled and split exactly as the seed does (or a seeded sample), or
+    as the research line's get_dataset does with its dupes options."""
     task = config.task if isinstance(config, Config) else config
     if task.sampled:
         inputs, targets = sequences(sample_lists(task), task)
         return Dataset(task, inputs, targets)
-    inputs, targets = sequences(all_lists(task), task)
-    perm = split_permutation(task)
-    return Dataset(task, inputs[perm], targets[perm])
+    lists = all_lists(task)
+    dupe = is_dupe(lists)
+    split = lists[~dupe] if task.no_dupes or task.train_dupes_only else lists
+    perm, again = split_draws(task, torch.Generator().manual_seed(task.split_seed))
+    rows = split[perm]
+    if again is not None:  # the non-dupes' training part, the dupes appended, reshuffled
+        n = int(task.train_frac * task.n_split)
+        rows = torch.cat([torch.cat([rows[:n], lists[dupe]])[again], rows[n:]])
+    inputs, targets = sequences(rows, task)
+    return Dataset(task, inputs, targets)
 
 
 def attention_mask(list_len: int) -> torch.Tensor:
@@ -142,6 +176,51 @@ def attention_mask(list_len: int) -> torch.Tensor:
     mask[0, 0] = 0.0
     mask[list_len + 1:, :list_len] = float("-inf")
     return mask
+
+
+def layer0_attention_mask(list_len: int) -> torch.Tensor:
+    """The research line's layer-0 mask: the seed's, but each output row allows only itself. For
+    list_len 2 the rows o1, o2 are ``[-inf -inf -inf 0 -inf]`` and ``[-inf -inf -inf -inf 0]``;
+    those rows' patterns are then zeroed (``LayerMask.silent``)."""
+    mask = attention_mask(list_len)
+    outputs = torch.arange(list_len + 1, 2 * list_len + 1)
+    mask[outputs] = float("-inf")
+    mask[outputs, outputs] = 0.0
+    return mask
+
+
+@dataclass(frozen=True)
+class LayerMask:
+    """One layer's masking: ``scores`` (T, T) is added to the attention scores (0 allowed,
+    -inf not); the pattern rows of ``silent`` (bool (T,)) are then set to zero."""
+
+    scores: torch.Tensor
+    silent: torch.Tensor
+
+    @property
+    def allowed(self) -> torch.Tensor:
+        """bool (T, T): query row i receives from key j (causal, the mask, not silent)."""
+        T = self.scores.shape[0]
+        causal = torch.tril(torch.ones(T, T, dtype=torch.bool))
+        return (self.scores == 0) & causal & ~self.silent[:, None]
+
+
+def layer_masks(list_len: int, n_layers: int, layer0_mask: bool = False) -> tuple[LayerMask, ...]:
+    """Each layer's masking: the seed's mask in every layer, or with ``layer0_mask`` the line's
+    in layer 0 (its output rows silent)."""
+    T = 2 * list_len + 1
+    quiet = torch.zeros(T, dtype=torch.bool)
+    layers = [LayerMask(attention_mask(list_len), quiet)] * n_layers
+    if layer0_mask:
+        silent = quiet.clone()
+        silent[list_len + 1:] = True
+        layers[0] = LayerMask(layer0_attention_mask(list_len), silent)
+    return tuple(layers)
+
+
+def model_masks(config: Config) -> tuple[LayerMask, ...]:
+    """:func:`layer_masks` of ``config``'s model."""
+    return layer_masks(config.task.list_len, config.model.n_layers, config.model.layer0_mask)
 
 
 def token_labels(list_len: int) -> list[str]:

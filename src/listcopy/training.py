@@ -7,8 +7,13 @@ sampler's seed, which seeds the ``randperm`` of the training set). ``itertools.c
 first epoch, so by default the same ``n_train // batch_size`` batches repeat in the same order;
 with ``train.reshuffle`` each new epoch makes the two draws again, as a fresh DataLoader iterator would.
 
+With ``train.fresh_data`` the two DataLoader draws are replaced by one int64 draw, the seed of the
+member's stream of fresh training lists (fresh.py, batches.py).
+
 A member stops at the first evaluation where its validation accuracy reaches ``early_stop_acc``,
-at ``max_steps``, or at a non-finite loss; stopped members are frozen while the rest go on.
+when ``train.patience`` evaluations pass without improvement (stopping.py), at ``max_steps``, or at
+a non-finite loss; stopped members are frozen while the rest go on. Each step's learning rate
+comes from the schedule (schedule.py); ``train.max_grad_norm`` clips each member's gradient.
 """
 
 from __future__ import annotations
@@ -26,10 +31,15 @@ import torch
 from torch import Tensor
 
 from . import checkpoint as ckpt
+from .batches import BatchOrder, EpochBatches, FreshBatches
 from .config import SHARED_TRAIN_KEYS, Config, check_ensemble  # noqa: F401  (keys: re-exported)
 from .engine import OPTIMIZER_STATE_KEYS, Ensemble
+from .fresh import FreshLists
 from .model import ListCopyTransformer, init_weights
+from .schedule import lr_of_step, lr_table
+from .stopping import KeepRule, Patience
 from .task import Dataset, dataset, seed_generator
+from .tracking import Tracker
 
 log = logging.getLogger("listcopy")
 OPTIM_PREFIX = "optim."  # train_state.safetensors: the AdamW state's tensors (optim.exp_avg, ...)
@@ -47,42 +57,6 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-class BatchOrder:
-    """One member's batch sequence: the seed's DataLoader(shuffle=True, drop_last=True) order."""
-
-    def __init__(self, generator: torch.Generator, n_train: int, batch_size: int, reshuffle: bool):
-        self.generator = generator
-        self.n_train, self.batch_size, self.reshuffle = n_train, batch_size, reshuffle
-        self.n_batches = n_train // batch_size
-        self.epoch = -1
-        self.perm: Tensor | None = None
-
-    def epoch_of(self, step: int) -> int:
-        """Which epoch's permutation step ``step`` (0-based) draws from."""
-        return step // self.n_batches if self.reshuffle else 0
-
-    def batches(self, epoch: int) -> Tensor:
-        """Indices into the training set, int64 (n_batches, batch_size), for ``epoch``."""
-        while self.epoch < epoch:
-            torch.empty((), dtype=torch.int64).random_(generator=self.generator)  # loader base seed
-            seed = int(torch.empty((), dtype=torch.int64).random_(generator=self.generator))
-            perm = torch.randperm(self.n_train, generator=torch.Generator().manual_seed(seed))
-            self.perm = perm[: self.n_batches * self.batch_size].view(self.n_batches, self.batch_size)
-            self.epoch += 1
-        assert self.perm is not None
-        return self.perm
-
-    def state(self) -> dict[str, Tensor]:
-        assert self.perm is not None
-        return {"rng.generator": self.generator.get_state(), "rng.perm": self.perm,
-                "rng.epoch": torch.tensor(self.epoch)}
-
-    def load_state(self, tensors: dict[str, Tensor]) -> None:
-        self.generator.set_state(tensors["rng.generator"])
-        self.perm = tensors["rng.perm"]
-        self.epoch = int(tensors["rng.epoch"])
-
-
 @dataclass
 class Run:
     """One trained model: its config, where it stopped, why, and its metrics history."""
@@ -91,7 +65,7 @@ class Run:
     state: dict[str, Tensor]
     step: int = 0
     status: str = "running"  # running | done | failed
-    stop_reason: str | None = None  # early_stop | max_steps | non_finite
+    stop_reason: str | None = None  # early_stop | patience | max_steps | non_finite
     steps_to_threshold: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
@@ -128,23 +102,26 @@ class Run:
 @dataclass
 class _Member:
     run: Run
-    order: BatchOrder
+    source: BatchOrder | FreshLists  # where its training lists come from
     optim_state: dict[str, Tensor] | None = None  # AdamW moments to resume from
+    patience: Patience = field(default_factory=Patience)
 
 
 def train(config: Config, out: str | Path | None = None, *, resume: bool = False,
-          progress: bool = True) -> Run:
+          progress: bool = True, tracker: Tracker | None = None) -> Run:
     """Train one model as the seed does; write its run directory to ``out`` if given."""
     return train_ensemble([config], [out] if out is not None else None, resume=resume,
-                          progress=progress)[0]
+                          progress=progress, tracker=tracker)[0]
 
 
 def train_ensemble(configs: Sequence[Config], out_dirs: Sequence[str | Path] | None = None, *,
-                   resume: bool = False, progress: bool = True) -> list[Run]:
+                   resume: bool = False, progress: bool = True,
+                   tracker: Tracker | None = None) -> list[Run]:
     """Train several models of one shape at once (one optimiser step for all).
 
     Members share ``config.task``, ``config.model`` and the train settings in ``SHARED_TRAIN_KEYS``;
-    seed, lr, weight_decay, early_stop_acc and max_steps may differ. Returns one Run per config.
+    seed, lr, weight_decay, early_stop_acc, max_steps, the schedule, clipping and patience may
+    differ. Returns one Run per config. ``tracker`` gets every evaluation (tracking.py).
     """
     if not configs:
         return []
@@ -158,10 +135,10 @@ def train_ensemble(configs: Sequence[Config], out_dirs: Sequence[str | Path] | N
         log.warning("listcopy: %s", notice)
     data = dataset(configs[0]).to(device)
     template = ListCopyTransformer(configs[0])  # re-initialised per member: one module, not E
-    members = [_prepare(c, d, resume, template) for c, d in zip(configs, dirs)]
+    members = [_prepare(c, d, resume, template, data) for c, d in zip(configs, dirs)]
     todo = [m for m in members if m.run.status == "running"]
     for start in sorted({m.run.step for m in todo}):  # members resumed at one step train together
-        _train_group([m for m in todo if m.run.step == start], data, device, progress)
+        _train_group([m for m in todo if m.run.step == start], data, device, progress, tracker)
     return [m.run for m in members]
 
 
@@ -180,48 +157,68 @@ def small_ensemble_notice(device: torch.device, n_members: int, requested: str) 
 
 
 def _prepare(config: Config, run_dir: Path | None, resume: bool,
-             template: ListCopyTransformer) -> _Member:
-    task, tc = config.task, config.train
+             template: ListCopyTransformer, data: Dataset) -> _Member:
     if run_dir is not None and ckpt.is_run_dir(run_dir) and not resume:
         raise ckpt.CheckpointError(f"{run_dir}: already holds a run (use --resume or another --out)")
     if run_dir is not None:
         ckpt.ensure_writable(run_dir)  # fail now, not after the first hour of training
         ckpt.remove_stale_temporaries(run_dir)
     if resume and run_dir is not None and (run_dir / ckpt.STATE_FILE).exists():
-        tensors, meta = ckpt.read_train_state(run_dir)
-        saved = Config.from_dict(meta["config"])
-        if _comparable(saved) != _comparable(config):
-            raise ckpt.CheckpointError(f"{run_dir}: holds a run with another config"
-                                       " (resume with the same --config and --set)")
-        state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-        run = Run.from_record(meta, state, run_dir)
-        run.config = config
-        if run.stop_reason == "max_steps" and run.step < tc.max_steps:  # resumed with more steps
-            run.status, run.stop_reason = "running", None
-        order = BatchOrder(torch.Generator(), task.n_train, config.batch_size, tc.reshuffle)
-        order.load_state(tensors)
-        optim = {k[len(OPTIM_PREFIX):]: v for k, v in tensors.items() if k.startswith(OPTIM_PREFIX)}
-        if set(optim) != set(OPTIMIZER_STATE_KEYS):
-            raise ckpt.CheckpointError(f"{run_dir / ckpt.STATE_FILE}: no optimiser state to resume")
-        return _Member(run, order, optim)
-    gen = seed_generator(task, tc.seed)
+        return _resumed(config, run_dir, data)
+    gen = seed_generator(config.task, config.train.seed)
     init_weights(template, gen)
     state = {k: v.detach().clone() for k, v in template.state_dict().items()}
-    order = BatchOrder(gen, task.n_train, config.batch_size, tc.reshuffle)
-    order.batches(0)  # the DataLoader iterator is created (and draws) right after make_model()
-    return _Member(Run(config, state, run_dir=run_dir), order)
+    source = _source(config, gen, data)
+    if isinstance(source, BatchOrder):
+        source.batches(0)  # the DataLoader iterator is created (and draws) right after make_model()
+    return _Member(Run(config, state, run_dir=run_dir), source)
+
+
+def _source(config: Config, gen: torch.Generator, data: Dataset) -> BatchOrder | FreshLists:
+    """The member's batch order, or its stream of fresh lists (seeded by one draw from ``gen``)."""
+    task, tc = config.task, config.train
+    if not tc.fresh_data:
+        return BatchOrder(gen, task.n_train, config.batch_size, tc.reshuffle)
+    seed = int(torch.empty((), dtype=torch.int64).random_(generator=gen))
+    val_lists = data.val_inputs[:, : task.list_len].cpu()
+    return FreshLists(task, val_lists, torch.Generator().manual_seed(seed))
+
+
+def _resumed(config: Config, run_dir: Path, data: Dataset) -> _Member:
+    """A member as its latest checkpoint left it: weights, AdamW moments, batch source, patience."""
+    tensors, meta = ckpt.read_train_state(run_dir)
+    saved = Config.from_dict(meta["config"])
+    if _comparable(saved) != _comparable(config):
+        raise ckpt.CheckpointError(f"{run_dir}: holds a run with another config"
+                                   " (resume with the same --config and --set)")
+    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    run = Run.from_record(meta, state, run_dir)
+    run.config = config
+    if run.stop_reason == "max_steps" and run.step < config.train.max_steps:  # resumed, more steps
+        run.status, run.stop_reason = "running", None
+    source = _source(config, torch.Generator(), data)
+    source.load_state(tensors)
+    optim = {k[len(OPTIM_PREFIX):]: v for k, v in tensors.items() if k.startswith(OPTIM_PREFIX)}
+    if set(optim) != set(OPTIMIZER_STATE_KEYS):
+        raise ckpt.CheckpointError(f"{run_dir / ckpt.STATE_FILE}: no optimiser state to resume")
+    every = config.train.eval_every
+    patience = Patience.replay([h["acc"] for h in run.history if h["step"] % every == 0])
+    return _Member(run, source, optim, patience)
 
 
 def _comparable(config: Config) -> dict:
+    """What a resumed run must share with the saved one: all but the device and max_steps (which
+    the cosine schedule depends on: then it must be the same too)."""
     d = config.to_dict()
-    d["train"] = {k: v for k, v in d["train"].items() if k not in ("device", "max_steps")}
+    free = ("device", "max_steps") if config.train.lr_schedule == "constant" else ("device",)
+    d["train"] = {k: v for k, v in d["train"].items() if k not in free}
     return d
 
 
 def _train_group(members: list[_Member], data: Dataset, device: torch.device,
-                 progress: bool) -> None:
+                 progress: bool, tracker: Tracker | None) -> None:
     """Train members resumed at one step together until each has stopped."""
-    group = _Group(members, data, device)
+    group = _Group(members, data, device, tracker)
     bar = _progress_bar(progress, group.max_steps, group.step, len(members))
     while group.running():
         if not group.train_stretch():
@@ -237,41 +234,46 @@ class _Group:
     """One ensemble of members that resumed at the same step: its hyperparameters, batches,
     running loss and clock; each member stops on its own."""
 
-    def __init__(self, members: list[_Member], data: Dataset, device: torch.device):
+    def __init__(self, members: list[_Member], data: Dataset, device: torch.device,
+                 tracker: Tracker | None = None):
         self.members, self.runs, self.data = members, [m.run for m in members], data
+        self.tracker = tracker
         cfg = self.runs[0].config
+        self.trains = [r.config.train for r in self.runs]
         self.eval_every, self.checkpoint_every = cfg.train.eval_every, cfg.train.checkpoint_every
-        self.ens = Ensemble(cfg, [r.state for r in self.runs], device)
+        self.ens = Ensemble(cfg, [r.state for r in self.runs], device, trains=self.trains)
         self.step = self.runs[0].step
         if self.step > 0:
             self.ens.load_optimizer_states([m.optim_state for m in members], self.step)
-        exact = torch.float32 if device.type == "mps" else torch.float64  # mps has no float64
-        col = lambda xs: torch.tensor(xs, dtype=exact, device=device)  # noqa: E731
-        self.lr = col([r.config.train.lr for r in self.runs])
-        self.wd = col([r.config.train.weight_decay for r in self.runs])
+        self.exact = torch.float32 if device.type == "mps" else torch.float64  # mps: no float64
+        col = lambda xs: torch.tensor(xs, dtype=self.exact, device=device)  # noqa: E731
+        self.wd = col([t.weight_decay for t in self.trains])
+        clips = [t.max_grad_norm for t in self.trains]
+        self.clip = col(clips) if any(c > 0 for c in clips) else None
         self.active = torch.ones(len(self.runs), dtype=torch.bool, device=device)
-        self.max_steps = max(r.config.train.max_steps for r in self.runs)
-        L = cfg.task.list_len
-        self.inputs = data.train_inputs.contiguous()
-        self.outputs = data.train_targets[:, L + 1:].contiguous()
-        self.epoch, self.batches = -1, torch.empty(0)
-        self.loss_sum = torch.zeros(len(self.runs), dtype=exact, device=device)
+        self.max_steps = max(t.max_steps for t in self.trains)
+        sources = [m.source for m in members]
+        self.source = (FreshBatches(sources, cfg.task, cfg.batch_size, device)
+                       if cfg.train.fresh_data else EpochBatches(sources, data, device))
+        self.loss_sum = torch.zeros(len(self.runs), dtype=self.exact, device=device)
         self.since_eval, self.t0 = 0, time.perf_counter()
 
     def running(self) -> bool:
         return self.step < self.max_steps and any(r.status == "running" for r in self.runs)
 
     def train_stretch(self) -> bool:
-        """The steps up to the next evaluation (or a member's max_steps, or the epoch's end) in
-        one call; whether an evaluation is due where they end."""
-        order0 = self.members[0].order
-        if order0.epoch_of(self.step) != self.epoch:  # all members share n_batches: epochs align
-            self.epoch = order0.epoch_of(self.step)
-            self.batches = torch.stack([m.order.batches(self.epoch)
-                                        for m in self.members]).to(self.active.device)
-        stop = _next_stop(self.step, self.runs, self.eval_every, self.max_steps, order0)
-        self.ens.train_steps(self.inputs, self.outputs, self.batches, self.step % order0.n_batches,
-                             stop - self.step, self.lr, self.wd, self.active, self.loss_sum)
+        """The steps up to the next evaluation (or a member's max_steps, or the epoch's end), in
+        as few engine calls as the batch source allows; whether an evaluation is due where they
+        end."""
+        stop = _next_stop(self.step, self.runs, self.eval_every, self.max_steps,
+                          self.source.stretch_end(self.step))
+        lr = lr_table(self.trains, self.step, stop - self.step).to(self.active.device, self.exact)
+        done = 0
+        for p in self.source.pieces(self.step, stop - self.step, self.active):
+            self.ens.train_steps(p.inputs, p.targets, p.batches, p.batch0, p.n_steps,
+                                 lr[:, done: done + p.n_steps], self.wd, self.active,
+                                 self.loss_sum, self.clip)
+            done += p.n_steps
         self.since_eval += stop - self.step
         self.step = stop
         return self.step % self.eval_every == 0 or any(
@@ -287,17 +289,20 @@ class _Group:
         self.loss_sum.zero_()
         self.since_eval = 0
         elapsed = time.perf_counter() - self.t0
-        due = []
-        for i, run in enumerate(self.runs):
+        due, evaluated = [], []
+        for i, (member, run) in enumerate(zip(self.members, self.runs)):
             if run.status != "running":
                 continue
             m = {"loss": metrics["loss"][i], "acc": metrics["acc"][i],
                  "seq_acc": metrics["seq_acc"][i]}
-            _record(run, self.step, train_loss[i], m, self.data.task.n_val, elapsed)
+            _record(member, self.step, train_loss[i], m, self.data.task.n_val, elapsed)
+            evaluated.append(run)
             if run.status != "running":
                 self.active[i] = False
             if run.status != "running" or self.step % self.checkpoint_every == 0:
                 due.append(i)
+        if self.tracker is not None:
+            self.tracker.log(self.step, evaluated)
         return due
 
     def write(self, due: list[int]) -> None:
@@ -309,35 +314,42 @@ class _Group:
             _write(self.members[i], optim_state)
 
 
-def _record(run: Run, step: int, train_loss: float, m: dict[str, float], n_val: int,
+def _record(member: _Member, step: int, train_loss: float, m: dict[str, float], n_val: int,
             elapsed: float) -> None:
     """One evaluation of a running member: its history, metrics, and whether it stops here."""
-    run.history.append({"step": step, "train_loss": train_loss, "val_loss": m["loss"],
-                        "acc": m["acc"], "seq_acc": m["seq_acc"]})
+    run, tc = member.run, member.run.config.train
+    entry = {"step": step, "train_loss": train_loss, "val_loss": m["loss"], "acc": m["acc"],
+             "seq_acc": m["seq_acc"]}
+    if tc.lr_schedule != "constant":
+        entry["lr"] = lr_of_step(step - 1, tc)  # the rate of the step just taken
+    run.history.append(entry)
     run.step, run.metrics = step, {**m, "n_val": n_val}
     run.wall_time_s += elapsed
+    if step % tc.eval_every == 0:  # train.py's evaluations (not an extra one at max_steps)
+        member.patience = member.patience.update(m["acc"])
     if not (math.isfinite(train_loss) and math.isfinite(m["loss"])):
         run.status, run.stop_reason = "failed", "non_finite"
         prev = run.history[-2]["step"] if len(run.history) > 1 else 0
         run.error = (f"diverged: non-finite loss between steps {prev} and {step}"
-                     f" (lr {run.config.train.lr:g}); training stopped")
-    elif m["acc"] >= run.config.train.early_stop_acc:
+                     f" (lr {tc.lr:g}); training stopped")
+    elif m["acc"] >= tc.early_stop_acc:
         run.status, run.stop_reason, run.steps_to_threshold = "done", "early_stop", step
-    elif step >= run.config.train.max_steps:
+    elif step % tc.eval_every == 0 and member.patience.stops(m["acc"], tc.patience,
+                                                               tc.patience_threshold):
+        run.status, run.stop_reason = "done", "patience"
+    elif step >= tc.max_steps:
         run.status, run.stop_reason = "done", "max_steps"
 
 
 def _next_stop(step: int, runs: list[Run], eval_every: int, max_steps: int,
-               order: BatchOrder) -> int:
+               limit: int | None) -> int:
     """The first step after ``step`` at which the loop must look: an evaluation, a running
-    member's max_steps, or (when reshuffling) the end of the epoch."""
+    member's max_steps, or ``limit`` (when reshuffling, the end of the epoch)."""
     stop = min(max_steps, (step // eval_every + 1) * eval_every)
     for r in runs:
         if r.status == "running" and step < r.config.train.max_steps < stop:
             stop = r.config.train.max_steps
-    if order.reshuffle:
-        stop = min(stop, (step // order.n_batches + 1) * order.n_batches)
-    return stop
+    return stop if limit is None else min(stop, limit)
 
 
 def _write(member: _Member, optim_state: dict[str, Tensor]) -> None:
@@ -345,7 +357,7 @@ def _write(member: _Member, optim_state: dict[str, Tensor]) -> None:
     run = member.run
     assert run.run_dir is not None
     train_state = {f"model.{k}": v for k, v in run.state.items()}
-    train_state.update(member.order.state())
+    train_state.update(member.source.state())
     train_state.update({OPTIM_PREFIX + k: v for k, v in optim_state.items()})
     ckpt.write_run(run.run_dir, run.record(), run.state, train_state)
 
@@ -389,3 +401,22 @@ def summarize(runs: Sequence[Run]) -> dict[str, Any]:
         "frac_threshold": len(reached) / len(runs) if runs else None,
         "median_steps_to_threshold": statistics.median(reached) if reached else None,
     }
+
+
+KEPT_DIR = "kept"  # under an ensemble's output directory: the member --keep chose
+
+
+def keep(runs: Sequence[Run], rule: KeepRule, out: Path | None = None) -> dict[str, Any] | None:
+    """The member ``rule`` keeps (stopping.py: train.py's retry decision over seeds in order), as
+    the summary's ``kept`` entry; with ``out``, its model is also written as the run directory
+    ``out/kept`` (weights and run.json, loadable like any run). None when nothing is kept."""
+    i = rule.choose([r.metrics.get("acc") for r in runs])
+    if i is None:
+        return None
+    run = runs[i]
+    kept = {"rule": str(rule), "seed": run.config.train.seed, "acc": run.metrics.get("acc"),
+            "member_dir": str(run.run_dir) if run.run_dir is not None else None, "run_dir": None}
+    if out is not None:
+        kept["run_dir"] = str(Path(out) / KEPT_DIR)
+        ckpt.write_run(Path(out) / KEPT_DIR, {**run.record(), "kept": kept}, run.state, None)
+    return kept

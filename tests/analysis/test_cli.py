@@ -47,7 +47,9 @@ def test_analyze_command_missing_checkpoint(tmp_path, capsys):
 def test_analyze_command_bad_example(fixtures_dir, capsys):
     code, _, err = analyze(capsys, str(fixtures_dir / "seed_default_1000.pt"), "--only",
                            "attention", "--example", "2000")
-    assert code == 2 and len(err) == 1 and "example = 2000" in err[0]
+    notice, error = err  # the .pt file's inferred configuration (one line), then the error
+    assert "seed_default_1000.pt: 3layer_100dig_8d" in notice
+    assert code == 2 and error.startswith("listcopy analyze: error:") and "example = 2000" in error
 
 
 @pytest.mark.parametrize("option, needle", [(["--threads", "0"], "--threads 0: must be >= 1"),

@@ -45,11 +45,15 @@ NOTEBOOK_EDGES = [(0, 4, 3), (0, 0, 0), (0, 1, 0), (1, 0, 0), (1, 1, 0), (1, 2, 
 @pytest.fixture(scope="module", params=list(MODELS))
 def line(request):
     """(name, fixture numbers, model, config, data) of one of the line's models."""
+    if not MODELS[request.param].exists():
+        pytest.skip(f"{MODELS[request.param]} missing")
+    return _line(request.param)
+
+
+def _line(name: str):
     from safetensors.torch import load_file
 
-    name, path = request.param, MODELS[request.param]
-    if not path.exists():
-        pytest.skip(f"{path} missing")
+    path = MODELS[name]
     fx = json.loads((RESEARCH / "interp.json").read_text())["models"][name]
     n_layers = int(name[0])
     config = Config().override(["task.n_digits=101", f"model.n_layers={n_layers}",
@@ -101,22 +105,40 @@ def test_critical_edges_and_the_notebook_ablation(line, renorm):
                 assert e["errors"][pos][key] == pytest.approx(value, abs=1e-6), (pos, key)
 
 
-def test_the_two_layer_maths(line):
+def test_reconstruction_at_any_depth(line):
+    """Exact at any depth (the path sum is over every layer); the notebook's own reconstruction is
+    the 2-layer formula, so its numbers are the reference for the 2-layer model only."""
     name, fx, model, config, data = line
-    if config.model.n_layers != 2:
-        pytest.skip("equations 1-7 are the 2-layer model's")
-    nb, here = fx["notebook"]["renorm_True"], fx["computed_here"]
     with edited_patterns(model, research_rows(config)):
         rec = logit_reconstruction(model, config, data).to_dict()
+        base = val_metrics(model, data)
+    assert max(rec["mean_l2"]) < 1e-4 and rec["acc"] == pytest.approx(base.acc, abs=1e-6)
+    if config.model.n_layers == 2:
+        assert rec["acc"] == pytest.approx(fx["notebook"]["renorm_True"]["reconstruction"]["acc"])
+    else:  # the 2-layer formula misses the third layer's paths: far from the logits
+        assert fx["notebook"]["renorm_True"]["reconstruction"]["mean_l2_o2_digits"] > 1.0
+
+
+def test_delta_logits_of_the_two_layer_model():
+    name = "2layer_100dig_64d_step1000"
+    if not MODELS[name].exists():
+        pytest.fail(f"{MODELS[name]} missing (a committed fixture)")
+    name, fx, model, config, data = _line(name)
+    dl = fx["notebook"]["renorm_True"]["delta_logits"]
+    with edited_patterns(model, research_rows(config)):
         pair = delta_logits(model, config, data).to_dict()["pairs"][0]
-        ai = alpha_intervention(model, config, data).to_dict()
-        sp = swapped_pairs(model, config, data).to_dict()
-        svc = positional_svc(model, config, data).to_dict()
-    assert max(rec["mean_l2"]) < 1e-4 and rec["acc"] == pytest.approx(nb["reconstruction"]["acc"])
-    dl = nb["delta_logits"]
     assert pair["n"] == dl["n_examples"] and pair["base"] == pytest.approx(dl["base_o1_d2_minus_d1"])
     assert [t["individual"] for t in pair["terms"]] == pytest.approx(dl["contributions"], abs=1e-6)
     assert pair["final"] == pytest.approx(dl["final"], abs=1e-6)
+
+
+def test_alpha_swapped_pairs_and_separability(line):
+    name, fx, model, config, data = line
+    nb, here = fx["notebook"]["renorm_True"], fx["computed_here"]
+    with edited_patterns(model, research_rows(config)):
+        ai = alpha_intervention(model, config, data).to_dict()
+        sp = swapped_pairs(model, config, data).to_dict()
+        svc = positional_svc(model, config, data, layer=1).to_dict()  # the notebook reads layer 1
     assert ai["after"]["per_position_acc"] == pytest.approx(
         here["alpha_intervention"]["after"]["per_position_acc"], abs=1e-6)
     s = here["swapped_pairs"]
@@ -124,4 +146,7 @@ def test_the_two_layer_maths(line):
     assert sp["position_order_kept"] == pytest.approx(1.0 - s["reverse_rate"])
     assert sp["errors_by_gap"]["mean_gap_right"] == pytest.approx(s["mean_abs_gap_correct"], abs=1e-6)
     assert sp["errors_by_gap"]["mean_gap_wrong"] == pytest.approx(s["mean_abs_gap_incorrect"], abs=1e-6)
-    assert svc["inner_products"]["separable"] == nb["positional_svc"]["separable"]
+    if config.model.n_layers == 2:  # the notebook's SVC cell is written for the 2-layer model
+        assert svc["inner_products"]["separable"] == nb["positional_svc"]["separable"]
+    else:
+        assert svc["inner_products"]["accuracy"] > 0.99  # the notebook's: 0.9965

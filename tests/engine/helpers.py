@@ -113,3 +113,17 @@ def has_kernel():
 
 
 needs_kernel = pytest.mark.skipif(not has_kernel(), reason="no C compiler: no CPU kernel")
+
+
+def stretch_setup(config, n_members, seed, steps=40, batch=32):
+    """Initial weights of ``n_members``, the training table (inputs, output targets) and each
+    member's random batches (E, steps, batch) for a stretch of training steps."""
+    sds = state_dicts(config, list(range(n_members)), False)
+    data = dataset(config)
+    L = config.task.list_len
+    inputs, targets = data.train_inputs, data.train_targets[:, L + 1:].contiguous()
+    g = torch.Generator().manual_seed(seed)
+    n = inputs.shape[0]
+    batches = torch.stack([torch.randperm(n, generator=g)[:steps * batch].view(steps, batch)
+                           for _ in range(n_members)])
+    return sds, inputs, targets, batches

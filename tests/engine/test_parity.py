@@ -13,7 +13,7 @@ from listcopy.engine.rows import allowed_matrices, output_rows, row_needs
 from listcopy.task import dataset
 
 from .helpers import (DEVICES, FLAG_COMBOS, backends, check_against_hooked, hooked_loss_and_grads,
-                      needs_kernel, small, split, state_dicts)
+                      needs_kernel, small, split, state_dicts, stretch_setup)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -46,12 +46,8 @@ def test_kernel_shapes_equal_the_hooked_model(overrides):
 @needs_kernel
 def test_kernel_steps_and_evaluation_equal_the_torch_backend():
     config = small()
-    sds = state_dicts(config, [0, 1, 2], False)
+    sds, inputs, targets, batches = stretch_setup(config, 3, seed=0)
     data = dataset(config)
-    L = config.task.list_len
-    inputs, targets = data.train_inputs, data.train_targets[:, L + 1:].contiguous()
-    g = torch.Generator().manual_seed(0)
-    batches = torch.stack([torch.randperm(8000, generator=g)[:40 * 32].view(40, 32) for _ in range(3)])
     lr = torch.tensor([1e-3, 3e-3, 1e-2])
     wd = torch.tensor([0.01, 0.0, 0.1])
     active = torch.ones(3, dtype=torch.bool)

@@ -60,7 +60,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
         threadpool_limits(limits=args.threads)
-    model, config = load(args.path, args.set)
+    from ..cli.args import print_notice
+
+    model, config = load(args.path, args.set, notice=print_notice)
     result = analyze(model, config, only=args.only, progress=not args.quiet, example=args.example,
                      tolerance=args.tolerance, umap=not args.no_umap, seed=args.seed)
     return print_result(result, format_summary, args.json)

@@ -1,6 +1,6 @@
 """Edge ablation: zero one attention edge (layer, query, key) at ``hook_pattern`` at a time, in
 every head, with no renormalisation of the row (as the research line does), for every edge the
-seed's mask allows; the change in accuracy per edge; the edges whose removal changes accuracy by
+model's masks allow; the change in accuracy per edge; the edges whose removal changes accuracy by
 less than a tolerance, and the metrics with all of those removed at once.
 """
 
@@ -11,16 +11,17 @@ from dataclasses import dataclass
 import torch
 
 from ..config import Config
-from ..task import Dataset, attention_mask, token_labels
+from ..task import Dataset, LayerMask, attention_mask, model_masks, token_labels
 from .common import BATCH_SIZE, FwdHook, Metrics, checked_inputs, to_json, val_metrics
 from .critical import TOLERANCE, check_tolerance, single_edge_metrics
 from .pattern_edits import ablation_hooks
 
 
-def allowed_edges(list_len: int) -> list[tuple[int, int]]:
-    """(query, key) pairs the seed's mask allows, in row-major order."""
-    mask = attention_mask(list_len)
-    return [(int(q), int(k)) for q, k in (mask == 0).nonzero().tolist()]
+def allowed_edges(list_len: int, masking: LayerMask | None = None) -> list[tuple[int, int]]:
+    """(query, key) pairs the seed's mask (or one layer's ``masking``: with the research line's
+    layer-0 mask the outputs have none there) allows, in row-major order."""
+    allowed = attention_mask(list_len) == 0 if masking is None else masking.allowed
+    return [(int(q), int(k)) for q, k in allowed.nonzero().tolist()]
 
 
 def edge_hooks(edges: list[tuple[int, int, int]]) -> list[FwdHook]:
@@ -69,8 +70,8 @@ def edge_ablation(model, config: Config, data: Dataset | None = None, tolerance:
     tolerance = check_tolerance(tolerance)
     labels = token_labels(config.task.list_len)
     base = val_metrics(model, data, batch_size=batch_size)
-    edges = [(layer, q, k) for layer in range(config.model.n_layers)
-             for q, k in allowed_edges(config.task.list_len)]
+    edges = [(layer, q, k) for layer, masking in enumerate(model_masks(config))
+             for q, k in allowed_edges(config.task.list_len, masking)]
     results = [EdgeResult(layer, q, k, f"{labels[q]}<-{labels[k]}", m) for (layer, q, k), m
                in zip(edges, single_edge_metrics(model, data, edges, False, batch_size))]
     partial = EdgeAblationResult(base, tuple(results), float(tolerance), base)

@@ -1,8 +1,10 @@
-"""What several ``listcopy`` commands share: the config options, ``UsageError``, value checks."""
+"""What several ``listcopy`` commands share: the config options, ``UsageError``, value checks,
+the one-line notice of what a checkpoint file's config was inferred as."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..errors import BadInput
 
@@ -30,3 +32,8 @@ def check_threads(threads: int | None) -> None:
     """``--threads N``: absent, or >= 1."""
     if threads is not None and threads < 1:
         raise UsageError(f"--threads {threads}: must be >= 1")
+
+
+def print_notice(line: str) -> None:
+    """What ``load`` inferred for a ``.pt`` file: one line on stderr."""
+    print(f"listcopy: {line}", file=sys.stderr)

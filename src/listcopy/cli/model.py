@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .args import add_config_args
+from .args import add_config_args, print_notice
 
 
 def register(subparsers) -> None:
@@ -34,7 +34,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ..metrics import evaluate
     from ..task import dataset
 
-    model, config = load(args.path, args.set)
+    model, config = load(args.path, args.set, notice=print_notice)
     metrics = evaluate(model, dataset(config))
     if args.json:
         print(json.dumps(metrics))
@@ -48,8 +48,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     from ..analysis import parameter_table
     from ..checkpoint import load
 
-    model, config = load(args.path, args.set)
+    model, config = load(args.path, args.set, notice=print_notice)
     print(f"{config.name}")
+    for section, table in config.to_dict().items():
+        if section != "train":  # what the weights were built for; train settings are not in a .pt
+            print(f"  {section}: " + ", ".join(f"{k} {_toml(v)}" for k, v in table.items()))
     print(parameter_table(model).format())
     return 0
 
@@ -57,7 +60,11 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from ..checkpoint import export_seed, load
 
-    model, config = load(args.path, args.set)
+    model, config = load(args.path, args.set, notice=print_notice)
     export_seed(model.state_dict(), Path(args.out))
     print(f"wrote {args.out} ({config.name}, {len(model.state_dict())} tensors)")
     return 0
+
+
+def _toml(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)

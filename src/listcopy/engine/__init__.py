@@ -2,7 +2,8 @@
 
     ensemble.py        Ensemble: composes the pieces below (the only class most callers need)
     params.py          Layout, Params (one flat (E, P) buffer, take / put), WeightFacts
-    optim.py           AdamW: moments and step count, the update, per-member states for checkpoints
+    optim.py           AdamW: moments and step count, the update, per-member states for checkpoints;
+                       clip_grad_norm_ per member
     rows.py            which rows each layer needs, from one allowed-matrix per layer
     backend.py         the Backend protocol, Stretch (a stretch of training steps)
     torch_backend.py   any configuration, any device: the pruned forward and autograd

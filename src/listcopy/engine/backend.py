@@ -21,10 +21,12 @@ class Stretch:
     """``n_steps`` AdamW steps: member e's step s trains on the rows
     ``batches[e, (batch0 + s) % n_batches]`` of ``inputs`` (N, T) / ``targets`` (N, L).
 
-    batches (E, n_batches, B) int64; lr, weight_decay (E,) float, this stretch's hyperparameters
-    (float64 keeps them exact for the kernel; torch uses the parameters' dtype); active (E,) bool
-    (stopped members neither change nor cost time). Each step's per-member mean loss is added into
-    ``loss_sum`` (E,)."""
+    batches (E, n_batches, B) int64; lr (E, n_steps) float, the learning rate of each member at each
+    step (a schedule's), weight_decay (E,) float (float64 keeps them exact for the kernel; torch
+    uses the parameters' dtype); active (E,) bool (stopped members neither change nor cost time).
+    Each step's per-member mean loss is added into ``loss_sum`` (E,). ``max_grad_norm`` (E,) float,
+    or None: each member's gradient is clipped to that total norm before its step, as
+    ``torch.nn.utils.clip_grad_norm_`` over its trainable parameters (0 = not clipped)."""
 
     inputs: Tensor
     targets: Tensor
@@ -35,6 +37,7 @@ class Stretch:
     weight_decay: Tensor
     active: Tensor
     loss_sum: Tensor
+    max_grad_norm: Tensor | None = None
 
 
 class Backend(Protocol):

@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from ..config import Config
+from ..config import Config, TrainConfig
 from ..model import ListCopyTransformer, build_model
 from .backend import Backend, Stretch
 from .forward import PrunedForward
@@ -31,21 +31,24 @@ class Ensemble:
     """E models of one shape (one ``config.task`` and ``config.model``) and their AdamW state.
 
     ``backend``: "auto" (the C kernel where it applies and builds, else torch), "kernel" (raise if
-    it does not apply) or "torch".
+    it does not apply) or "torch". ``trains``: the members' own train settings where they differ
+    from ``config.train`` (the kernel declines options it lacks if any member uses them).
     """
 
     def __init__(self, config: Config, state_dicts: list[dict[str, Tensor]],
-                 device: torch.device | str = "cpu", *, backend: str = "auto"):
+                 device: torch.device | str = "cpu", *, backend: str = "auto",
+                 trains: Sequence[TrainConfig] = ()):
         if backend not in BACKENDS:
             raise ValueError(f"backend {backend!r}: must be one of {', '.join(BACKENDS)}")
-        self.config = config
+        self.config, self.trains = config, tuple(trains)
         self.device = torch.device(device)
         self.template = ListCopyTransformer(config)  # names, buffers, trainable flags
         self.layout = Layout.of(self.template)
         self.params = Params.stack(self.layout, state_dicts, self.device)
         self.optim = AdamW.zeros(len(state_dicts), self.layout.size, self.device)
         self.facts = WeightFacts.of(config, state_dicts)
-        self.needs = model_row_needs(config.task.list_len, config.model.n_layers)
+        self.needs = model_row_needs(config.task.list_len, config.model.n_layers,
+                                     config.model.layer0_mask)
         self.forward = PrunedForward(config, self.facts, self.needs, self.device)
         self._backend: Backend = self._choose_backend(backend)
 
@@ -56,7 +59,7 @@ class Ensemble:
             if kernel is not None:
                 return kernel
             if backend == "kernel":
-                why = unfit(self.config, self.facts, self.device) or "it did not build"
+                why = unfit(self.config, self.facts, self.device, self.trains) or "it did not build"
                 raise ValueError(f"the CPU kernel cannot train this ensemble: {why}")
         return TorchBackend(self.forward)
 
@@ -78,7 +81,7 @@ class Ensemble:
 
     def kernel_shape(self) -> KernelShape | None:
         """The shape the CPU kernel would be compiled for, or None where it does not apply."""
-        if unfit(self.config, self.facts, self.device) is not None:
+        if unfit(self.config, self.facts, self.device, self.trains) is not None:
             return None
         return kernel_shape(self.config, self.layout, self.needs)
 
@@ -140,11 +143,15 @@ class Ensemble:
 
     def train_steps(self, inputs: Tensor, targets: Tensor, batches: Tensor, batch0: int,
                     n_steps: int, lr: Tensor, weight_decay: Tensor, active: Tensor,
-                    loss_sum: Tensor) -> None:
+                    loss_sum: Tensor, max_grad_norm: Tensor | None = None) -> None:
         """``n_steps`` AdamW steps of the active members (see :class:`~.backend.Stretch` for the
-        arguments). No host sync inside (torch gathers the active members once per call)."""
+        arguments; ``lr`` may also be (E,), one rate for every step). No host sync inside (torch
+        gathers the active members once per call)."""
+        if lr.dim() == 1:
+            lr = lr[:, None].expand(lr.shape[0], n_steps)
         self._backend.train_steps(self.params, self.optim, Stretch(
-            inputs, targets, batches, batch0, n_steps, lr, weight_decay, active, loss_sum))
+            inputs, targets, batches, batch0, n_steps, lr, weight_decay, active, loss_sum,
+            max_grad_norm))
 
     @torch.no_grad()
     def evaluate(self, inputs: Tensor, targets: Tensor, chunk: int | None = None,

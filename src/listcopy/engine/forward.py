@@ -99,15 +99,21 @@ class PrunedForward:
         v = self._project(p, pre, "V", h, lp, (lp.v_var, lp.v_const))
         sqrt_d = math.sqrt(self.config.model.d_head)
         out = []
-        for group, single, resid in zip(lp.groups, lp.single, lp.resid):
+        for group, single, n_silent, resid in zip(lp.groups, lp.single, lp.silent, lp.resid):
+            if resid is None:
+                out.append(None)
+                continue
+            res = take(*x, resid)  # (E, B', rows, D)
             parts = []
             if group is not None:
                 parts.append(attend(take(*q, group.q), take(*k, group.k), take(*v, group.v),
                                     group.mask, sqrt_d))  # (E, B', rows, H, d)
             if single is not None:  # one allowed key: the pattern is exactly 1 on it
                 parts.append(take(*v, single))
-            z = cat_rows(parts)
-            out.append(None if z is None else self._mix_heads(p, pre, z) + take(*x, resid))
+            if n_silent:  # no key: the pattern row is zero, so z is
+                H, d = self.config.model.n_heads, self.config.model.d_head
+                parts.append(res.new_zeros(res.shape[0], res.shape[1], n_silent, H, d))
+            out.append(self._mix_heads(p, pre, cat_rows(parts)) + res)
         return out[0], out[1]
 
     def _project(self, p: dict[str, Tensor], pre: str, which: str, h: Pair, lp: LayerPlan,

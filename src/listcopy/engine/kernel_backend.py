@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Sequence
 
 import torch
 from torch import Tensor
 
-from ..config import Config
+from ..config import Config, TrainConfig
 from . import kernel_build
 from .backend import Stretch
 from .kernel import MAX_D_MODEL, Kernel, KernelShape
@@ -29,15 +30,21 @@ CALL_FLOPS = 1e9  # work per thread in one kernel call: ~0.02 s on this project'
 ROW_ALIGN = 64  # evaluation calls start at multiples of this many rows (a multiple of the lanes)
 
 
-def unfit(config: Config, facts: WeightFacts, device: torch.device) -> str | None:
-    """Why the kernel cannot run these members, or None."""
+def unfit(config: Config, facts: WeightFacts, device: torch.device,
+          trains: Sequence[TrainConfig] = ()) -> str | None:
+    """Why the kernel cannot run these members (``trains``: each member's train settings, where
+    they differ from ``config.train``), or None."""
     cfg = config.model
     if device.type != "cpu":
         return f"device {device}"
+    if any(t.lr_schedule != "constant" or t.max_grad_norm > 0 for t in (config.train, *trains)):
+        return "it has no learning-rate schedule or gradient clipping yet"
     if cfg.ln or facts.bias or not (facts.identity_v and facts.identity_o):
         return "it needs frozen identity W_V / W_O, no biases and no LayerNorm"
     if cfg.d_model > MAX_D_MODEL:
         return f"d_model > {MAX_D_MODEL}"
+    if cfg.layer0_mask:
+        return "the layer-0 mask (model.layer0_mask) is not in the kernel yet"
     return None
 
 
@@ -98,7 +105,9 @@ class KernelBackend:
         n_active = int(on.sum())
         threads = self.threads(n_active)
         per_call = self.steps_per_call(B, n_active, threads)
-        lr, wd = _f64(s.lr), _f64(s.weight_decay)
+        if s.max_grad_norm is not None or not bool((s.lr == s.lr[:, :1]).all()):
+            raise ValueError("the kernel takes one learning rate per member and no clipping")
+        lr, wd = _f64(s.lr[:, 0]), _f64(s.weight_decay)
         if not n_active:
             optim.step += s.n_steps
         for done in range(0, s.n_steps if n_active else 0, per_call):

@@ -3,7 +3,8 @@
 The update is ``torch.optim.AdamW``'s single-tensor algorithm with its defaults, over (E, P) at
 once: AdamW is elementwise, so this is E independent optimisers, each with its own learning rate
 and weight decay, passed into every step (a schedule passes each step its own). The kernel backend
-runs the same update in C on these buffers. Training asks for the state through
+runs the same update in C on these buffers. ``clip_grad_norm_`` is
+``torch.nn.utils.clip_grad_norm_`` for each member's row of the gradient. Training asks for the state through
 :meth:`AdamW.member_states` / :meth:`AdamW.load_member_states` (checkpoints, resume).
 """
 
@@ -74,3 +75,16 @@ class AdamW:
         for key in STATE_KEYS:
             getattr(self, key).copy_(torch.stack([s[key] for s in states]))
         self.step = step
+
+
+@torch.no_grad()
+def clip_grad_norm_(grad: Tensor, max_norm: Tensor, spans: Sequence[tuple[int, int]]) -> Tensor:
+    """Scale each member's gradient row (``grad`` (E, P), in place) as ``clip_grad_norm_`` does
+    over its parameters: the 2-norm of the parameters' 2-norms (``spans``: each parameter's
+    [start, stop) in a row), then a factor ``max_norm / (norm + 1e-6)`` at most 1. Members whose
+    ``max_norm`` (E,) is 0 are left as they are. Returns the total norms before clipping (E,)."""
+    norms = torch.stack([torch.linalg.vector_norm(grad[:, a:b], 2, dim=1) for a, b in spans])
+    total = torch.linalg.vector_norm(norms, 2, dim=0)
+    coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
+    grad.mul_(torch.where(max_norm > 0, coef, torch.ones_like(coef))[:, None])
+    return total

@@ -62,8 +62,9 @@ class LayerPlan:
     v_const: Rows
     groups: tuple[Group | None, Group | None]  # multi-key rows with a varying / constant output
     single: tuple[Runs | None, Runs | None]  # single-key rows' values (pattern exactly 1), idem
+    silent: tuple[int, int]  # how many rows have no key (they receive nothing), idem
     resid: tuple[Runs | None, Runs | None]  # the residual of the output rows, idem
-    out_var: Rows  # positions held at the layer's output: groups' rows then single rows
+    out_var: Rows  # positions held at the layer's output: groups' rows, single, then silent rows
     out_const: Rows
 
 
@@ -91,8 +92,6 @@ def _layer_plan(needs: RowNeeds, layer: int, in_var: Rows, in_const: Rows,
                 device: torch.device) -> LayerPlan:
     keys, allowed = needs.keys[layer], needs.allowed[layer]
     rows = needs.out(layer)
-    if any(not keys[r] for r in rows):
-        raise NotImplementedError("the torch plan needs every computed row to attend somewhere")
     const = set(in_const)
     const_out = {r for r in rows if r in const and all(k in const for k in keys[r])}
 
@@ -101,10 +100,11 @@ def _layer_plan(needs: RowNeeds, layer: int, in_var: Rows, in_const: Rows,
 
     (q_var, q_const), (k_var, k_const), (v_var, v_const) = map(
         split, (needs.attending(layer), needs.key_rows(layer), needs.value_rows(layer)))
-    groups, singles, resids, outs = [], [], [], []
+    groups, singles, silent, resids, outs = [], [], [], [], []
     for is_const in (False, True):
         g_rows = tuple(r for r in needs.attending(layer) if (r in const_out) == is_const)
         s_rows = tuple(r for r in rows if len(keys[r]) == 1 and (r in const_out) == is_const)
+        n_rows = tuple(r for r in rows if not keys[r] and (r in const_out) == is_const)
         group = None
         if g_rows:
             g_keys = tuple(sorted({k for r in g_rows for k in keys[r]}))
@@ -115,8 +115,9 @@ def _layer_plan(needs: RowNeeds, layer: int, in_var: Rows, in_const: Rows,
         groups.append(group)
         singles.append(runs_of(tuple(keys[r][0] for r in s_rows), v_var, v_const)
                        if s_rows else None)
-        out = g_rows + s_rows
+        silent.append(len(n_rows))
+        out = g_rows + s_rows + n_rows
         resids.append(runs_of(out, in_var, in_const) if out else None)
         outs.append(out)
     return LayerPlan(in_var, in_const, q_var, q_const, k_var, k_const, v_var, v_const,
-                     tuple(groups), tuple(singles), tuple(resids), *outs)
+                     tuple(groups), tuple(singles), (silent[0], silent[1]), tuple(resids), *outs)

@@ -14,22 +14,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
-from ..task import attention_mask
+from ..task import layer_masks
 
 Allowed = tuple[tuple[bool, ...], ...]  # (T, T): query row i may attend to key j
 Rows = tuple[int, ...]  # positions, ascending
 
 
-def allowed_matrices(list_len: int, n_layers: int) -> tuple[Allowed, ...]:
-    """Per layer, where the model lets a query attend to a key: causal and the seed's list mask
-    (:func:`listcopy.task.attention_mask`); every layer the same."""
-    mask = attention_mask(list_len)
-    T = mask.shape[0]
-    allowed = (mask == 0) & torch.tril(torch.ones(T, T, dtype=torch.bool))
-    matrix = tuple(tuple(bool(x) for x in row) for row in allowed.tolist())
-    return (matrix,) * n_layers
+def allowed_matrices(list_len: int, n_layers: int,
+                     layer0_mask: bool = False) -> tuple[Allowed, ...]:
+    """Per layer, where the model lets a query receive from a key (:func:`listcopy.task.layer_masks`):
+    causal and the seed's list mask, every layer the same; with ``layer0_mask`` the outputs
+    receive nothing in layer 0 (their rows have no key)."""
+    return tuple(tuple(tuple(bool(x) for x in row) for row in m.allowed.tolist())
+                 for m in layer_masks(list_len, n_layers, layer0_mask))
 
 
 def output_rows(list_len: int) -> Rows:
@@ -83,6 +80,6 @@ def row_needs(allowed: tuple[Allowed, ...], out_rows: Rows) -> RowNeeds:
     return RowNeeds(tuple(allowed), tuple(held), keys)
 
 
-def model_row_needs(list_len: int, n_layers: int) -> RowNeeds:
+def model_row_needs(list_len: int, n_layers: int, layer0_mask: bool = False) -> RowNeeds:
     """:func:`row_needs` of the model's own masks (:func:`allowed_matrices`) and outputs."""
-    return row_needs(allowed_matrices(list_len, n_layers), output_rows(list_len))
+    return row_needs(allowed_matrices(list_len, n_layers, layer0_mask), output_rows(list_len))

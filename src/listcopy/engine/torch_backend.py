@@ -12,7 +12,7 @@ from torch import Tensor
 
 from .backend import Stretch
 from .forward import PrunedForward
-from .optim import AdamW
+from .optim import AdamW, clip_grad_norm_
 from .params import Params
 
 
@@ -29,15 +29,20 @@ class TorchBackend:
             return
         every = idx.numel() == params.n_members
         sub, sub_optim = (params, optim) if every else (params.take(idx), optim.take(idx))
-        lr = s.lr.reshape(-1, 1)[idx].to(params.flat.dtype)
+        lr = s.lr.reshape(params.n_members, -1)[idx].to(params.flat.dtype)  # (E', n_steps)
         wd = s.weight_decay.reshape(-1, 1)[idx].to(params.flat.dtype)
+        clip = None if s.max_grad_norm is None else s.max_grad_norm.reshape(-1)[idx].to(
+            params.flat.dtype)
+        spans = [(a, b) for _, _, a, b in params.layout.spans()]
         batches, n_batches = s.batches[idx], s.batches.shape[1]
         total = torch.zeros(idx.numel(), dtype=s.loss_sum.dtype, device=params.flat.device)
         const = self.forward.const_positions(s.inputs)  # any batch of these rows shares them
         for step in range(s.n_steps):
             rows = batches[:, (s.batch0 + step) % n_batches]  # (E', B)
             loss, grad = self._loss_and_grad(sub, s.inputs[rows], s.targets[rows], const)
-            sub_optim.update_(sub.flat, grad, lr, wd)
+            if clip is not None:
+                clip_grad_norm_(grad, clip, spans)
+            sub_optim.update_(sub.flat, grad, lr[:, step: step + 1], wd)
             total += loss
         if not every:
             params.put(idx, sub)

@@ -44,11 +44,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         if args.axes is not None:
             raise UsageError(f"--axes applies to a sweep directory (one with sweep.db), "
                               f"and {path} is not one")
+        from ..cli.args import print_notice
         from .model_report import model_report
 
         info = model_report(path, out, png_dir=args.png, progress=progress, overrides=args.set,
                             only=args.only, umap=not args.no_umap, example=args.example or 0,
-                            sae=args.sae)
+                            sae=args.sae, notice=print_notice)
     print(f"wrote {info.path} ({info.bytes / 1e6:.1f} MB, {len(info.sections)} sections, "
           f"{len(info.figures)} figures) in {info.seconds['total']:.1f} s")
     if info.pngs:

@@ -62,9 +62,12 @@ def num(value: Any, fmt: str = ".4f") -> str:
     return "-" if value is None else format(value, fmt)
 
 
-def token_text(token: int, n_digits: int) -> str:
-    """A vocabulary id as the report shows it: digits as numbers, the separator as SEP."""
-    return "SEP" if token == n_digits else str(token)
+def token_text(token: int, n_digits: int, mask_token: bool = False) -> str:
+    """A vocabulary id as the report shows it: digits as numbers, then SEP (with a MASK token,
+    as the research line's: MASK, then SEP)."""
+    if token < n_digits:
+        return str(token)
+    return "MASK" if mask_token and token == n_digits else "SEP"
 
 
 # ---- header ------------------------------------------------------------------------------------
@@ -173,7 +176,8 @@ def skip_ablation_bars(skip: dict[str, dict[str, Metrics]], base: Metrics):
 
 # ---- logit lens and attention flow ---------------------------------------------------------------
 
-def attention_flow(lens: dict[str, Any], n_digits: int, min_weight: float = 0.02):
+def attention_flow(lens: dict[str, Any], n_digits: int, min_weight: float = 0.02,
+                   mask_token: bool = False):
     """The research line's attention-flow diagram: a node per (stage, position) labelled with the
     logit lens's top token, coloured by the target's probability; an edge per attention weight
     from a key at one stage to a query at the next, its width and opacity the weight."""
@@ -185,10 +189,10 @@ def attention_flow(lens: dict[str, Any], n_digits: int, min_weight: float = 0.02
     fig.add_trace(go.Scatter(x=hover["x"], y=hover["y"], mode="markers",
                              marker=dict(size=8, opacity=0), hovertext=hover["text"],
                              hoverinfo="text", showlegend=False))
-    fig.add_trace(_lens_nodes(lens, n_digits, go))
-    tokens = " ".join(token_text(t, n_digits) for t in lens["tokens"])
+    fig.add_trace(_lens_nodes(lens, n_digits, go, mask_token))
+    tokens = " ".join(token_text(t, n_digits, mask_token) for t in lens["tokens"])
     L = (T - 1) // 2
-    targets = " ".join(token_text(t, n_digits) for t in lens["targets"][L + 1:])
+    targets = " ".join(token_text(t, n_digits, mask_token) for t in lens["targets"][L + 1:])
     fig.update_layout(shapes=shapes)
     fig.update_xaxes(tickvals=list(range(len(stages))), ticktext=list(stages), title_text="stage",
                      range=[-0.4, len(stages) - 0.6], showgrid=False, zeroline=False)
@@ -228,7 +232,7 @@ def _flow_edges(attn: Sequence, labels: Sequence[str], min_weight: float):
     return shapes, hover
 
 
-def _lens_nodes(lens: dict[str, Any], n_digits: int, go):
+def _lens_nodes(lens: dict[str, Any], n_digits: int, go, mask_token: bool = False):
     """The flow diagram's nodes: one per (stage, position), the logit lens's top token on it."""
     labels = lens["labels"]
     xs, ys, text, color, hover = [], [], [], [], []
@@ -237,11 +241,12 @@ def _lens_nodes(lens: dict[str, Any], n_digits: int, go):
             top = lens["top_token"][s][t]
             xs.append(s)
             ys.append(t)
-            text.append(token_text(top, n_digits))
+            text.append(token_text(top, n_digits, mask_token))
             color.append(lens["target_prob"][s][t])
-            hover.append(f"{stage}, {labels[t]}: top {token_text(top, n_digits)} "
+            target = token_text(lens["targets"][t], n_digits, mask_token)
+            hover.append(f"{stage}, {labels[t]}: top {token_text(top, n_digits, mask_token)} "
                          f"(p {lens['top_prob'][s][t]:.3f}); target "
-                         f"{token_text(lens['targets'][t], n_digits)} p {lens['target_prob'][s][t]:.3f}")
+                         f"{target} p {lens['target_prob'][s][t]:.3f}")
     return go.Scatter(
         x=xs, y=ys, mode="markers+text", text=text, textfont=dict(color="white", size=11),
         marker=dict(size=34, color=_round(color, 3), colorscale="Viridis", cmin=0, cmax=1,

@@ -35,6 +35,10 @@ class PageContext:
         return self.config.task.n_digits
 
     @property
+    def mask_token(self) -> bool:
+        return self.config.task.mask_token
+
+    @property
     def labels(self) -> list[str]:
         from ..task import token_labels
 
@@ -106,7 +110,7 @@ def run_table(run: dict[str, Any]) -> Table:
 
 
 def attention(a: dict[str, Any], ctx: PageContext, s: Section) -> None:
-    toks = " ".join(F.token_text(t, ctx.n_digits) for t in a["example_tokens"])
+    toks = " ".join(F.token_text(t, ctx.n_digits, ctx.mask_token) for t in a["example_tokens"])
     s.what = s.what.format(example=a["example_index"], tokens=toks, n_val=ctx.base["n_val"])
     leaks = ", ".join(f"L{i} {x:.1e}" for i, x in enumerate(a["max_leak"]))
     const = ", ".join(f"L{i} {'yes' if c else 'no'}" for i, c in enumerate(a["patterns_constant"]))
@@ -143,7 +147,7 @@ def skip_ablation(sk: dict[str, Any], ctx: PageContext, s: Section) -> None:
 def logit_lens(lens: dict[str, Any], ctx: PageContext, s: Section) -> None:
     s.numbers = "Decoded accuracy on output positions: " + ", ".join(
         f"{st} {acc:.4f}" for st, acc in zip(lens["stage_labels"], lens["val_acc"])) + "."
-    s.figures.append(Figure("attention_flow", F.attention_flow(lens, ctx.n_digits)))
+    s.figures.append(Figure("attention_flow", F.attention_flow(lens, ctx.n_digits, mask_token=ctx.mask_token)))
     s.figures.append(Figure("logit_lens_accuracy", F.logit_lens_accuracy(lens)))
 
 

@@ -12,7 +12,7 @@ section per analysis of ``listcopy.analysis.analyze``; ``analysis=`` draws a res
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from ..config import Config, ConfigError
 from .model_page import build_page
@@ -25,15 +25,17 @@ def model_report(path_or_model: Any, out: str | Path, png_dir: str | Path | None
                  umap: bool = True, example: int = 0, seed: int = 0,
                  analysis: dict[str, Any] | None = None,
                  history: Sequence[dict[str, Any]] | None = None,
+                 notice: Callable[[str], None] | None = None,
                  sae: str | Path | None = None) -> ReportInfo:
-    """Analyse a model and write its report to ``out`` (atomically); PNGs into ``png_dir``;
-    with ``sae`` (an SAE directory or the line's ``.pt``) its section too."""
+    """Analyse a model and write its report to ``out`` (atomically); PNGs into ``png_dir``.
+    ``notice``: told in one line what a ``.pt`` file's config was inferred as (checkpoint.load);
+    ``sae`` (an SAE directory or the line's ``.pt``): its section too."""
     out = check_out(out)
     n_steps = (4 + (len(_names(only)) + 1 if analysis is None else 0) + (png_dir is not None)
                + (sae is not None))
     with Stages("report", n_steps, progress) as stages:
         with stages("load"):
-            model, config, run = _resolve(path_or_model, config, overrides)
+            model, config, run = _resolve(path_or_model, config, overrides, notice)
         if history is None:
             history = run.get("history") or []
         if analysis is None:
@@ -71,13 +73,14 @@ def _names(only) -> tuple[str, ...]:
     return parse_only(only)
 
 
-def _resolve(path_or_model: Any, config: Config | None, overrides: Sequence[str]):
+def _resolve(path_or_model: Any, config: Config | None, overrides: Sequence[str],
+             notice: Callable[[str], None] | None = None):
     """(model, config, run record) from a path, a (model, config) pair or a model and ``config``."""
     from ..checkpoint import is_run_dir, load, read_run_json
 
     if isinstance(path_or_model, (str, Path)):
         path = Path(path_or_model)
-        model, cfg = load(path, list(overrides))
+        model, cfg = load(path, list(overrides), notice)
         run = read_run_json(path) if path.is_dir() and is_run_dir(path) else {}
         return model, cfg, run
     if isinstance(path_or_model, tuple) and len(path_or_model) == 2:

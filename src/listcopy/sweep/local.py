@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -38,7 +39,7 @@ class LocalBackend:
         ctx = multiprocessing.get_context(self.start_method)
         lock = str(self.worker_lock) if self.worker_lock else None
         pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=init_worker,
-                                   initargs=(self.threads, lock))
+                                   initargs=(self.threads, lock, os.getpid()))
         todo = list(tasks)
         running = {}
         try:

@@ -89,15 +89,17 @@ def _set_threads(n: int) -> None:
 
 # ---- local worker processes ------------------------------------------------------------------
 
-def init_worker(threads: int, worker_lock: str | None) -> None:
+def init_worker(threads: int, worker_lock: str | None, driver: int | None = None) -> None:
     """Pool initializer: thread count, a shared lock on ``worker_lock``, and death with the driver.
 
     A worker must never outlive the sweep that started it (a re-run would train the same run
     directories twice): on Linux the kernel kills it when the driver dies (PR_SET_PDEATHSIG);
     everywhere, a watchdog thread exits when the parent process changes. The shared lock lets a new
-    sweep wait until the last worker of a killed one is gone.
+    sweep wait until the last worker of a killed one is gone. ``driver`` is the pid of the process
+    that started the pool: a worker whose driver died while it was still starting (importing torch
+    takes seconds on a loaded machine) must not take the parent it finds then for its driver.
     """
-    parent = os.getppid()
+    parent = os.getppid() if driver is None else driver
     _die_with_parent(parent)
     if worker_lock:
         import fcntl

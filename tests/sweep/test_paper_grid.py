@@ -1,0 +1,74 @@
+"""The paper's Table 4 grid (examples/paper_grid.toml): its 19 settings as the paper lists them,
+and a small version of the file (10 digits, 10 steps, one seed) swept end to end."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from listcopy.sweep.grid import load_grid, unique_runs
+from listcopy.sweep.results import load_rows
+from listcopy.sweep.runner import run_sweep
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+# Table 4 of the paper, by hand: (d_model, LN, bias, W_V learned, W_O learned), in its order
+# (its d_model 64 all-False row appears twice there, as the first part's last and the second's).
+TABLE4 = [(64, ln, bias, wv, wo) for wv, wo in ((1, 1), (1, 0), (0, 1), (0, 0))
+          for ln, bias in ((0, 0), (0, 1), (1, 0), (1, 1))] + [(128, 0, 0, 0, 0), (32, 0, 0, 0, 0),
+                                                                (8, 0, 0, 0, 0)]
+
+
+def settings(config):
+    m = config.model
+    return (m.d_model, int(m.ln), int(m.use_bias), int(not m.freeze_wv), int(not m.freeze_wo))
+
+
+def test_the_grid_is_table_4_in_the_lines_variant():
+    grid = load_grid(EXAMPLES / "paper_grid.toml")
+    points = grid.points()
+    assert len(grid.seeds) >= 3 and len(points) == 19 * len(grid.seeds)
+    runs = unique_runs(points)
+    assert [settings(r.config) for r in runs[:: len(grid.seeds)]] == TABLE4
+    for p in points:
+        t, m, tr = p.config.task, p.config.model, p.config.train
+        assert t.mask_token and m.layer0_mask and (m.n_layers, m.n_heads) == (2, 1)
+        assert (t.n_digits, t.list_len, tr.lr, tr.weight_decay, tr.batch_size) == (
+            100, 2, 1e-3, 0.01, 128)
+
+
+@pytest.mark.slow
+def test_a_small_version_sweeps_end_to_end(tmp_path):
+    data = tomllib.loads((EXAMPLES / "paper_grid.toml").read_text())
+    small = dict(data, seeds="0")
+    small["task"] = {**data["task"], "n_digits": 10}
+    small["train"] = {**data["train"], "max_steps": 10, "eval_every": 10, "device": "cpu"}
+    grid_path = tmp_path / "paper_small.toml"
+    grid_path.write_text(_toml(small))
+    summary = run_sweep(grid_path, tmp_path / "sweep", workers=0, progress=False)
+    assert (summary.n_entries, summary.n_runs, summary.trained) == (19, 19, 19)
+    rows = load_rows(tmp_path / "sweep")
+    assert {r["status"] for r in rows} == {"done"} and len(rows) == 19
+    names = [s["name"] for s in data["specs"]]
+    assert sorted({r["name"] for r in rows}) == sorted(names)
+    for r in rows:
+        c = r["config"]
+        assert c.task.mask_token and c.model.layer0_mask and c.task.n_digits == 10
+        assert r["steps"] == 10 and 0.0 <= r["acc"] <= 1.0
+
+
+def _toml(data: dict) -> str:
+    """The few TOML shapes a grid file uses: top-level scalars, tables, an array of tables."""
+    def value(v):
+        if isinstance(v, bool):
+            return str(v).lower()
+        return f'"{v}"' if isinstance(v, str) else repr(v)
+
+    lines = [f"{k} = {value(v)}" for k, v in data.items() if not isinstance(v, (dict, list))]
+    for name in ("task", "model", "train"):
+        lines += [f"[{name}]"] + [f"{k} = {value(v)}" for k, v in data[name].items()]
+    for spec in data["specs"]:
+        lines += ["[[specs]]"] + [f'"{k}" = {value(v)}' for k, v in spec.items()]
+    return "\n".join(lines) + "\n"

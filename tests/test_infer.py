@@ -1,0 +1,175 @@
+"""Checkpoint inference (infer.py): the config of a ``.pt`` state dict from its tensors, then its
+name, then ``--set``; conflicts and ambiguity as one line naming the file (exit 2)."""
+
+import pytest
+import torch
+
+from listcopy.checkpoint import CheckpointError, load
+from listcopy.config import Config
+from listcopy.model import build_model
+from tests.conftest import FIXTURES, run_cli
+
+
+def save(tmp_path, name, config, mutate=None, seed=0):
+    """A state dict as the line's save_model writes it (torch.save of state_dict())."""
+    state = build_model(config, torch.Generator().manual_seed(seed)).state_dict()
+    if mutate:
+        state = mutate(state)
+    path = tmp_path / f"{name}.pt"
+    torch.save(state, path)
+    return path
+
+
+LINE = ["task.mask_token=true", "model.layer0_mask=true"]
+
+
+def line_config(*extra):
+    return Config().override([*LINE, *extra])
+
+
+@pytest.mark.parametrize("extra", [
+    [],
+    ["model.ln=true", "model.use_bias=true", "model.freeze_wv=false", "model.freeze_wo=false"],
+    ["model.n_heads=2", "model.n_layers=2", "task.list_len=3", "task.n_digits=10"],
+    ["model.freeze_wo=false", "model.d_model=16"],
+])
+def test_the_tensors_say_the_model_and_the_name_the_digits(tmp_path, extra):
+    """Every flag inferred from the tensors alone (non-zero biases: trained ones are; here
+    perturbed) under a name that says only layers, digits and d_model (the paper's format)."""
+    config = line_config(*extra)
+
+    def trained(state):
+        return {k: v + 0.01 if k.rsplit(".", 1)[-1].startswith("b_") and config.model.use_bias
+                else v for k, v in state.items()}
+
+    t, m = config.task, config.model
+    length = f"_{t.list_len}len" if t.list_len != 2 else ""
+    path = save(tmp_path, f"{m.n_layers}layer_{t.n_digits}dig_{m.d_model}d{length}_run7", config,
+                trained)
+    lines = []
+    model, got = load(path, notice=lines.append)
+    assert got.task == config.task and got.model == config.model
+    assert len(lines) == 1 and str(path) in lines[0] and got.name in lines[0]
+    tokens = torch.randint(0, t.vocab, (4, t.seq_len))
+    reference = build_model(config, torch.Generator().manual_seed(0))
+    reference.load_state_dict(trained(reference.state_dict()))
+    assert torch.equal(model(tokens), reference(tokens))
+
+
+def test_the_seeds_variant_and_the_mixed_ones(tmp_path):
+    seed = Config().override(["model.d_model=16"])
+    _, got = load(save(tmp_path, "3layer_100dig_16d", seed))
+    assert not got.task.mask_token and not got.model.layer0_mask and got.task.vocab == 101
+    mask_only = Config().override(["task.mask_token=true"])
+    _, got = load(save(tmp_path, mask_only.name, mask_only))
+    assert got.task.mask_token and not got.model.layer0_mask
+    l0_only = Config().override(["model.layer0_mask=true"])
+    _, got = load(save(tmp_path, l0_only.name, l0_only))
+    assert got.model.layer0_mask and not got.task.mask_token
+
+
+def test_the_layer0_mask_follows_mask_by_default_and_set_settles_it(tmp_path):
+    path = save(tmp_path, "2layer_100dig_8d", line_config("model.n_layers=2"))
+    lines = []
+    _, got = load(path, notice=lines.append)
+    assert got.model.layer0_mask and "--set model.layer0_mask=false" in lines[0]
+    _, got = load(path, ["model.layer0_mask=false"])
+    assert got.task.mask_token and not got.model.layer0_mask
+
+
+def test_without_a_name_the_default_digits_are_taken_where_they_fit(tmp_path):
+    _, got = load(save(tmp_path, "model", line_config()))
+    assert got.task.n_digits == 100 and got.task.mask_token
+    _, got = load(FIXTURES / "seed_default_1000.pt")
+    assert got == Config()
+
+
+def test_an_ambiguous_vocab_says_which_set_settles_it(tmp_path):
+    config = line_config("task.n_digits=20")
+    path = save(tmp_path, "final", config)
+    with pytest.raises(CheckpointError) as err:
+        load(path)
+    text = str(err.value)
+    assert "final.pt" in text and "vocab of 22" in text and "--set task.n_digits=N" in text
+    assert "21 digits" in text and "20 with MASK" in text and "\n" not in text
+    _, got = load(path, ["task.n_digits=20"])
+    assert got.task.mask_token and got.model.layer0_mask
+    _, got = load(path, ["task.mask_token=true"])
+    assert got.task.n_digits == 20
+    _, got = load(path, ["task.n_digits=21"])
+    assert not got.task.mask_token and got.task.sep == 21
+
+
+@pytest.mark.parametrize("name, mutate, overrides, needles", [
+    ("even", lambda s: {**s, "pos_embed.W_pos": torch.zeros(6, 8)}, [],
+     ["'pos_embed.W_pos' has 6 positions", "odd"]),
+    ("3layer_50dig_8d", None, [], ["vocab of 102 fits no variant of 50 digits"]),
+    ("x", None, ["task.n_digits=50"], ["vocab of 102 fits no variant of 50 digits"]),
+    ("3layer_100dig_8d_mask_l0mask", None, ["task.mask_token=false"],
+     ["100 digits without a MASK token need a vocab of 101"]),
+    ("2layer_100dig_8d", None, [], ["unexpected tensor 'blocks.2.attn.W_Q'",
+                                    "the name says 2 layers, the tensors hold 3"]),
+    ("4layer_100dig_8d", None, [], ["missing tensor 'blocks.3.attn.W_Q'"]),
+    ("3layer_100dig_16d", None, [], ["the name says model.d_model = 16, the tensors 8"]),
+    ("3layer_100dig_8d_3len", None, [], ["the name says task.list_len = 3, the tensors 2"]),
+    ("L3_H1_D8_V100", lambda s: {**s, "blocks.1.attn.b_K": torch.ones(1, 8)}, [],
+     ["the name says model.use_bias = false, the tensors true"]),
+    ("L3_H1_D8_V100_ln", None, [], ["the name says model.ln = true, the tensors false"]),
+    ("L3_H1_D8_V100", lambda s: {**s, "blocks.0.attn.W_V": torch.ones(1, 8, 8)}, [],
+     ["the name says model.freeze_wv = true, the tensors false"]),
+    ("L3_H2_D8_V100", None, [], ["the name says model.n_heads = 2, the tensors 1"]),
+    ("mlp", lambda s: {**s, "blocks.0.mlp.W_in": torch.zeros(8, 32)}, [],
+     ["unexpected tensor 'blocks.0.mlp.W_in'", "attention-only"]),
+    ("L3_H1_D8_V100_mlp", None, [], ["MLP"]),
+    ("heads", lambda s: {**s, "blocks.0.attn.W_Q": torch.zeros(2, 8, 8)}, [],
+     ["d_head = d_model / n_heads"]),
+    ("nothing", lambda s: {"a": torch.zeros(1)}, [], ["missing tensor 'embed.W_E'"]),
+])
+def test_conflicts_are_one_line_naming_the_file(tmp_path, name, mutate, overrides, needles):
+    path = save(tmp_path, name, line_config(), mutate)
+    with pytest.raises(CheckpointError) as err:
+        load(path, overrides)
+    text = str(err.value)
+    assert text.startswith(str(path)) and "\n" not in text, text
+    for needle in needles:
+        assert needle in text, text
+
+
+def test_set_settles_a_name_conflict(tmp_path):
+    path = save(tmp_path, "2layer_100dig_8d", line_config())
+    _, got = load(path, ["model.n_layers=3"])
+    assert got.model.n_layers == 3
+
+
+def test_cli_conflict_and_ambiguity_exit_2_with_one_line(tmp_path):
+    even = save(tmp_path, "L3_H1_D8_V100", line_config(),
+                lambda s: {**s, "pos_embed.W_pos": torch.zeros(4, 8)})
+    ambiguous = save(tmp_path, "weights", line_config("task.n_digits=20"))
+    contradicted = save(tmp_path, "3layer_100dig_16d", line_config())
+    cases = ((even, "4 positions"), (ambiguous, "--set task.n_digits=N"),
+             (contradicted, "model.d_model = 16"))
+    runs = [("eval",), ("info",), ("export", "--out", str(tmp_path / "o.pt"))]
+    tried = [(command, path, needle) for command in runs for path, needle in cases]
+    tried += [(("analyze", "--quiet"), ambiguous, cases[1][1]),
+              (("report", "--quiet"), contradicted, cases[2][1])]
+    for (command, *extra), path, needle in tried:
+        result = run_cli(command, str(path), *extra)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, (command, result.stderr)
+        assert path.name in lines[0] and needle in lines[0], lines[0]
+    assert not (tmp_path / "o.pt").exists() and not (tmp_path / "3layer_100dig_16d.html").exists()
+
+
+def test_export_of_an_inferred_model_loads_back_the_same(tmp_path):
+    config = line_config("model.use_bias=true", "model.freeze_wv=false", "task.list_len=3")
+    path = save(tmp_path, config.name, config,
+                lambda s: {k: v + 0.1 if ".b_" in k else v for k, v in s.items()})
+    out = tmp_path / "exported.pt"
+    result = run_cli("export", str(path), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1  # the notice
+    model, got = load(out, ["task.n_digits=100"])
+    assert got.model == config.model and got.task == config.task
+    original, _ = load(path)
+    tokens = torch.randint(0, config.task.vocab, (4, config.task.seq_len))
+    assert torch.equal(model(tokens), original(tokens))
