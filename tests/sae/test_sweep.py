@@ -9,6 +9,8 @@ import json
 import sqlite3
 import textwrap
 
+from pathlib import Path
+
 import pytest
 
 import listcopy.sae.run as sae_run
@@ -19,6 +21,7 @@ from listcopy.sweep.results import format_results, load_rows
 from listcopy.sweep.runner import run_sweep
 from listcopy.sweep.store import DB_FILE, Store, StoreError
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 GRID = """
 model = "{model}"
 seeds = "0"
@@ -127,9 +130,10 @@ def test_sae_sweep_records_resumes_after_an_interruption_and_matches_one_run(
         assert r["metrics"]["drop"] == pytest.approx(m["baseline_acc"] - m["patched_acc"])
         assert r["steps"] == 60 and record["sae_config"]["k"] == r["config"].sae.k
 
-    # 4. the same numbers as a sweep that was never interrupted (training is seeded)
+    # 4. the same numbers as a sweep never interrupted (training is seeded), run by the command
+    #    in a worker process
     reference = tmp_path / "ref"
-    run_sweep(grid, reference, workers=0, progress=False)
+    assert main(["sweep", str(grid), "--out", str(reference), "--workers", "1", "--quiet"]) == 0
     ref = _by_k(reference)
     assert {k: (r["acc"], r["metrics"]) for k, r in after.items()} == \
         {k: (r["acc"], r["metrics"]) for k, r in ref.items()}
@@ -163,6 +167,11 @@ def test_a_failed_sae_is_recorded_and_shown_and_the_sweep_goes_on(tmp_path, sae_
     assert "failed: k=2 (seed 0" in text and "boom second line" in text
     assert "patched_mean" in text and "drop_mean" in text
 
+    # listcopy report of the directory says where its tables are, in one line
+    assert main(["report", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "a sweep of SAEs" in err and "listcopy results" in err
+
     # as CSV, grouped by a short SAE key
     csv_text = format_results(load_rows(out), "csv", group_by=["k"])
     lines = csv_text.splitlines()
@@ -180,3 +189,19 @@ def test_model_and_sae_runs_do_not_share_a_directory(tmp_path, model_dir):
         store.add(Grid(Config(), (), (), (0,), "g").runs(), run_dir_name)
         with pytest.raises(StoreError, match="holds model runs; sae runs need a sweep directory"):
             store.add(grid.runs(), run_dir_name)
+
+
+def test_the_example_sae_grid_and_its_plan(tmp_path, model_dir, capsys):
+    text = (EXAMPLES / "sae_grid.toml").read_text()
+    assert 'model = "runs/2layer_d64"' in text
+    path = tmp_path / "sae_grid.toml"
+    path.write_text(text.replace('"runs/2layer_d64"', json.dumps(str(model_dir))))
+    points = load_grid(path).points()
+    assert len(points) == 3 * 3 * 3
+    assert points[0].name == "d_sae=50,k=2" and points[-1].name == "d_sae=200,k=8"
+    assert {p.config.sae.steps for p in points} == {10000}
+
+    assert main(["sweep", str(path), "--out", str(tmp_path / "s"), "--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    assert "27 entries, 27 distinct runs" in plan and "SAE batchtopk d_sae 200 on run" in plan
+    assert not (tmp_path / "s").exists()

@@ -23,16 +23,18 @@ import csv
 import io
 import json
 import statistics
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from ..config import SECTIONS, ConfigError, dotted_key, short_key
+from ..config import ConfigError, dotted_key, short_key
 from .kinds import kind_of
 from .store import DB_FILE, Store
 
-# the notebook's columns: every model setting and the weight decay
-ALWAYS = tuple(f"model.{f.name}" for f in fields(SECTIONS["model"])) + ("train.weight_decay",)
+# the notebook's columns: its model settings and the weight decay
+# (the settings added since, such as model.layer0_mask, are shown where they vary)
+ALWAYS = tuple(f"model.{k}" for k in ("n_layers", "n_heads", "d_model", "ln", "use_bias",
+                                      "freeze_wv", "freeze_wo")) + ("train.weight_decay",)
 RESULT_COLUMNS = ("val_acc", "val_seq_acc", "steps", "steps_to_threshold", "status")
 GROUP_BY_HINT = "use name or a key such as model.d_model (or d_model)"
 SUMMARY_COLUMNS = ("n", "done", "failed", "pending", "acc_mean", "acc_std", "frac_threshold",
