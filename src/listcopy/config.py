@@ -354,11 +354,11 @@ def short_key(key: str) -> str:
     return key.split(".", 1)[1] if "." in key else key
 
 
-def dotted_key(name: str, what: str, hint: str) -> str:
+def dotted_key(name: str, what: str, hint: str, keys: Sequence[str] = ()) -> str:
     """The dotted key of a setting named by it or by its short name (``d_model``) where that is
     unambiguous; else a ``ConfigError`` that starts with ``what`` (the option) and ends with
-    ``hint`` (what to use instead)."""
-    keys = list(Config().flat())
+    ``hint`` (what to use instead). ``keys``: the settings to choose from (default a Config's)."""
+    keys = list(keys) or list(Config().flat())
     if name in keys:
         return name
     matches = [k for k in keys if short_key(k) == name]

@@ -32,7 +32,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if is_sweep_dir(path):
         model_only = [flag for flag, used in (("--set", args.set), ("--only", args.only),
                                               ("--no-umap", args.no_umap),
-                                              ("--example", args.example is not None)) if used]
+                                              ("--example", args.example is not None),
+                                              ("--sae", args.sae is not None)) if used]
         if model_only:
             raise UsageError(f"{model_only[0]} applies to a model report, and {path} is a sweep")
         from .sweep_report import DEFAULT_AXES, sweep_report
@@ -48,7 +49,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         info = model_report(path, out, png_dir=args.png, progress=progress, overrides=args.set,
                             only=args.only, umap=not args.no_umap, example=args.example or 0,
-                            notice=print_notice)
+                            sae=args.sae, notice=print_notice)
     print(f"wrote {info.path} ({info.bytes / 1e6:.1f} MB, {len(info.sections)} sections, "
           f"{len(info.figures)} figures) in {info.seconds['total']:.1f} s")
     if info.pngs:
@@ -76,6 +77,9 @@ def register(subparsers) -> None:
     p.add_argument("--no-umap", action="store_true", help="model: skip UMAP (saves ~10-30 s)")
     p.add_argument("--example", type=int, metavar="N",
                    help="model: the validation list shown in the attention and flow figures")
+    p.add_argument("--sae", metavar="DIR",
+                   help="model: add a section on this SAE (a listcopy sae train directory or "
+                        "the research line's .pt) read on the model")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_report)
 

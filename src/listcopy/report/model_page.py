@@ -18,6 +18,7 @@ from ..config import Config
 from . import figures as F
 from . import paper_sections
 from .html import Figure, Page, Section, Table
+from .sae_section import sae_section
 
 
 @dataclass(frozen=True)
@@ -280,9 +281,19 @@ MODEL_SECTIONS: dict[str, SectionRow] = {
         "unless stated): critical when accuracy drops by more than the tolerance; the circuit "
         "of critical edges drawn on one validation example with its logit lens (Figure 1).",
         paper_sections.critical_edges),
+    "sae": SectionRow(
+        "Sparse autoencoder",
+        "The SAE {sae} ({source}) at {hook}, studied at {position} on the validation lists as "
+        "the research line does: its reconstruction spliced into the model (accuracy per output "
+        "position), each alive latent's decoder direction against every E_d + P_i, its "
+        "activation against SEP's attention weights alpha, latents shared by swapped pairs, and "
+        "one latent scaled at a time (outputs that stay, swap or break).",
+        sae_section),
 }
 
-SECTIONS = ("overview", *MODEL_SECTIONS)  # every section id, in page order
+ON_REQUEST = ("sae",)  # drawn when asked for (listcopy report --sae), not by listcopy analyze
+# every section of an analysis result, in page order
+SECTIONS = ("overview", *(k for k in MODEL_SECTIONS if k not in ON_REQUEST))
 
 
 def build_page(result: dict[str, Any], config: Config, history: Sequence[dict[str, Any]] = (),

@@ -25,11 +25,14 @@ def model_report(path_or_model: Any, out: str | Path, png_dir: str | Path | None
                  umap: bool = True, example: int = 0, seed: int = 0,
                  analysis: dict[str, Any] | None = None,
                  history: Sequence[dict[str, Any]] | None = None,
-                 notice: Callable[[str], None] | None = None) -> ReportInfo:
+                 notice: Callable[[str], None] | None = None,
+                 sae: str | Path | None = None) -> ReportInfo:
     """Analyse a model and write its report to ``out`` (atomically); PNGs into ``png_dir``.
-    ``notice``: told in one line what a ``.pt`` file's config was inferred as (checkpoint.load)."""
+    ``notice``: told in one line what a ``.pt`` file's config was inferred as (checkpoint.load);
+    ``sae`` (an SAE directory or the line's ``.pt``): its section too."""
     out = check_out(out, png_dir)
-    n_steps = 4 + (len(_names(only)) + 1 if analysis is None else 0) + (png_dir is not None)
+    n_steps = (4 + (len(_names(only)) + 1 if analysis is None else 0) + (png_dir is not None)
+               + (sae is not None))
     with Stages("report", n_steps, progress) as stages:
         with stages("load"):
             model, config, run = _resolve(path_or_model, config, overrides, notice)
@@ -49,10 +52,23 @@ def model_report(path_or_model: Any, out: str | Path, png_dir: str | Path | None
             from ..analysis import parameter_table
 
             analysis = {**analysis, "parameters": parameter_table(model).to_dict()}
+        if sae is not None:
+            with stages("sae"):
+                analysis = {**analysis, "sae": _sae(sae, model, config)}
         with stages("figures"):
             page = build_page(analysis, config, history, run)
         size, pngs = render_and_write(page, out, png_dir, stages)
     return ReportInfo.of(page, out, size, pngs, stages.times)
+
+
+def _sae(sae: str | Path, model: Any, config: Config) -> dict[str, Any]:
+    """``analyze_sae`` of the SAE on the model, where the model is (its device)."""
+    from ..sae.run import analyze_sae
+
+    if model is None:
+        raise ConfigError("model_report: --sae needs the model itself, not only its analysis")
+    device = str(next(model.parameters()).device)
+    return analyze_sae(sae, (model, config), device=device)
 
 
 def _names(only) -> tuple[str, ...]:

@@ -34,6 +34,7 @@ MISSED_COLOR = "#d62728"
 def sweep_report(sweep_dir: str | Path, out: str | Path, axes: Sequence[str] = DEFAULT_AXES,
                  png_dir: str | Path | None = None, progress: bool = True) -> ReportInfo:
     """Write the report of the sweep in ``sweep_dir`` to ``out`` (atomically)."""
+    from ..sweep.kinds import MODEL, kind_of
     from ..sweep.results import load_rows
     from ..sweep.store import StoreError
 
@@ -48,6 +49,9 @@ def sweep_report(sweep_dir: str | Path, out: str | Path, axes: Sequence[str] = D
                 rows = load_rows(sweep_dir)
             except StoreError as err:
                 raise ConfigError(str(err)) from None
+            if rows and kind_of(rows[0]["config"]) is not MODEL:
+                raise ConfigError(f"{sweep_dir}: a sweep of SAEs; its tables: listcopy results "
+                                  f"{sweep_dir}; an SAE's page: listcopy report MODEL --sae RUN_DIR")
             keys = resolve_axes(rows, axes)
         with stages("figures"):
             page = build_sweep_page(rows, keys, Path(sweep_dir))

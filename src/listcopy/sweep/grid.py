@@ -29,7 +29,9 @@ A grid is counted before it is expanded (``Grid.n_entries``: at most ``MAX_POINT
 (``Grid.combos``, lazily), and each seed only replaces ``train.seed`` and its hash: a million
 entries take seconds, with a progress bar on stderr for large grids.
 
-Nothing here imports torch. Every problem is a one-line :class:`GridError` (a ``ConfigError``).
+A grid of another kind of run (``sweep/kinds.py``: an ``[sae]`` table and a ``model = PATH``,
+see ``listcopy.sae.grid``) is parsed by its kind, with the same specs, axes and seeds. Nothing
+here imports torch. Every problem is a one-line :class:`GridError` (a ``ConfigError``).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from ..config import SHARED_TRAIN_KEYS  # noqa: F401  (re-exported: what an ense
 from ..config import (SECTIONS, Config, ConfigError, ensemble_keys, parse_seeds, read_toml,
                       short_key)
 from ..resources import ALLOW_LARGE, MAX_ENTRIES, POINT_BYTES, Limits, check_count_memory
+from .kinds import MODEL, kind_of, kind_of_grid
 
 TOP_LEVEL_KEYS = ("base", "specs", "axes", "seeds", *SECTIONS)
 MAX_POINTS = MAX_ENTRIES  # the policy limit on one grid's entries (resources.Limits)
@@ -77,7 +80,7 @@ class Point:
 
     @property
     def seed(self) -> int:
-        return self.config.train.seed
+        return kind_of(self.config).seed(self.config)
 
     @property
     def key(self) -> str:
@@ -98,7 +101,7 @@ class PlannedRun:
 
     @property
     def seed(self) -> int:
-        return self.config.train.seed
+        return kind_of(self.config).seed(self.config)
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,7 @@ class Grid:
     ``train.seed`` (the base's, or its spec's). ``max_entries``: the policy limit on the number of
     entries (``None`` with ``--allow-large``)."""
 
-    base: Config
+    base: Config  # or another kind's settings (listcopy.sweep.kinds)
     specs: tuple[Spec, ...]
     axes: tuple[tuple[str, tuple[Any, ...]], ...]
     seeds: tuple[int, ...] | None
@@ -146,7 +149,7 @@ class Grid:
                     combo = dict(zip(keys, values))
                     settings = {**dict(spec.overrides), **combo}
                     try:
-                        config = Config.from_flat(settings, base=self.base)
+                        config = kind_of(self.base).from_flat(settings, self.base)
                     except ConfigError as err:
                         raise GridError(f"{_where(self.source, i, spec, combo)}: {err}") from None
                     yield Combo(point_name(spec.name, combo, config), tuple(settings.items()),
@@ -182,6 +185,12 @@ def _seeded(config: Config, seeds: tuple[int, ...] | None) -> Iterator[tuple[Con
     again (a grid of a million entries is expanded in seconds)."""
     if seeds is None:
         yield config, config_hash(config)
+        return
+    if not isinstance(config, Config):  # another kind's settings: seeded and hashed by its kind
+        kind = kind_of(config)
+        for seed in seeds:
+            seeded = kind.with_seed(config, seed)
+            yield seeded, config_hash(seeded)
         return
     head, tail = _hash_around_seed(config)
     for seed in seeds:
@@ -283,7 +292,10 @@ def group_runs(runs: Sequence[PlannedRun], n_workers: int = 1,
     chunk exceeds ``max_members``. Groups come out costliest first (longest-job-first scheduling).
     """
     shapes: dict[str, list[PlannedRun]] = {}
-    for run, key in zip(runs, ensemble_keys([r.config for r in runs])):
+    configs = [r.config for r in runs]
+    keys = (ensemble_keys(configs) if all(isinstance(c, Config) for c in configs)
+            else [kind_of(c).group_key(c) for c in configs])
+    for run, key in zip(runs, keys):
         shapes.setdefault(key, []).append(run)
     total = len(runs)
     groups: list[list[PlannedRun]] = []
@@ -294,7 +306,7 @@ def group_runs(runs: Sequence[PlannedRun], n_workers: int = 1,
             n_chunks = max(n_chunks, math.ceil(k / max_members))
         size = math.ceil(k / n_chunks)
         groups += [members[i: i + size] for i in range(0, k, size)]
-    return sorted(groups, key=lambda g: -sum(run_cost(r.config) for r in g))
+    return sorted(groups, key=lambda g: -sum(kind_of(r.config).cost(r.config) for r in g))
 
 
 # ---- parsing -----------------------------------------------------------------------------------
@@ -314,6 +326,9 @@ def parse_grid(data: Mapping[str, Any], source: str = "grid", allow_large: bool 
                progress: bool = True, text: bytes | None = None) -> Grid:
     """A grid from its TOML tables; every entry is validated here (``Grid.combos``), so an error
     comes before any work."""
+    kind = kind_of_grid(data)
+    if kind is not MODEL:  # an SAE grid (listcopy.sae.grid)
+        return kind.parse_grid(data, source)
     unknown = [k for k in data if k not in TOP_LEVEL_KEYS]
     if unknown:
         raise GridError(f"{source}: unknown key {unknown[0]!r}: allowed are "
@@ -323,12 +338,22 @@ def parse_grid(data: Mapping[str, Any], source: str = "grid", allow_large: bool 
         base = Config.from_dict(sections)
     except ConfigError as err:
         raise GridError(f"{source}: base config: {err}") from None
-    specs = _parse_specs(data.get("specs", []), source)
-    axes = _parse_axes(data.get("axes", {}), source)
-    limits = Limits.of(allow_large)
-    seeds = None
     if "seeds" in data:
-        _refuse_seed_settings(sections, specs, source)
+        _refuse_seed_settings(sections, _parse_specs(data.get("specs", []), source), source)
+    return grid_over(base, data, source, allow_large=allow_large, progress=progress, text=text)
+
+
+def grid_over(base: Any, data: Mapping[str, Any], source: str,
+              sections: Mapping[str, Any] = SECTIONS, *, allow_large: bool = False,
+              progress: bool = True, text: bytes | None = None) -> Grid:
+    """The Grid of ``base`` (a Config, or another kind's settings) and a grid file's specs, axes
+    and seeds over the keys of ``sections``; every entry is validated (``Grid.combos``) before it
+    returns, so an error comes before any work."""
+    specs = _parse_specs(data.get("specs", []), source, sections)
+    axes = _parse_axes(data.get("axes", {}), source, sections)
+    limits = Limits.of(allow_large)
+    seeds = None  # each entry keeps its own seed
+    if "seeds" in data:
         try:
             seeds = parse_seeds(data["seeds"], f"{source}: seeds =", limits.max_seeds)
         except ConfigError as err:
@@ -372,7 +397,7 @@ def _refuse_seed_settings(sections: Mapping[str, Any], specs: Sequence[Spec], so
 MAX_NAME = 200  # characters of a spec name (it names run directories: 255 bytes at most)
 
 
-def _parse_specs(raw: Any, source: str) -> tuple[Spec, ...]:
+def _parse_specs(raw: Any, source: str, sections: Mapping[str, Any] = SECTIONS) -> tuple[Spec, ...]:
     if not isinstance(raw, list) or not all(isinstance(s, Mapping) for s in raw):
         raise GridError(f"{source}: specs must be an array of tables ([[specs]] with a name "
                         "and overrides)")
@@ -386,20 +411,21 @@ def _parse_specs(raw: Any, source: str) -> tuple[Spec, ...]:
             raise GridError(f"{source}: specs[{i}].name: {len(name)} characters; at most "
                             f"{MAX_NAME} (it names the run directories)")
         where = f"{source}: specs[{i}] ({name})"
-        overrides = _flatten(spec, where)
+        overrides = _flatten(spec, where, sections)
         for key, value in overrides.items():
             _check_scalar(value, f"{where}: {key}")
         specs.append(Spec(name, tuple(overrides.items())))
     return tuple(specs)
 
 
-def _parse_axes(raw: Any, source: str) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+def _parse_axes(raw: Any, source: str, sections: Mapping[str, Any] = SECTIONS
+                ) -> tuple[tuple[str, tuple[Any, ...]], ...]:
     if not isinstance(raw, Mapping):
         raise GridError(f"{source}: axes must be a table of setting = [values]")
     axes = []
-    for key, values in _flatten(raw, f"{source}: axes").items():
+    for key, values in _flatten(raw, f"{source}: axes", sections).items():
         where = f"{source}: axes {key}"
-        if key == "train.seed":
+        if short_key(key) == "seed":  # train.seed, sae.seed
             raise GridError(f"{where}: give seeds with the top-level seeds key")
         if not isinstance(values, list):
             raise GridError(f"{where} = {values!r}: must be a list of values")
@@ -413,7 +439,8 @@ def _parse_axes(raw: Any, source: str) -> tuple[tuple[str, tuple[Any, ...]], ...
     return tuple(axes)
 
 
-def _flatten(table: Mapping[str, Any], where: str) -> dict[str, Any]:
+def _flatten(table: Mapping[str, Any], where: str,
+             sections: Mapping[str, Any] = SECTIONS) -> dict[str, Any]:
     """``{"model.d_model": 8}`` and ``{"model": {"d_model": 8}}`` -> ``{"model.d_model": 8}``."""
     out: dict[str, Any] = {}
     for key, value in table.items():
@@ -428,10 +455,10 @@ def _flatten(table: Mapping[str, Any], where: str) -> dict[str, Any]:
             raise GridError(f"{where}: key {key!r} must be section.key (e.g. \"model.d_model\")")
         for full, v in items:
             section, _, name = full.partition(".")
-            if section not in SECTIONS:
+            if section not in sections:
                 raise GridError(f"{where}: unknown config section {section!r} in {full!r}: "
-                                "allowed are " + ", ".join(SECTIONS))
-            known = {f.name for f in fields(SECTIONS[section])}
+                                "allowed are " + ", ".join(sections))
+            known = {f.name for f in fields(sections[section])}
             if name not in known:
                 raise GridError(f"{where}: unknown config key {full}: allowed are "
                                 + ", ".join(sorted(known)))

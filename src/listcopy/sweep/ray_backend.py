@@ -14,8 +14,9 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-from ..checkpoint import RUN_FILES, atomic_write
+from ..checkpoint import atomic_write
 from ..errors import Failure, one_line
+from .kinds import kind_of_dict
 from .store import failure
 from .worker import GroupTask, read_run_files, train_group_portable
 
@@ -56,7 +57,8 @@ class RayBackend:
             while todo and len(running) < capacity:
                 task = todo.pop(0)
                 driver.on_start(task)
-                files = [read_run_files(Path(d)) for d in task.run_dirs]
+                names = kind_of_dict(task.configs[0]).run_files
+                files = [read_run_files(Path(d), names) for d in task.run_dirs]
                 running[remote.remote(task, files)] = task
             ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
             for ref in ready:
@@ -68,14 +70,16 @@ class RayBackend:
                     driver.on_results(task, [failure(f"ray task failed: {why}")
                                              for _ in task.keys])
                     continue
+                names = kind_of_dict(task.configs[0]).run_files
                 for run_dir, (_, files) in zip(task.run_dirs, out):
-                    write_run_files(Path(run_dir), files)
+                    write_run_files(Path(run_dir), files, names)
                 driver.on_results(task, [result for result, _ in out])
 
 
-def write_run_files(run_dir: Path, files: dict[str, bytes]) -> None:
-    """Each file atomically, resume state first and run.json last (as the trainer writes them)."""
-    for name in RUN_FILES:
+def write_run_files(run_dir: Path, files: dict[str, bytes], names: Sequence[str]) -> None:
+    """Each file atomically, in the order of ``names`` (a kind's ``run_files``: the record last,
+    as the trainer writes them)."""
+    for name in names:
         if name in files:
             data = files[name]
             atomic_write(run_dir / name, lambda tmp, data=data: tmp.write_bytes(data))

@@ -11,6 +11,10 @@ counts each distinct run once per group. Over a group's finished runs (done or f
                                accuracy of the runs that are done (a failed run has no accuracy)
     frac_threshold             runs that reached ``train.early_stop_acc`` / finished runs
     median_steps_to_threshold  median step at which those runs reached it
+
+Another kind of run (``kinds.py``) brings its own :class:`Columns`: the settings always shown, its
+result columns and its aggregate (``listcopy.sae.grid``: an SAE's baseline and patched accuracy, L0,
+dead latents, MSE, explained variance).
 """
 
 from __future__ import annotations
@@ -19,22 +23,24 @@ import csv
 import io
 import json
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ..config import ConfigError, dotted_key, short_key
+from .kinds import kind_of
 from .store import DB_FILE, Store
 
-# the notebook's columns: every model setting and the weight decay
-# the notebook's columns; any other setting (the research line's model.layer0_mask, ...) is shown
-# where it varies
+# the notebook's columns: its model settings and the weight decay
+# (the settings added since, such as model.layer0_mask, are shown where they vary)
 ALWAYS = tuple(f"model.{k}" for k in ("n_layers", "n_heads", "d_model", "ln", "use_bias",
                                       "freeze_wv", "freeze_wo")) + ("train.weight_decay",)
 RESULT_COLUMNS = ("val_acc", "val_seq_acc", "steps", "steps_to_threshold", "status")
 GROUP_BY_HINT = "use name or a key such as model.d_model (or d_model)"
 SUMMARY_COLUMNS = ("n", "done", "failed", "pending", "acc_mean", "acc_std", "frac_threshold",
                    "median_steps_to_threshold")
+FORMATS = {"val_acc": ".5f", "val_seq_acc": ".5f", "acc_mean": ".5f", "acc_std": ".5f",
+           "frac_threshold": ".3f"}
 
 
 @dataclass
@@ -47,6 +53,25 @@ class ResultsTable:
     notes: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Columns:
+    """What the tables show of one kind of run (the model kind's: ``MODEL_COLUMNS``)."""
+
+    always: tuple[str, ...]  # setting columns shown even when they do not vary
+    seed_key: str  # the setting the summary aggregates over
+    results: tuple[str, ...]  # the runs table's columns after the settings
+    values: Callable[[dict[str, Any]], dict[str, Any]]  # a database row -> its result columns
+    summary: tuple[str, ...]  # the summary's columns after the group labels
+    aggregate: Callable[[Sequence[dict[str, Any]]], dict[str, Any]]  # distinct runs -> summary
+    caption: Callable[[Sequence[dict[str, Any]]], str]  # the runs table's caption
+    keys: tuple[str, ...]  # every setting, for --group-by
+    formats: Mapping[str, str] = field(default_factory=dict)  # column -> format spec
+
+
+def columns_of(rows: Sequence[dict[str, Any]]) -> Columns:
+    return kind_of(rows[0]["config"]).columns if rows else MODEL_COLUMNS
+
+
 def load_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
     """Every entry of the sweep with its run's results (see Store.rows)."""
     path = Path(sweep_dir)
@@ -54,49 +79,60 @@ def load_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
         return store.rows()
 
 
-def setting_keys(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """Dotted keys shown as settings: the notebook's, and every other key that varies."""
+def setting_keys(rows: Sequence[dict[str, Any]], always: Sequence[str] = ALWAYS) -> list[str]:
+    """Dotted keys shown as settings: ``always`` (the notebook's), and every other key that varies."""
     flat = [r["config"].flat() for r in rows]
-    keys = list(flat[0]) if flat else list(ALWAYS)
+    keys = list(flat[0]) if flat else list(always)
     return [k for k in keys
-            if k in ALWAYS or len({json.dumps(f[k]) for f in flat}) > 1]
+            if k in always or len({json.dumps(f[k]) for f in flat}) > 1]
 
 
-def headers(keys: Sequence[str]) -> dict[str, str]:
+def headers(keys: Sequence[str], results: Sequence[str] = RESULT_COLUMNS) -> dict[str, str]:
     """Dotted key -> column name: the short name (``d_model``) where it is unambiguous."""
     shorts = [short_key(k) for k in keys]
-    return {k: s if shorts.count(s) == 1 and s not in ("name", *RESULT_COLUMNS) else k
+    return {k: s if shorts.count(s) == 1 and s not in ("name", *results) else k
             for k, s in zip(keys, shorts)}
 
 
+def model_values(r: dict[str, Any]) -> dict[str, Any]:
+    return {"val_acc": r["acc"], "val_seq_acc": r["seq_acc"], "steps": r["steps"],
+            "steps_to_threshold": r["steps_to_threshold"], "status": r["status"]}
+
+
+def model_caption(rows: Sequence[dict[str, Any]]) -> str:
+    thresholds = sorted({r["config"].train.early_stop_acc for r in rows})
+    return (f"{len(rows)} entries; steps_to_threshold: first evaluation at val_acc >= "
+            + "/".join(f"{t:g}" for t in thresholds))
+
+
 def runs_table(rows: Sequence[dict[str, Any]]) -> ResultsTable:
-    keys = setting_keys(rows)
-    names = headers(keys)
+    columns = columns_of(rows)
+    keys = setting_keys(rows, columns.always)
+    names = headers(keys, columns.results)
     out = []
     for r in rows:
         flat = r["config"].flat()
         row = {"name": r["name"]}
         row.update({names[k]: flat[k] for k in keys})
-        row.update({"val_acc": r["acc"], "val_seq_acc": r["seq_acc"], "steps": r["steps"],
-                    "steps_to_threshold": r["steps_to_threshold"], "status": r["status"]})
+        row.update(columns.values(r))
         out.append(row)
     notes = tuple(f"failed: {r['name']} (seed {r['seed']}, {r['key'][:8]}): {r['error']}"
                   for r in rows if r["status"] == "failed")
-    thresholds = sorted({r["config"].train.early_stop_acc for r in rows})
-    caption = (f"{len(rows)} entries; steps_to_threshold: first evaluation at val_acc >= "
-               + "/".join(f"{t:g}" for t in thresholds)) if rows else "no entries"
-    return ResultsTable(["name", *(names[k] for k in keys), *RESULT_COLUMNS], out, caption, notes)
+    caption = columns.caption(rows) if rows else "no entries"
+    return ResultsTable(["name", *(names[k] for k in keys), *columns.results], out, caption, notes)
 
 
 def summary_table(rows: Sequence[dict[str, Any]],
                   group_by: Sequence[str] | None = None) -> ResultsTable:
     """Aggregate over seeds (default) or by ``group_by`` keys (``name``, dotted or short keys)."""
-    keys = setting_keys(rows)
-    names = headers(keys)
+    columns = columns_of(rows)
+    keys = setting_keys(rows, columns.always)
+    names = headers(keys, columns.results)
     if group_by:
-        by = [k if k == "name" else dotted_key(k, "--group-by", GROUP_BY_HINT) for k in group_by]
+        by = [k if k == "name" else dotted_key(k, "--group-by", GROUP_BY_HINT, columns.keys)
+              for k in group_by]
     else:
-        by = ["name"] + [k for k in keys if k != "train.seed"]
+        by = ["name"] + [k for k in keys if k != columns.seed_key]
     groups: dict[str, list[dict[str, Any]]] = {}
     labels: dict[str, dict[str, Any]] = {}
     for r in rows:
@@ -112,9 +148,9 @@ def summary_table(rows: Sequence[dict[str, Any]],
         _check_one_config_per_name(groups.values(), group_by)
     out = []
     for gid, members in groups.items():
-        out.append({**labels[gid], **aggregate(members)})
+        out.append({**labels[gid], **columns.aggregate(members)})
     label_cols = [("name" if k == "name" else names.get(k, k)) for k in by]
-    cols = [c for c in SUMMARY_COLUMNS if c != "pending" or any(r["pending"] for r in out)]
+    cols = [c for c in columns.summary if c != "pending" or any(r["pending"] for r in out)]
     n_runs = len({r["key"] for r in rows})
     return ResultsTable(label_cols + cols, out,
                  f"{len(out)} group{'s' if len(out) != 1 else ''} of {n_runs} run"
@@ -138,21 +174,36 @@ def _check_one_config_per_name(groups, group_by: Sequence[str]) -> None:
                     f" (e.g. --group-by {','.join([*group_by, short_key(differ[0])])})")
 
 
+def counts(runs: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """n, done, failed, pending (or running) of distinct runs: the summary's first columns."""
+    return {"n": len(runs), "done": sum(r["status"] == "done" for r in runs),
+            "failed": sum(r["status"] == "failed" for r in runs),
+            "pending": sum(r["status"] in ("pending", "running") for r in runs)}
+
+
+def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (n - 1); None where there are too few values."""
+    return (statistics.fmean(values) if values else None,
+            statistics.stdev(values) if len(values) > 1 else None)
+
+
 def aggregate(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The summary numbers of distinct runs (rows with status, acc, steps_to_threshold)."""
     finished = [r for r in runs if r["status"] in ("done", "failed")]
     accs = [r["acc"] for r in finished if r["status"] == "done" and r["acc"] is not None]
     reached = [r["steps_to_threshold"] for r in finished if r["steps_to_threshold"] is not None]
+    mean, std = mean_std(accs)
     return {
-        "n": len(runs),
-        "done": sum(r["status"] == "done" for r in runs),
-        "failed": sum(r["status"] == "failed" for r in runs),
-        "pending": sum(r["status"] in ("pending", "running") for r in runs),
-        "acc_mean": statistics.fmean(accs) if accs else None,
-        "acc_std": statistics.stdev(accs) if len(accs) > 1 else None,
+        **counts(runs),
+        "acc_mean": mean,
+        "acc_std": std,
         "frac_threshold": len(reached) / len(finished) if finished else None,
         "median_steps_to_threshold": statistics.median(reached) if reached else None,
     }
+
+
+MODEL_COLUMNS = Columns(ALWAYS, "train.seed", RESULT_COLUMNS, model_values, SUMMARY_COLUMNS,
+                        aggregate, model_caption, (), FORMATS)
 
 
 # ---- formatting --------------------------------------------------------------------------------
@@ -184,14 +235,16 @@ def format_results(rows: Sequence[dict[str, Any]], fmt: str = "markdown",
         raise ConfigError(f"--format {fmt!r}: use markdown, csv or json")
     parts = []
     for t in ([runs] if table == "runs" else [summary] if table == "summary" else [runs, summary]):
-        parts.append(t.caption + "\n\n" + markdown(t.columns, t.rows)
+        parts.append(t.caption + "\n\n" + markdown(t.columns, t.rows, columns_of(rows).formats)
                      + ("\n\n" + "\n".join(t.notes) if t.notes else ""))
     return "\n\n".join(parts)
 
 
-def markdown(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
-    """A pipe table as ``pandas.DataFrame.to_markdown(index=False)`` prints it (numbers right)."""
-    cells = [[_cell(c, row.get(c)) for c in columns] for row in rows]
+def markdown(columns: Sequence[str], rows: Sequence[dict[str, Any]],
+             formats: Mapping[str, str] = FORMATS) -> str:
+    """A pipe table as ``pandas.DataFrame.to_markdown(index=False)`` prints it (numbers right);
+    floats as ``formats`` says for their column, else ``:g``."""
+    cells = [[_cell(row.get(c), formats.get(c, "g")) for c in columns] for row in rows]
     numeric = [all(_is_number(row.get(c)) or row.get(c) is None for row in rows) and
                any(_is_number(row.get(c)) for row in rows) for c in columns]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
@@ -209,15 +262,9 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _cell(column: str, v: Any) -> str:
+def _cell(v: Any, spec: str) -> str:
     if v is None:
         return "-"
     if isinstance(v, bool):
         return str(v)
-    if isinstance(v, float):
-        if column in ("val_acc", "val_seq_acc", "acc_mean", "acc_std"):
-            return f"{v:.5f}"
-        if column == "frac_threshold":
-            return f"{v:.3f}"
-        return f"{v:g}"
-    return str(v)
+    return format(v, spec) if isinstance(v, float) else str(v)

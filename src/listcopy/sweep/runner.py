@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..checkpoint import RUN_FILE, atomic_write, safe_name
-from ..config import ensemble_key
 from ..errors import Failure
 from ..locks import FolderLock
 from ..resources import Limits, guard_groups, usable_cpus
-from .grid import Grid, PlannedRun, group_runs, load_grid, shape_label
-from .store import DB_FILE, Store, result_of
+from .grid import Grid, PlannedRun, group_runs, load_grid
+from .kinds import MODEL, kind_of, kind_of_dict
+from .store import DB_FILE, Store
 from .worker import GroupTask
 
 LOCK_FILE = "sweep.lock"
@@ -126,7 +126,8 @@ def plan_runs(grid: Grid, runs: list[PlannedRun], out: str | Path, *, workers: i
     if threads is None:
         threads = max(1, cpu_count() // max(1, min(n_workers, len(groups) or 1)))
     parallel = max(1, min(n_workers, len(groups)))
-    guard_groups([(g[0].config, len(g)) for g in groups], parallel, Limits.of(allow_large),
+    models = [(g[0].config, len(g)) for g in groups if kind_of(g[0].config) is MODEL]
+    guard_groups(models, parallel, Limits.of(allow_large),  # model runs: their size and device
                  f"{grid.source}: {parallel} group(s) of runs at once")
     n_entries = sum(len(r.points) for r in runs)
     return Plan(grid, out, runs, status, groups, n_workers, threads, retry_failed, n_entries)
@@ -143,13 +144,13 @@ def format_plan(p: Plan) -> str:
     n = min(p.workers, len(p.groups))
     where = ("in-process" if p.workers == 0 else f"{n} worker{'s' if n != 1 else ''} x "
              f"{p.threads} thread{'s' if p.threads != 1 else ''}")
-    shapes = len({ensemble_key(g[0].config) for g in p.groups})
+    shapes = len({kind_of(g[0].config).group_key(g[0].config) for g in p.groups})
     lines.append(f"{len(p.groups)} group{'s' if len(p.groups) != 1 else ''} of one shape "
                  f"({shapes} shape{'s' if shapes != 1 else ''}), {where}:")
     for i, group in enumerate(p.groups):
-        c = group[0].config
-        steps = sorted({r.config.train.max_steps for r in group})
-        lines.append(f"  group {i + 1}: {shape_label(c)}, {len(group)} run"
+        kind = kind_of(group[0].config)
+        steps = sorted({kind.steps(r.config) for r in group})
+        lines.append(f"  group {i + 1}: {kind.label(group[0].config)}, {len(group)} run"
                      f"{'s' if len(group) > 1 else ''}, max_steps {'/'.join(map(str, steps))}")
         for run in group[:8]:
             lines.append(f"    {run.key[:8]}  seed {run.seed:<4} {', '.join(run.names)}"
@@ -182,10 +183,10 @@ def run_sweep(grid: Grid | str | Path, out: str | Path, *, workers: int | None =
     out.mkdir(parents=True, exist_ok=True)
     with _exclusive(out):
         _wait_for_old_workers(out / WORKER_LOCK_FILE)
-        if grid.text is not None:  # the bytes read (a second read of /dev/stdin gets none)
-            atomic_write(out / GRID_COPY, lambda tmp: tmp.write_bytes(grid.text))
         with Store(out / DB_FILE) as store:
-            store.add(runs, run_dir_name)
+            store.add(runs, run_dir_name)  # refuses runs of another kind than the directory's
+            if grid.text is not None:  # the bytes read (a second read of /dev/stdin gets none)
+                atomic_write(out / GRID_COPY, lambda tmp: tmp.write_bytes(grid.text))
             store.recover()
             p = plan_runs(grid, runs, out, **options)
             before = store.statuses([r.key for r in runs])
@@ -283,10 +284,11 @@ class Driver:
     def tick(self, tasks: Sequence[GroupTask]) -> None:
         """Record runs that finished inside a group still training (their run.json says so)."""
         for task in tasks:
+            kind = kind_of_dict(task.configs[0])
             for key in task.keys:
                 if key not in self.running:
                     continue
-                path = self.run_dirs[key] / RUN_FILE
+                path = self.run_dirs[key] / kind.result_file
                 try:
                     mtime = path.stat().st_mtime_ns
                 except OSError:
@@ -298,8 +300,9 @@ class Driver:
                     record = json.loads(path.read_text())
                 except (OSError, ValueError, RecursionError):
                     continue
-                if record.get("status") in ("done", "failed"):
-                    self._finish(key, result_of(record))
+                result = kind.finished(record) if isinstance(record, dict) else None
+                if result is not None:
+                    self._finish(key, result)
 
     def _finish(self, key: str, result: dict[str, Any]) -> None:
         if key not in self.running:

@@ -5,9 +5,12 @@ Two tables::
     runs     one row per distinct configuration (key = config_hash): the config as JSON, seed,
              status (pending | running | done | failed), stop reason, steps, loss, acc, seq_acc,
              steps to threshold, wall time, the run directory (relative to the sweep directory),
-             the error of a failed run, and how many times it was started
+             the error of a failed run, how many times it was started, and the other metrics
+             of another kind of run as JSON (an SAE's L0, MSE, baseline accuracy, ...)
     entries  one row per (name, run): the grid entries that report a run, with the settings that
              made them and their position in the table
+
+A directory holds runs of one kind (``kinds.py``: model runs, or SAEs), named in ``meta``.
 
 Only the sweep's driver process writes, one short transaction per change, so a kill at any moment
 leaves the database as it was before or after that change: a finished run is never lost and, since
@@ -24,15 +27,15 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from ..config import Config
 from ..errors import BadInput, one_line
 from .grid import PlannedRun
+from .kinds import MODEL, kind_of, kind_of_dict
 
 DB_FILE = "sweep.db"
 SCHEMA_VERSION = 1
 STATUSES = ("pending", "running", "done", "failed")
 RESULT_FIELDS = ("status", "stop_reason", "steps", "loss", "acc", "seq_acc", "steps_to_threshold",
-                 "wall_time_s", "error")
+                 "wall_time_s", "error", "metrics")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -52,7 +55,8 @@ CREATE TABLE IF NOT EXISTS runs (
     run_dir            TEXT NOT NULL,
     error              TEXT,
     attempts           INTEGER NOT NULL DEFAULT 0,
-    updated_at         REAL NOT NULL
+    updated_at         REAL NOT NULL,
+    metrics            TEXT
 );
 CREATE TABLE IF NOT EXISTS entries (
     name     TEXT NOT NULL,
@@ -84,6 +88,9 @@ class Store:
                     self.conn.executescript(SCHEMA)
                     self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
                                       (str(SCHEMA_VERSION),))
+                    columns = {r[1] for r in self.conn.execute("PRAGMA table_info(runs)")}
+                    if "metrics" not in columns:  # a database of an earlier listcopy
+                        self.conn.execute("ALTER TABLE runs ADD COLUMN metrics TEXT")
             self.conn.row_factory = sqlite3.Row
             version = self.conn.execute(
                 "SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -111,6 +118,7 @@ class Store:
         """
         now = time.time()
         with self.conn:
+            self._check_kind(runs)
             before = self.conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
             position = self.conn.execute(
                 "SELECT COALESCE(MAX(position) + 1, 0) FROM entries").fetchone()[0]
@@ -128,6 +136,21 @@ class Store:
                 position += cur.rowcount
             after = self.conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
         return after - before
+
+    def _check_kind(self, runs: Sequence[PlannedRun]) -> None:
+        """Runs of one kind per directory (the results tables are per kind); the first add names it."""
+        kinds = sorted({kind_of(run.config).name for run in runs})
+        if not kinds:
+            return
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'kind'").fetchone()
+        has_runs = self.conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] > 0
+        held = row[0] if row else MODEL.name if has_runs else kinds[0]  # earlier databases: models
+        other = [k for k in kinds if k != held]
+        if other:
+            raise StoreError(f"{self.path.parent}: holds {held} runs; {other[0]} runs need a sweep "
+                             "directory of their own (--out)")
+        if row is None:
+            self.conn.execute("INSERT INTO meta VALUES ('kind', ?)", (held,))
 
     def recover(self) -> int:
         """Runs left ``running`` by a sweep that was killed go back to ``pending``; how many."""
@@ -149,6 +172,8 @@ class Store:
         if result.get("status") not in ("done", "failed"):
             raise ValueError(f"a finished run is done or failed, not {result.get('status')!r}")
         values = [result.get(f) for f in RESULT_FIELDS]
+        if values[-1] is not None:
+            values[-1] = json.dumps(values[-1], sort_keys=True)
         with self.conn:
             cur = self.conn.execute(
                 "UPDATE runs SET " + ", ".join(f"{f} = ?" for f in RESULT_FIELDS)
@@ -237,7 +262,9 @@ def checked_row(d: dict[str, Any], path: Path) -> dict[str, Any]:
         if not ok:
             raise StoreError(f"{where}: {column} = {one_line(repr(value), 60)}: not {what}")
     try:
-        d["config"] = Config.from_dict(json.loads(d["config"]))
+        config = json.loads(d["config"])
+        d["config"] = kind_of_dict(config).from_dict(config)
+        d["metrics"] = json.loads(d["metrics"]) if d.get("metrics") else None
         d["settings"] = json.loads(d["settings"])
     except (TypeError, ValueError, RecursionError) as err:  # JSON, or a ConfigError
         raise StoreError(f"{where}: corrupt config or settings ({one_line(err, 200)})") from None

@@ -1,6 +1,7 @@
 """What a worker does with one group: train its runs together, report one result per run.
 
-This is the sweep package's only door to the trainer (``train_ensemble``), used by every backend:
+This is the sweep package's only door to the trainer (``train_ensemble``; a group of another kind
+of run, SAEs, goes to its kind's ``train_group``), used by every backend:
 local worker processes call :func:`train_group` on the shared file system; Ray tasks call
 :func:`train_group_portable`, which trains in a scratch directory and sends the run directories'
 files back as bytes for the driver to write.
@@ -16,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import RUN_FILES
 from ..config import Config
+from .kinds import MODEL, kind_of_dict
 from .store import failure, result_of
 
 
@@ -41,6 +42,9 @@ def train_group(task: GroupTask) -> list[dict[str, Any]]:
 
     _set_threads(task.threads)
     try:
+        kind = kind_of_dict(task.configs[0])
+        if kind is not MODEL:
+            return kind.train_group(task)
         configs = [Config.from_dict(c) for c in task.configs]
         runs = train_ensemble(configs, [Path(d) for d in task.run_dirs], resume=True,
                               progress=False)
@@ -56,22 +60,24 @@ def train_group_portable(task: GroupTask, files: list[dict[str, bytes]]
     ``files[i]`` holds run i's existing run-directory files (to resume from), by file name. Returns,
     per run, its result and its run directory's files.
     """
+    names = kind_of_dict(task.configs[0]).run_files
     with tempfile.TemporaryDirectory(prefix="listcopy-sweep-") as scratch:
         dirs = []
         for i, existing in enumerate(files):
             d = Path(scratch) / f"run{i}"
             d.mkdir()
             for name, data in existing.items():
-                if name in RUN_FILES:
+                if name in names:
                     (d / name).write_bytes(data)
             dirs.append(str(d))
         local = GroupTask(task.keys, task.configs, tuple(dirs), task.threads)
         results = train_group(local)
-        return [(result, read_run_files(Path(d))) for result, d in zip(results, dirs)]
+        return [(result, read_run_files(Path(d), names)) for result, d in zip(results, dirs)]
 
 
-def read_run_files(run_dir: Path) -> dict[str, bytes]:
-    return {name: (run_dir / name).read_bytes() for name in RUN_FILES if (run_dir / name).is_file()}
+def read_run_files(run_dir: Path, names: tuple[str, ...]) -> dict[str, bytes]:
+    """The files ``names`` (a kind's ``run_files``) of a run directory that exist, by name."""
+    return {name: (run_dir / name).read_bytes() for name in names if (run_dir / name).is_file()}
 
 
 def _set_threads(n: int) -> None:
