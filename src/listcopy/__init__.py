@@ -13,6 +13,7 @@ its exit status) are imported eagerly; everything that needs torch loads on firs
 
 from .config import Config, ConfigError, ModelConfig, TaskConfig, TrainConfig, load_config
 from .errors import ListcopyError
+from .lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -33,10 +34,4 @@ __all__ = ["Config", "ConfigError", "ListcopyError", "ModelConfig", "TaskConfig"
            "load_config", *_LAZY]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        module, attr = _LAZY[name]
-        return getattr(importlib.import_module(f".{module}", __name__), attr)
-    raise AttributeError(f"module 'listcopy' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)

@@ -23,6 +23,8 @@ Only the parameter table is imported eagerly (``listcopy info`` needs nothing el
 load on first use, so importing this package stays cheap.
 """
 
+from ..lazy import lazy_attributes
+
 from .parameters import ParameterRow, ParameterTable, parameter_table
 
 _LAZY = {
@@ -43,9 +45,4 @@ _LAZY = {
 __all__ = ["ParameterRow", "ParameterTable", "parameter_table", *_LAZY]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module 'listcopy.analysis' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)

@@ -24,6 +24,8 @@ Nothing here imports SAELens until an SAE is built or loaded, nor torch until a 
 (so ``listcopy --help`` stays fast).
 """
 
+from ..lazy import lazy_attributes
+
 _LAZY = {
     "ARCHS": "config", "SAEConfig": "config", "DEFAULT_HOOK": "site", "Site": "site",
     "train_sae": "run", "eval_sae": "run", "analyze_sae": "run", "SAERun": "run",
@@ -35,9 +37,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module 'listcopy.sae' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)

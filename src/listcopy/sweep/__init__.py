@@ -16,6 +16,8 @@
 grid.py, store.py and results.py do not import torch.
 """
 
+from ..lazy import lazy_attributes
+
 _LAZY = {
     "Grid": "grid", "GridError": "grid", "Point": "grid", "PlannedRun": "grid",
     "group_runs": "grid", "load_grid": "grid", "parse_grid": "grid",
@@ -28,10 +30,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str):
-    """Load submodules on first use, so ``listcopy --help`` does not import torch."""
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module 'listcopy.sweep' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
