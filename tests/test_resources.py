@@ -51,7 +51,9 @@ from listcopy.config import Config
 from listcopy.training import train_ensemble
 torch.set_num_threads(1)
 E, sets = int(sys.argv[1]), sys.argv[2:]
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+import os
+# resident now (torch imported), not the peak so far: importing can peak above what training adds
+base = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 c = Config().override(sets + ["train.max_steps=20", "train.eval_every=10"])
 train_ensemble([c.override([f"train.seed={s}"]) for s in range(E)], progress=False)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base)
@@ -60,7 +62,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base)
 
 @pytest.mark.slow
 @pytest.mark.parametrize("members, sets", [
-    (8, ["model.d_model=128"]),                                     # the torch path
+    (8, ["model.d_model=128"]),                                     # wide (the kernel, since it takes d128)
     (600, []),                                                      # the C kernel, many members
     (2, ["task.n_digits=20000", "task.list_len=1", "model.d_model=32"]),  # a large vocabulary
 ])
@@ -73,7 +75,9 @@ def test_the_estimate_is_close_to_the_measured_peak(members, sets):
     measured = int(out.stdout.split()[-1])
     estimate = training_need(Config().override(sets + ["train.max_steps=20"]), members).total
     assert measured <= 2 * estimate + 50e6, (measured, estimate)
-    assert estimate <= 3 * measured + 50e6, (measured, estimate)
+    # the estimate counts the torch path's autograd activations; the C kernel (which now trains all
+    # three cases) keeps far fewer: over-estimating by up to 8x still refuses nothing that fits
+    assert estimate <= 8 * measured + 50e6, (measured, estimate)
 
 
 @pytest.mark.parametrize("sets, needle", [
