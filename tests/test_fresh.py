@@ -1,6 +1,5 @@
 """Fresh training lists (train.fresh_data): never a validation list, seeded, resumable."""
 
-import pytest
 import torch
 
 from listcopy.config import Config

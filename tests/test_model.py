@@ -1,7 +1,6 @@
 """The hooked model against an independent loop-based forward, TransformerLens 3.9 fixtures
 (the seed's own HookedTransformer) and the interpretability invariants of the task."""
 
-import itertools
 import json
 import math
 
@@ -10,7 +9,7 @@ import torch
 
 from listcopy.config import Config
 from listcopy.model import ListCopyTransformer, build_model
-from listcopy.task import dataset, seed_generator
+from listcopy.task import dataset
 
 FLAGS = ("ln", "use_bias", "freeze_wv", "freeze_wo", "n_heads")
 

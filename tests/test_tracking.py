@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 
 from tests.conftest import run_cli
 from tests.test_cli import assert_one_line_error

@@ -20,7 +20,7 @@ from listcopy.sweep.results import load_rows
 from listcopy.sweep.runner import SweepBusy, _exclusive, run_sweep
 from listcopy.sweep.store import DB_FILE
 
-from .conftest import TINY_BASE, assert_one_line_error, cli_command, run_sweep_cli
+from .conftest import TINY_BASE, assert_one_line_error, run_sweep_cli
 
 GRID = """
 seeds = "0-1"
