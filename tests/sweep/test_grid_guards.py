@@ -167,6 +167,16 @@ def test_grouping_by_a_name_two_configs_share_is_refused(twin_names, capsys):
     assert "| two  | False |" in out and "| two  | True  |" in out
 
 
+def test_a_sweep_says_which_spec_names_are_shared(grid_file, tmp_path, capsys):
+    path = grid_file('[[specs]]\nname = "two"\n"model.n_layers" = 2\n'
+                     '[[specs]]\nname = "two"\n"model.ln" = true\n[[specs]]\nname = "one"\n')
+    assert load_grid(path).shared_names == ("two",)
+    assert cli.main(["sweep", str(path), "--out", str(tmp_path / "s"), "--dry-run"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "several [[specs]] are named 'two'" in err[0], err
+    assert load_grid(grid_file('[[specs]]\nname = "a"\n[[specs]]\nname = "b"\n')).shared_names == ()
+
+
 def test_a_plan_that_does_not_fit_is_refused_before_the_sweep_folder(grid_file, tmp_path,
                                                                      monkeypatch):
     from listcopy import resources

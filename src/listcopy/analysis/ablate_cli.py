@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli.args import add_config_args
+from ..cli.args import add_command, add_config_args
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "ablate", help="ablate a set of attention edges: accuracy and where the errors come from",
-        description="Zero the attention weights of the given edges (layer, query, key) at once, "
+    p = add_command(
+        subparsers, "ablate", "ablate a set of attention edges: accuracy and where the errors come from",
+        "Zero the attention weights of the given edges (layer, query, key) at once, "
                     "renormalising the touched rows (divide by max(row sum, 1e-12)) unless "
                     "--no-renorm, and report acc, seq_acc, per-position accuracy and, per output "
                     "position, the wrong rate and how often a wrong prediction equals the "
-                    "previous output's prediction or each input digit.")
-    p.add_argument("path", help="run directory or seed .pt file")
+                    "previous output's prediction or each input digit.", model_path=True)
     p.add_argument("--edges", required=True, metavar="EDGES",
                    help='layers separated by ";", each LAYER:Q-K,Q-K,... with positions by index,'
                         ' e.g. "0:4-3,0-0,1-0;1:0-0,1-0,2-0,2-1,4-3"')

@@ -14,17 +14,17 @@ import math
 import sys
 from pathlib import Path
 
+from ..cli.args import add_command, add_config_args
+
 
 def register(subparsers) -> None:
     """Add the ``analyze`` command to ``subparsers`` (from ``parser.add_subparsers()``)."""
-    p = subparsers.add_parser(
-        "analyze", help="interpretability analyses of a run or seed .pt (summary, --json)",
-        description="Attention, ablations, logit lens, edges, geometry, probes and the analyses "
+    p = add_command(subparsers, "analyze",
+                    "interpretability analyses of a run or seed .pt (summary, --json)",
+                    "Attention, ablations, logit lens, edges, geometry, probes and the analyses "
                     "of the paper 'Order by Scale' of a trained model, on the seed's validation "
-                    "split.")
-    p.add_argument("path", help="run directory or seed .pt file")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one setting (repeatable), e.g. --set task.n_digits=10")
+                    "split.", model_path=True)
+    add_config_args(p, config_file=False)
     p.add_argument("--only", metavar="NAMES",
                    help="comma-separated analyses to run (default all): parameters, attention, "
                         "mean_attention, pos_ablation, skip_ablation, logit_lens, edges, "

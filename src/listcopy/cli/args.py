@@ -14,12 +14,28 @@ class UsageError(BadInput):
     """A command-line value that cannot be used (exit 2, one line)."""
 
 
-def add_config_args(p: argparse.ArgumentParser, config_file: bool = True) -> None:
+MODEL_PATH_HELP = "run directory or seed .pt file"
+
+
+def add_command(subparsers, name: str, summary: str, description: str | None = None, *,
+                model_path: bool = False) -> argparse.ArgumentParser:
+    """One command's parser: ``summary`` is its line in ``listcopy -h``, ``description`` (default:
+    the summary) opens its own ``-h``; ``model_path`` adds the positional ``path`` of a trained
+    model (a run directory or a seed .pt)."""
+    p = subparsers.add_parser(name, help=summary, description=description or summary)
+    if model_path:
+        p.add_argument("path", help=MODEL_PATH_HELP)
+    return p
+
+
+def add_config_args(p: argparse.ArgumentParser, config_file: bool = True,
+                    set_help: str = "override one setting (repeatable), e.g. "
+                                    "--set model.d_model=16") -> None:
     """``--config FILE`` (unless ``config_file`` is False) and repeatable ``--set KEY=VALUE``."""
     if config_file:
         p.add_argument("--config", metavar="FILE", help="TOML file with [task], [model], [train]")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one setting (repeatable), e.g. --set model.d_model=16")
+                   help=set_help)
 
 
 def load_args_config(args: argparse.Namespace, extra: list[str] | tuple[str, ...] = ()):

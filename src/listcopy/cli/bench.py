@@ -8,11 +8,11 @@ import re
 import sys
 
 from ..config import DEVICES
-from .args import UsageError, check_threads
+from .args import UsageError, add_command, check_threads
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("bench", help="training speed against a notebook-style loop")
+    p = add_command(subparsers, "bench", "training speed against a notebook-style loop")
     p.add_argument("--threads", type=int, default=1, metavar="N", help="torch threads (default 1)")
     p.add_argument("--steps", type=int, default=2000, metavar="N",
                    help="steps of each run (default 2000; with --shapes: the most per run)")

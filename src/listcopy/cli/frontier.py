@@ -6,12 +6,12 @@ import argparse
 import re
 from pathlib import Path
 
-from .args import (UsageError, add_allow_large, add_config_args, check_output_dir, limits,
-                   load_args_config)
+from .args import (UsageError, add_allow_large, add_command, add_config_args, check_output_dir,
+                   limits, load_args_config)
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("frontier", help="capacity frontier: the smallest d_model that passes")
+    p = add_command(subparsers, "frontier", "capacity frontier: the smallest d_model that passes")
     add_config_args(p)
     p.add_argument("--task", choices=("copy", "reverse", "sort"), help="task.kind")
     p.add_argument("--axis", action="append", default=[], metavar="KEY=V1,V2",

@@ -6,24 +6,23 @@ import argparse
 import json
 from pathlib import Path
 
-from .args import add_config_args, check_output_file, print_notice
+from .args import add_command, add_config_args, check_output_file, print_notice
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("eval", help="validation loss, acc and seq_acc of a run or seed .pt")
-    p.add_argument("path", help="run directory or seed .pt file")
+    p = add_command(subparsers, "eval", "validation loss, acc and seq_acc of a run or seed .pt",
+                    model_path=True)
     add_config_args(p, config_file=False)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval)
 
-    p = subparsers.add_parser("info", help="the parameter overview of a run or seed .pt")
-    p.add_argument("path")
+    p = add_command(subparsers, "info", "the parameter overview of a run or seed .pt",
+                    model_path=True)
     add_config_args(p, config_file=False)
     p.set_defaults(func=cmd_info)
 
-    p = subparsers.add_parser("export",
-                              help="write a seed-format .pt (TransformerLens 3.x state dict)")
-    p.add_argument("path")
+    p = add_command(subparsers, "export",
+                    "write a seed-format .pt (TransformerLens 3.x state dict)", model_path=True)
     p.add_argument("--out", required=True, metavar="FILE.pt")
     add_config_args(p, config_file=False)
     p.set_defaults(func=cmd_export)

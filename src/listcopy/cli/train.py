@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .args import (UsageError, add_allow_large, add_config_args, check_output_dir, check_threads,
-                   limits, load_args_config)
+from .args import (UsageError, add_allow_large, add_command, add_config_args, check_output_dir,
+                   check_threads, limits, load_args_config)
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train a model (or many seeds at once)")
+    p = add_command(subparsers, "train", "train a model (or many seeds at once)")
     add_config_args(p)
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/NAME)")
     p.add_argument("--seeds", metavar="SEEDS",

@@ -193,8 +193,10 @@ typedef struct {
     float *lnw[NL], *lnb[NL], *wq[NL], *wk[NL], *wv[NL], *wo[NL], *bq[NL], *bk[NL], *bv[NL], *bo[NL];
 } Net;
 
-#define AT(x, off) (SRC_##x == 0 ? th + (off) : SRC_##x == 1 ? fx + (off) : NULL)
-#define GAT(x, off) (SRC_##x == 0 ? g + (off) : NULL)
+/* Where each parameter lives: in theta (SRC 0), in the frozen tensors (SRC 1) or nowhere. With
+   fx == NULL only theta's parameters resolve: that is how a gradient buffer (shaped as theta) is
+   resolved. */
+#define AT(x, off) (SRC_##x == 0 ? th + (off) : SRC_##x == 1 && fx ? fx + (off) : NULL)
 
 static void resolve(Net *n, float *th, float *fx) {
     n->we = AT(WE, OFF_WE), n->wpos = AT(WPOS, OFF_WPOS), n->wu = AT(WU, OFF_WU);
@@ -208,17 +210,7 @@ static void resolve(Net *n, float *th, float *fx) {
     }
 }
 
-static void resolve_grad(Net *n, float *g) {
-    n->we = GAT(WE, OFF_WE), n->wpos = GAT(WPOS, OFF_WPOS), n->wu = GAT(WU, OFF_WU);
-    n->bu = GAT(BU, OFF_BU), n->lnfw = GAT(LNFW, OFF_LNFW), n->lnfb = GAT(LNFB, OFF_LNFB);
-    for (int l = 0; l < NL; ++l) {
-        n->lnw[l] = GAT(LN1W, OFF_LN1W[l]), n->lnb[l] = GAT(LN1B, OFF_LN1B[l]);
-        n->wq[l] = GAT(WQ, OFF_WQ[l]), n->wk[l] = GAT(WK, OFF_WK[l]);
-        n->wv[l] = GAT(WV, OFF_WV[l]), n->wo[l] = GAT(WO, OFF_WO[l]);
-        n->bq[l] = GAT(BQ, OFF_BQ[l]), n->bk[l] = GAT(BK, OFF_BK[l]);
-        n->bv[l] = GAT(BV, OFF_BV[l]), n->bo[l] = GAT(BO, OFF_BO[l]);
-    }
-}
+static void resolve_grad(Net *n, float *g) { resolve(n, g, NULL); }
 
 /* One call's arguments; mirrored field by field by listcopy.engine.kernel._Args. */
 typedef struct {
@@ -271,6 +263,14 @@ typedef struct {
     int64_t tok[T][W];
     float grad[P];
 } Work;
+
+/* The lanes heads_back adds weight x's gradient into (layer l, field g of the work buffers), or 0
+   where x is not trained or the variant sums weight gradients over samples instead. */
+#if DW_LANES
+#define LANES(x, g, l) (TR(x) ? k->g[l] : 0)
+#else
+#define LANES(x, g, l) 0
+#endif
 
 #define XIN(k, l, t) (LN ? (k)->X[l][t] : (k)->R[l][t])  /* layer l's attention input at row t */
 #define XFIN(k, o) (LN ? (k)->Xf[o] : (k)->R[NL][L + 1 + (o)])  /* the unembedding's input */
@@ -552,30 +552,18 @@ static void back_project(Work *k, const Net *n, int l) {
         if (VROW[l][t]) {
             if (TR(BV)) add_rows(k->gbv[l], k->GV[t], D);
             if (HAS(WV)) {
-#if DW_LANES
-                heads_back(gx, k->GV[t], n->wv[l], x, TR(WV) ? k->gwv[l] : 0);
-#else
-                heads_back(gx, k->GV[t], n->wv[l], x, 0);
-#endif
+                heads_back(gx, k->GV[t], n->wv[l], x, LANES(WV, gwv, l));
             } else {
                 for (int h = 0; h < H; ++h) add_rows(gx, k->GV[t] + h * DH, DH);
             }
         }
         if (QROW[l][t]) {
             if (TR(BQ)) add_rows(k->gbq[l], k->GQ[t], D);
-#if DW_LANES
-            heads_back(gx, k->GQ[t], n->wq[l], x, TR(WQ) ? k->gwq[l] : 0);
-#else
-            heads_back(gx, k->GQ[t], n->wq[l], x, 0);
-#endif
+            heads_back(gx, k->GQ[t], n->wq[l], x, LANES(WQ, gwq, l));
         }
         if (KROW[l][t]) {
             if (TR(BK)) add_rows(k->gbk[l], k->GK[t], D);
-#if DW_LANES
-            heads_back(gx, k->GK[t], n->wk[l], x, TR(WK) ? k->gwk[l] : 0);
-#else
-            heads_back(gx, k->GK[t], n->wk[l], x, 0);
-#endif
+            heads_back(gx, k->GK[t], n->wk[l], x, LANES(WK, gwk, l));
         }
         if (LN)
             layer_norm_back(k->GN[t], k->GX[t], k->R[l][t], k->mu[l][t], k->rs[l][t], n->lnw[l],

@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..cli.args import add_command, add_config_args
+
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "paper", help="the paper 'Order by Scale' reproduced: models, figures, numbers",
-        description="Train (or take) the paper's 2-layer and 3-layer models, run its analyses "
+    p = add_command(
+        subparsers, "paper", "the paper 'Order by Scale' reproduced: models, figures, numbers",
+        "Train (or take) the paper's 2-layer and 3-layer models, run its analyses "
                     "and write DIR/paper.html (Figures 1-4, the numbers of sections 4.1-4.3 "
                     "beside the paper's, Table 4 with --grid) and DIR/paper.json.")
     p.add_argument("--out", default="paper", metavar="DIR",
@@ -23,8 +25,8 @@ def register(subparsers) -> None:
     p.add_argument("--model", action="append", default=[], metavar="PATH",
                    help="a trained 2- or 3-layer model (run directory or .pt) to use instead of "
                         "training it (repeatable)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a setting of both models (repeatable)")
+    add_config_args(p, config_file=False,
+                    set_help="override a setting of both models (repeatable)")
     p.add_argument("--grid", metavar="SWEEP_DIR",
                    help="a sweep of the paper's grid (examples/paper_grid.toml) for Table 4")
     p.add_argument("--no-umap", action="store_true", help="PCA only for the positional points")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..cli.args import add_command
+
 
 def is_sweep_dir(path: Path) -> bool:
     from ..sweep.store import DB_FILE
@@ -59,9 +61,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     """Register ``report`` on the main parser's subparsers."""
-    p = subparsers.add_parser(
-        "report", help="an offline HTML report of a model (run or seed .pt) or of a sweep",
-        description="Write one self-contained HTML page (works offline): for a run directory or "
+    p = add_command(
+        subparsers, "report", "an offline HTML report of a model (run or seed .pt) or of a sweep",
+        "Write one self-contained HTML page (works offline): for a run directory or "
                     "seed .pt, every analysis drawn; for a sweep directory, its results tables, "
                     "mean accuracy over two axes, every seed and the steps to threshold.")
     p.add_argument("path", metavar="PATH", help="run directory, seed .pt file or sweep directory")

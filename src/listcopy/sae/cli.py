@@ -17,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..cli.args import check_json_arg
+from ..cli.args import add_command, add_config_args, check_json_arg
 
 TRAIN_KEYS = ("hook", "positions", "arch", "d_sae", "k", "l1_coefficient", "l0_coefficient", "lr",
               "warmup_steps", "steps", "batch_size", "seed", "split", "device")
@@ -25,9 +25,9 @@ TRAIN_KEYS = ("hook", "positions", "arch", "d_sae", "k", "l1_coefficient", "l0_c
 
 def register(subparsers) -> argparse.ArgumentParser:
     """Add ``sae`` (with ``train``, ``eval``, ``analyze``) to ``parser.add_subparsers()``."""
-    p = subparsers.add_parser("sae", help="sparse autoencoders on a model's activations (SAELens)",
-                              description="Train, evaluate and study SAEs on a listcopy model "
-                                          "(needs pip install -e '.[sae]').")
+    p = add_command(subparsers, "sae", "sparse autoencoders on a model's activations (SAELens)",
+                    "Train, evaluate and study SAEs on a listcopy model "
+                    "(needs pip install -e '.[sae]').")
     sub = p.add_subparsers(dest="subcommand", required=True, metavar="SAE_COMMAND")
     t = sub.add_parser("train", help="train an SAE at a hook and positions of a model")
     t.add_argument("model", help="run directory or seed .pt")
@@ -67,8 +67,8 @@ def _site_args(p, default_note: str = " (default: the SAE's own)", pos_note: str
 
 
 def _common(p) -> None:
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a model setting that does not change its weights' shapes")
+    add_config_args(p, config_file=False,
+                    set_help="override a model setting that does not change its weights' shapes")
     p.add_argument("--device", help="auto (default), cpu, cuda, mps")
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
     p.add_argument("--json", metavar="FILE", help="write the result as JSON ('-': standard output)")

@@ -10,22 +10,29 @@ recorded).
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from ..cli.args import UsageError, check_output_dir, check_threads
+    from .grid import load_grid
     from .runner import default_out, format_plan, plan, run_sweep
 
     out = check_output_dir(args.out or default_out(args.grid), "--out")
     if args.address and args.backend != "ray":
         raise UsageError("--address needs --backend ray")
     check_threads(args.threads or None)
+    grid = load_grid(args.grid, args.allow_large, progress=not args.quiet)
+    for name in grid.shared_names:
+        print(f"listcopy: {args.grid}: several [[specs]] are named {name!r}; their entries stay "
+              "apart by their settings (results --group-by name will not pool them)",
+              file=sys.stderr)
     options = dict(workers=args.workers, threads=args.threads, retry_failed=args.retry_failed,
                    max_members=args.max_members, allow_large=args.allow_large)
     if args.dry_run:
-        print(format_plan(plan(args.grid, out, progress=not args.quiet, **options)))
+        print(format_plan(plan(grid, out, progress=not args.quiet, **options)))
         return 0
-    summary = run_sweep(args.grid, out, backend=args.backend, address=args.address,
+    summary = run_sweep(grid, out, backend=args.backend, address=args.address,
                         progress=not args.quiet, **options)
     c = summary.counts
     print(f"{summary.n_runs} runs ({summary.n_entries} entries): {c['done']} done, "
@@ -62,10 +69,11 @@ SWEEP_DESCRIPTION = ("Train every run of GRID.toml not yet finished in the sweep
 
 def register(subparsers) -> None:
     """Register ``sweep`` and ``results`` on the main parser's subparsers."""
-    from ..cli.args import add_allow_large
+    from ..cli.args import add_allow_large, add_command
 
-    p = subparsers.add_parser("sweep", description=SWEEP_DESCRIPTION,
-                              help="train a grid of configurations x seeds, in parallel, resumable")
+    p = add_command(subparsers, "sweep",
+                    "train a grid of configurations x seeds, in parallel, resumable",
+                    SWEEP_DESCRIPTION)
     p.add_argument("grid", metavar="GRID.toml",
                    help="grid file: base config, [[specs]], [axes], seeds")
     p.add_argument("--out", metavar="DIR", help="sweep directory (default sweeps/GRID)")
@@ -86,7 +94,7 @@ def register(subparsers) -> None:
     add_allow_large(p)
     p.set_defaults(func=cmd_sweep)
 
-    p = subparsers.add_parser("results", help="a sweep's results table, and aggregated over seeds")
+    p = add_command(subparsers, "results", "a sweep's results table, and aggregated over seeds")
     p.add_argument("dir", metavar="DIR", help="sweep directory (or its sweep.db)")
     p.add_argument("--format", choices=("markdown", "csv", "json"), default="markdown")
     p.add_argument("--group-by", metavar="KEYS",

@@ -125,6 +125,14 @@ class Grid:
         return (max(1, len(self.specs)) * math.prod(len(v) for _, v in self.axes)
                 * (len(self.seeds) if self.seeds is not None else 1))
 
+    @property
+    def shared_names(self) -> tuple[str, ...]:
+        """Names that more than one ``[[specs]]`` carries (the notebook's grid has one): their
+        entries stay apart by their settings, and ``results --group-by name`` refuses to pool
+        them."""
+        names = [s.name for s in self.specs]
+        return tuple(n for n in dict.fromkeys(names) if names.count(n) > 1)
+
     def check_size(self) -> None:
         """The policy limit on entries, then the memory a plan of them takes (before expanding)."""
         n = self.n_entries
@@ -338,18 +346,22 @@ def parse_grid(data: Mapping[str, Any], source: str = "grid", allow_large: bool 
         base = Config.from_dict(sections)
     except ConfigError as err:
         raise GridError(f"{source}: base config: {err}") from None
+    specs = _parse_specs(data.get("specs", []), source)
     if "seeds" in data:
-        _refuse_seed_settings(sections, _parse_specs(data.get("specs", []), source), source)
-    return grid_over(base, data, source, allow_large=allow_large, progress=progress, text=text)
+        _refuse_seed_settings(sections, specs, source)
+    return grid_over(base, data, source, allow_large=allow_large, progress=progress, text=text,
+                     specs=specs)
 
 
 def grid_over(base: Any, data: Mapping[str, Any], source: str,
               sections: Mapping[str, Any] = SECTIONS, *, allow_large: bool = False,
-              progress: bool = True, text: bytes | None = None) -> Grid:
-    """The Grid of ``base`` (a Config, or another kind's settings) and a grid file's specs, axes
-    and seeds over the keys of ``sections``; every entry is validated (``Grid.combos``) before it
-    returns, so an error comes before any work."""
-    specs = _parse_specs(data.get("specs", []), source, sections)
+              progress: bool = True, text: bytes | None = None,
+              specs: tuple[Spec, ...] | None = None) -> Grid:
+    """The Grid of ``base`` (a Config, or another kind's settings) and a grid file's specs (parsed
+    here unless given), axes and seeds over the keys of ``sections``; every entry is validated
+    (``Grid.combos``) before it returns, so an error comes before any work."""
+    if specs is None:
+        specs = _parse_specs(data.get("specs", []), source, sections)
     axes = _parse_axes(data.get("axes", {}), source, sections)
     limits = Limits.of(allow_large)
     seeds = None  # each entry keeps its own seed
