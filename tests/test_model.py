@@ -215,3 +215,45 @@ def test_hook_attn_scores_sees_masked_scores_and_can_replace_them():
         _, cache = model.run_with_cache(tokens)
     assert torch.allclose(cache["pattern", 1], torch.full((4, 1, 5, 5), 0.2))
     assert all(not hp.fwd_hooks for hp in model.hook_dict.values())
+
+
+@pytest.mark.parametrize("flags", [dict(), dict(ln=True, use_bias=True, freeze_wv=False,
+                                                 freeze_wo=False, n_heads=2)])
+def test_the_core_is_the_hooked_model_without_transformerlens(flags):
+    """ListCopyCore (identity hook slots) and ListCopyTransformer: one state dict, one init, the
+    same logits, the same trainable flags; only the hooked one has hook points."""
+    from listcopy.model import ListCopyCore
+
+    config = config_for(**flags)
+    hooked = perturbed(config)
+    core = ListCopyCore(config)
+    core.load_state_dict(hooked.state_dict())
+    tokens = dataset(config).val_inputs[:64]
+    assert torch.equal(core(tokens), hooked(tokens))
+    assert ([(n, p.requires_grad) for n, p in core.named_parameters()]
+            == [(n, p.requires_grad) for n, p in hooked.named_parameters()])
+    fresh = build_model(config, hooks=False).state_dict()
+    assert all(torch.equal(v, build_model(config).state_dict()[k]) for k, v in fresh.items())
+    assert not hasattr(core, "hook_dict") and "blocks.0.attn.hook_pattern" in hooked.hook_dict
+
+
+def test_training_and_the_model_commands_never_import_transformerlens(tmp_path):
+    """TransformerLens takes seconds to import: train, eval, info, export and a sweep worker's
+    training do without it; analyze needs it."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom listcopy.cli import main\n"
+            "for argv in sys.argv[1:]:\n"
+            "    assert main(argv.split()) == 0, argv\n"
+            "print('transformer_lens' in sys.modules)")
+    run, pt = tmp_path / "r", tmp_path / "r.pt"
+    tiny = ("--set task.n_digits=10 --set train.max_steps=20 --set train.eval_every=10 "
+            "--set train.batch_size=16 --quiet")
+    commands = [f"train {tiny} --out {run}", f"eval {run}", f"info {run}",
+                f"export {run} --out {pt}"]
+    out = subprocess.run([sys.executable, "-c", code, *commands], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip().splitlines()[-1] == "False", out.stderr
+    analyze = subprocess.run([sys.executable, "-c", code, f"analyze {run} --only attention"],
+                             capture_output=True, text=True)
+    assert analyze.stdout.strip().splitlines()[-1] == "True", analyze.stderr

@@ -26,7 +26,8 @@ _LAZY = {
     "dataset": ("task", "dataset"),
     "evaluate": ("metrics", "evaluate"),
     "build_model": ("model", "build_model"),
-    "ListCopyTransformer": ("model", "ListCopyTransformer"),
+    "ListCopyTransformer": ("hooked", "ListCopyTransformer"),
+    "ListCopyCore": ("model", "ListCopyCore"),
     "Ensemble": ("engine", "Ensemble"),
 }
 

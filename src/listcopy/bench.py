@@ -117,7 +117,7 @@ def engine_model_steps(config: Config, steps: int, n_members: int,
 
 def kernel_build_seconds(config: Config) -> float | None:
     """Seconds to build the CPU kernel for ``config`` from a cold (temporary) cache, or None."""
-    shape = Ensemble(config, [build_model(config).state_dict()], "cpu",
+    shape = Ensemble(config, [build_model(config, hooks=False).state_dict()], "cpu",
                      backend="torch").kernel_shape()
     if shape is None:
         return None
@@ -142,7 +142,7 @@ def run_bench(threads: int = 1, steps: int = 2000, as_json: bool = False,
     torch.set_num_threads(threads)
     try:
         build_s = kernel_build_seconds(config) if dev.type == "cpu" else None
-        backend = Ensemble(config, [build_model(config).state_dict()], dev).backend
+        backend = Ensemble(config, [build_model(config, hooks=False).state_dict()], dev).backend
         engine_run(config, 100, 1, dev)  # warm-up: imports, allocator, kernel load, cuda context
         rows = [_measured("notebook loop", 1, dev, lambda: notebook_loop(config, steps, dev), log)]
         for n in sizes:

@@ -113,7 +113,7 @@ def shape_config(d_model: int, flags: dict[str, Any], n_layers: int = 3) -> Conf
 def engine_flops_per_step(config: Config) -> tuple[float, str]:
     """One model-step of the engine's work on ``config`` (the kernel's pruned count), and the
     backend "auto" picks on the CPU."""
-    ens = Ensemble(config, [build_model(config).state_dict()], "cpu")
+    ens = Ensemble(config, [build_model(config, hooks=False).state_dict()], "cpu")
     shape = ens.kernel_shape()
     if shape is None:
         return notebook_flops_per_step(config), ens.backend

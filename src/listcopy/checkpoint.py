@@ -121,9 +121,9 @@ def versions() -> dict[str, str]:
 
 def expected_state(config: Config) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     """The seed's state-dict names, shapes and dtypes for ``config``."""
-    from .model import ListCopyTransformer
+    from .model import ListCopyCore
 
-    return {k: (tuple(v.shape), v.dtype) for k, v in ListCopyTransformer(config).state_dict().items()}
+    return {k: (tuple(v.shape), v.dtype) for k, v in ListCopyCore(config).state_dict().items()}
 
 
 def check_state_size(state: dict[str, Tensor], config: Config, source: str) -> None:
@@ -177,11 +177,12 @@ def check_state_dict(state: dict[str, Tensor], config: Config, source: str) -> N
             raise CheckpointError(f"{source}: {key!r} holds non-finite values")
 
 
-def model_from_state(state: dict[str, Tensor], config: Config, source: str):
-    from .model import ListCopyTransformer
+def model_from_state(state: dict[str, Tensor], config: Config, source: str, hooks: bool = True):
+    """The model (hooked unless ``hooks`` is False) holding ``state``, once it is checked."""
+    from .model import model_class
 
     check_state_dict(state, config, source)
-    model = ListCopyTransformer(config)
+    model = model_class(hooks)(config)
     model.load_state_dict({k: v.to(torch.float32) if v.is_floating_point() else v
                            for k, v in state.items()})
     return model.eval()
@@ -263,14 +264,15 @@ def run_config(run_dir: Path, overrides: tuple[str, ...] | list[str] = ()) -> Co
 
 
 def load(path: str | Path, overrides: tuple[str, ...] | list[str] = (),
-         notice: Callable[[str], None] | None = None):
+         notice: Callable[[str], None] | None = None, *, hooks: bool = True):
     """A model and its config from a run directory or a ``.pt`` state dict (the seed's, the
     research line's, an export).
 
     For a run directory the config is the one it was trained with (``overrides`` may change
     settings that do not touch the weights' shapes); for a ``.pt`` it is inferred from its
     tensors, its file name and ``overrides`` (infer.py), and ``notice`` (if given) is called with
-    one line saying what was inferred.
+    one line saying what was inferred. The model is a ``ListCopyTransformer`` (TransformerLens
+    hooks and caches), or with ``hooks=False`` a ``ListCopyCore`` (no TransformerLens import).
     """
     from .infer import infer_config
 
@@ -278,14 +280,14 @@ def load(path: str | Path, overrides: tuple[str, ...] | list[str] = (),
     if path.is_dir():
         config = run_config(path, overrides)
         state, _ = load_tensors(path / MODEL_FILE)
-        return model_from_state(state, config, str(path / MODEL_FILE)), config
+        return model_from_state(state, config, str(path / MODEL_FILE), hooks), config
     if not path.exists():
         raise CheckpointError(f"{path}: no such run directory or checkpoint file")
     state = load_seed_state(path)
     inferred = infer_config(state, path.stem, str(path), overrides)
     if notice is not None:
         notice(inferred.notice)
-    return model_from_state(state, inferred.config, str(path)), inferred.config
+    return model_from_state(state, inferred.config, str(path), hooks), inferred.config
 
 
 def ensure_writable(directory: Path) -> None:

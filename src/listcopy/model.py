@@ -1,8 +1,12 @@
-"""The attention-only transformer of the seed, on TransformerLens' HookedRootModule / HookPoint.
+"""The attention-only transformer of the seed: its modules, math, weights and initialisation.
 
 Same math, parameter names, state dict and hook names as TransformerLens 3.x ``HookedTransformer``
-with ``attn_only=True`` (the seed's model), with the seed's attention mask built in, so that
-``run_with_hooks``, ``run_with_cache`` and ``cache["pattern", 0]`` work as in the notebook. With
+with ``attn_only=True`` (the seed's model), with the seed's attention mask built in. Two classes
+share it: :class:`ListCopyCore` has identity hook slots and imports nothing of TransformerLens
+(training, evaluation, export and sweep workers use it: TransformerLens takes seconds to import);
+``ListCopyTransformer`` (hooked.py, also importable from here) is the same model on
+TransformerLens' ``HookedRootModule`` / ``HookPoint``, so that ``run_with_hooks``,
+``run_with_cache`` and ``cache["pattern", 0]`` work as in the notebook. With
 ``model.layer0_mask`` layer 0 masks as the research line's hooks do (``task.layer_masks``): its
 ``hook_attn_scores`` shows the layer-0 mask added, its ``hook_pattern`` the outputs' rows zeroed.
 
@@ -37,8 +41,6 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformer_lens import ActivationCache, HookedRootModule
-from transformer_lens.hook_points import HookPoint
 
 from .config import Config, ModelConfig
 from .task import LayerMask, model_masks, seed_generator
@@ -49,12 +51,12 @@ LN_EPS = 1e-5  # TransformerLens' default cfg.eps
 class LayerNorm(nn.Module):
     """TransformerLens "LN": centre, scale by sqrt(mean square + eps), then affine ``w``, ``b``."""
 
-    def __init__(self, d_model: int):
+    def __init__(self, d_model: int, hook_point=nn.Identity):
         super().__init__()
         self.w = nn.Parameter(torch.ones(d_model))
         self.b = nn.Parameter(torch.zeros(d_model))
-        self.hook_scale = HookPoint()  # (B, T, 1)
-        self.hook_normalized = HookPoint()  # (B, T, D)
+        self.hook_scale = hook_point()  # (B, T, 1)
+        self.hook_normalized = hook_point()  # (B, T, D)
 
     def forward(self, x: Tensor) -> Tensor:
         x = x - x.mean(-1, keepdim=True)
@@ -77,7 +79,7 @@ def is_saved_causal_mask(mask: object, n_ctx: int) -> bool:
 class Attention(nn.Module):
     """One attention layer. Parameters are declared in TransformerLens' order (it fixes the init draws)."""
 
-    def __init__(self, cfg: ModelConfig, n_ctx: int, masking: LayerMask):
+    def __init__(self, cfg: ModelConfig, n_ctx: int, masking: LayerMask, hook_point=nn.Identity):
         super().__init__()
         H, D, d = cfg.n_heads, cfg.d_model, cfg.d_head
         self.n_heads, self.d_head = H, d
@@ -97,12 +99,12 @@ class Attention(nn.Module):
         self.register_buffer("list_mask", masking.scores, persistent=False)
         self.register_buffer("silent_rows", masking.silent, persistent=False)
         self.has_silent = bool(masking.silent.any())
-        self.hook_q = HookPoint()  # (B, T, H, d)
-        self.hook_k = HookPoint()  # (B, T, H, d)
-        self.hook_v = HookPoint()  # (B, T, H, d)
-        self.hook_attn_scores = HookPoint()  # (B, H, Q, K)
-        self.hook_pattern = HookPoint()  # (B, H, Q, K)
-        self.hook_z = HookPoint()  # (B, T, H, d)
+        self.hook_q = hook_point()  # (B, T, H, d)
+        self.hook_k = hook_point()  # (B, T, H, d)
+        self.hook_v = hook_point()  # (B, T, H, d)
+        self.hook_attn_scores = hook_point()  # (B, H, Q, K)
+        self.hook_pattern = hook_point()  # (B, H, Q, K)
+        self.hook_z = hook_point()  # (B, T, H, d)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """Accept both causal-mask buffers TransformerLens saves (see ``is_saved_causal_mask``)."""
@@ -132,13 +134,13 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """resid_post = attn(LN(resid_pre)) + resid_pre: no MLP."""
 
-    def __init__(self, cfg: ModelConfig, n_ctx: int, masking: LayerMask):
+    def __init__(self, cfg: ModelConfig, n_ctx: int, masking: LayerMask, hook_point=nn.Identity):
         super().__init__()
-        self.ln1 = LayerNorm(cfg.d_model) if cfg.ln else nn.Identity()
-        self.attn = Attention(cfg, n_ctx, masking)
-        self.hook_resid_pre = HookPoint()  # (B, T, D)
-        self.hook_attn_out = HookPoint()  # (B, T, D)
-        self.hook_resid_post = HookPoint()  # (B, T, D)
+        self.ln1 = LayerNorm(cfg.d_model, hook_point) if cfg.ln else nn.Identity()
+        self.attn = Attention(cfg, n_ctx, masking, hook_point)
+        self.hook_resid_pre = hook_point()  # (B, T, D)
+        self.hook_attn_out = hook_point()  # (B, T, D)
+        self.hook_resid_post = hook_point()  # (B, T, D)
 
     def forward(self, resid: Tensor) -> Tensor:
         resid = self.hook_resid_pre(resid)
@@ -173,24 +175,24 @@ class Unembed(nn.Module):
         return resid @ self.W_U + self.b_U  # (B, T, V)
 
 
-class ListCopyTransformer(HookedRootModule):
+class ListCopyCore(nn.Module):
     """The seed's model (or the research line's variant). ``config`` is a full
-    :class:`listcopy.Config` (task and model sections)."""
+    :class:`listcopy.Config` (task and model sections). Its ``hook_*`` slots are made by
+    ``hook_point``: identities here, TransformerLens' ``HookPoint`` in ``ListCopyTransformer``."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, hook_point=nn.Identity):
         super().__init__()
         self.config = config
         cfg, task = config.model, config.task
         self.embed = Embed(task.vocab, cfg.d_model)
-        self.hook_embed = HookPoint()  # (B, T, D)
+        self.hook_embed = hook_point()  # (B, T, D)
         self.pos_embed = PosEmbed(task.seq_len, cfg.d_model)
-        self.hook_pos_embed = HookPoint()  # (B, T, D)
-        self.blocks = nn.ModuleList(Block(cfg, task.seq_len, masking)
+        self.hook_pos_embed = hook_point()  # (B, T, D)
+        self.blocks = nn.ModuleList(Block(cfg, task.seq_len, masking, hook_point)
                                     for masking in model_masks(config))
-        self.ln_final = LayerNorm(cfg.d_model) if cfg.ln else nn.Identity()
+        self.ln_final = LayerNorm(cfg.d_model, hook_point) if cfg.ln else nn.Identity()
         self.unembed = Unembed(cfg.d_model, task.vocab)
         set_trainable(self)
-        self.setup()
 
     @property
     def cfg(self) -> SimpleNamespace:
@@ -207,12 +209,6 @@ class ListCopyTransformer(HookedRootModule):
         for block in self.blocks:
             resid = block(resid)
         return self.unembed(self.ln_final(resid))
-
-    def run_with_cache(self, *args, **kwargs) -> tuple[Tensor, ActivationCache]:
-        """As TransformerLens 3.x: the cache is an ``ActivationCache`` (``cache["pattern", 0]``)."""
-        out, cache = super().run_with_cache(*args, **kwargs)
-        has_batch = not kwargs.get("remove_batch_dim", False)
-        return out, ActivationCache(cache, self, has_batch_dim=has_batch)
 
     # TransformerLens-style shortcuts
     @property
@@ -234,7 +230,7 @@ class ListCopyTransformer(HookedRootModule):
 
 # ---- initialisation and the seed's constraints ------------------------------------------------
 
-def set_trainable(model: ListCopyTransformer) -> None:
+def set_trainable(model: ListCopyCore) -> None:
     """Freeze what the seed freezes: identity W_V / W_O, and every ``b_*`` without ``use_bias``."""
     cfg = model.config.model
     for name, param in model.named_parameters():
@@ -245,7 +241,7 @@ def set_trainable(model: ListCopyTransformer) -> None:
 
 
 @torch.no_grad()
-def init_weights(model: ListCopyTransformer, generator: torch.Generator) -> None:
+def init_weights(model: ListCopyCore, generator: torch.Generator) -> None:
     """TransformerLens' "gpt2" init from ``generator``, then the seed's identities and zero biases.
 
     Every parameter whose name contains ``W_`` gets Normal(0, 0.8 / sqrt(d_model)) in
@@ -270,12 +266,29 @@ def init_weights(model: ListCopyTransformer, generator: torch.Generator) -> None
 
 
 def build_model(config: Config, generator: torch.Generator | None = None,
-                device: torch.device | str = "cpu") -> ListCopyTransformer:
-    """A new model with weights drawn from ``generator``.
+                device: torch.device | str = "cpu", *, hooks: bool = True) -> ListCopyCore:
+    """A new model with weights drawn from ``generator``: a ``ListCopyTransformer`` (TransformerLens
+    hooks), or with ``hooks=False`` a ``ListCopyCore`` (same weights, no TransformerLens import).
 
     By default the generator is the one the notebook has at ``make_model()`` under
     ``torch.manual_seed(config.train.seed)``: seeded, then used once for the split's randperm.
     """
-    model = ListCopyTransformer(config)
+    model = model_class(hooks)(config)
     init_weights(model, generator or seed_generator(config.task, config.train.seed))
     return model.to(device)
+
+
+def model_class(hooks: bool = True) -> type[ListCopyCore]:
+    """``ListCopyTransformer`` (imports TransformerLens) or, without ``hooks``, ``ListCopyCore``."""
+    if not hooks:
+        return ListCopyCore
+    from .hooked import ListCopyTransformer
+
+    return ListCopyTransformer
+
+
+def __getattr__(name: str):
+    """``listcopy.model.ListCopyTransformer``, imported (with TransformerLens) on first use."""
+    if name == "ListCopyTransformer":
+        return model_class(hooks=True)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

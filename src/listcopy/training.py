@@ -46,7 +46,7 @@ from .devices import choose as choose_device
 from .engine import OPTIMIZER_STATE_KEYS, Ensemble
 from .fresh import FreshLists
 from .locks import ensure_open_files
-from .model import ListCopyTransformer, init_weights
+from .model import ListCopyCore, init_weights, model_class
 from .schedule import lr_of_step, lr_table
 from .stopping import KeepRule, Patience
 from .task import Dataset, dataset, seed_generator
@@ -83,8 +83,9 @@ class Run:
     def name(self) -> str:
         return self.config.name
 
-    def model(self) -> ListCopyTransformer:
-        model = ListCopyTransformer(self.config)
+    def model(self, hooks: bool = True) -> ListCopyCore:
+        """The trained model: hooked (TransformerLens) unless ``hooks`` is False."""
+        model = model_class(hooks)(self.config)
         model.load_state_dict(self.state)
         return model.eval()
 
@@ -145,7 +146,7 @@ def train_ensemble(configs: Sequence[Config], out_dirs: Sequence[str | Path] | N
             if d is not None:
                 locks.enter_context(ckpt.lock_run_dir(d))
         data = dataset(configs[0]).to(device)
-        template = ListCopyTransformer(configs[0])  # re-initialised per member: one module, not E
+        template = ListCopyCore(configs[0])  # re-initialised per member: one module, not E
         members = [_prepare(c, d, resume, template, data) for c, d in zip(configs, dirs)]
         todo = [m for m in members if m.run.status == "running"]
         for start in sorted({m.run.step for m in todo}):  # members resumed at one step: together
@@ -155,7 +156,7 @@ def train_ensemble(configs: Sequence[Config], out_dirs: Sequence[str | Path] | N
 
 
 def _prepare(config: Config, run_dir: Path | None, resume: bool,
-             template: ListCopyTransformer, data: Dataset) -> _Member:
+             template: ListCopyCore, data: Dataset) -> _Member:
     """A member: resumed from ``run_dir``'s train state, or new (a fresh directory only)."""
     if run_dir is not None:
         if ckpt.holds_run(run_dir) and not resume:

@@ -34,7 +34,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ..resources import guard_analysis
     from ..task import dataset
 
-    model, config = load(args.path, args.set, notice=print_notice)
+    model, config = load(args.path, args.set, notice=print_notice, hooks=False)
     guard_analysis(config)
     metrics = evaluate(model, dataset(config))
     if args.json:
@@ -49,7 +49,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     from ..analysis import parameter_table
     from ..checkpoint import load
 
-    model, config = load(args.path, args.set, notice=print_notice)
+    model, config = load(args.path, args.set, notice=print_notice, hooks=False)
     print(f"{config.name}")
     for section, table in config.to_dict().items():
         if section != "train":  # what the weights were built for; train settings are not in a .pt
@@ -62,7 +62,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ..checkpoint import export_seed, load
 
     check_output_file(args.out, "--out")  # before the checkpoint is read
-    model, config = load(args.path, args.set, notice=print_notice)
+    model, config = load(args.path, args.set, notice=print_notice, hooks=False)
     export_seed(model.state_dict(), Path(args.out))
     print(f"wrote {args.out} ({config.name}, {len(model.state_dict())} tensors)")
     return 0

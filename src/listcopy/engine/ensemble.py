@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ..config import Config
-from ..model import ListCopyTransformer, build_model
+from ..model import ListCopyCore, build_model, model_class
 from . import choice
 from .backend import Backend, Stretch
 from .cuda_graph import GraphedTorch, graphs_apply
@@ -43,7 +43,7 @@ class Ensemble:
             raise ValueError(f"backend {backend!r}: must be one of {', '.join(BACKENDS)}")
         self.config = config
         self.device = torch.device(device)
-        self.template = ListCopyTransformer(config)  # names, buffers, trainable flags
+        self.template = ListCopyCore(config)  # names, buffers, trainable flags
         self.layout = Layout.of(self.template)
         self.params = Params.stack(self.layout, state_dicts, self.device)
         self.optim = AdamW.zeros(len(state_dicts), self.layout.size, self.device)
@@ -70,7 +70,7 @@ class Ensemble:
     def init(cls, config: Config, generators: list[torch.Generator],
              device: torch.device | str = "cpu", *, backend: str = "auto") -> "Ensemble":
         """New members, member i's weights drawn from ``generators[i]`` (see model.init_weights)."""
-        sds = [build_model(config, g).state_dict() for g in generators]
+        sds = [build_model(config, g, hooks=False).state_dict() for g in generators]
         return cls(config, sds, device, backend=backend)
 
     @property
@@ -101,9 +101,10 @@ class Ensemble:
         """:meth:`state_dict` of each of ``members``, copied to the host at once (not per tensor)."""
         return self.params.state_dicts(members, self.template.state_dict())
 
-    def model(self, member: int) -> ListCopyTransformer:
-        """A hooked model holding member ``member``'s weights, for analysis."""
-        model = ListCopyTransformer(self.config)
+    def model(self, member: int, hooks: bool = True) -> ListCopyCore:
+        """A model holding member ``member``'s weights: hooked (TransformerLens), for analysis,
+        unless ``hooks`` is False."""
+        model = model_class(hooks)(self.config)
         model.load_state_dict(self.state_dict(member))
         return model
 

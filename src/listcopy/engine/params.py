@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ..config import Config, ModelConfig
-from ..model import ListCopyTransformer
+from ..model import ListCopyCore
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Layout:
         return self.offsets[-1] + math.prod(self.shapes[-1]) if self.names else 0
 
     @staticmethod
-    def of(model: ListCopyTransformer) -> "Layout":
+    def of(model: ListCopyCore) -> "Layout":
         names, shapes, offsets, frozen, offset = [], [], [], [], 0
         for name, param in model.named_parameters():
             if param.requires_grad:
