@@ -179,13 +179,10 @@ def check_state_dict(state: dict[str, Tensor], config: Config, source: str) -> N
 
 def model_from_state(state: dict[str, Tensor], config: Config, source: str, hooks: bool = True):
     """The model (hooked unless ``hooks`` is False) holding ``state``, once it is checked."""
-    from .model import model_class
+    from .model import with_weights
 
     check_state_dict(state, config, source)
-    model = model_class(hooks)(config)
-    model.load_state_dict({k: v.to(torch.float32) if v.is_floating_point() else v
-                           for k, v in state.items()})
-    return model.eval()
+    return with_weights(config, state, hooks)
 
 
 # ---- seed .pt files --------------------------------------------------------------------------

@@ -278,6 +278,16 @@ def build_model(config: Config, generator: torch.Generator | None = None,
     return model.to(device)
 
 
+def with_weights(config: Config, state: dict[str, Tensor], hooks: bool = True) -> ListCopyCore:
+    """A model of ``config`` holding ``state`` (cast to float32), in eval mode: hooked
+    (TransformerLens) unless ``hooks`` is False. The state is not checked: see
+    ``checkpoint.check_state_dict``."""
+    model = model_class(hooks)(config)
+    model.load_state_dict({k: v.to(torch.float32) if v.is_floating_point() else v
+                           for k, v in state.items()})
+    return model.eval()
+
+
 def model_class(hooks: bool = True) -> type[ListCopyCore]:
     """``ListCopyTransformer`` (imports TransformerLens) or, without ``hooks``, ``ListCopyCore``."""
     if not hooks:

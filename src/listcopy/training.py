@@ -46,7 +46,7 @@ from .devices import choose as choose_device
 from .engine import OPTIMIZER_STATE_KEYS, Ensemble
 from .fresh import FreshLists
 from .locks import ensure_open_files
-from .model import ListCopyCore, init_weights, model_class
+from .model import ListCopyCore, init_weights, with_weights
 from .schedule import lr_of_step, lr_table
 from .stopping import KeepRule, Patience
 from .task import Dataset, dataset, seed_generator
@@ -85,9 +85,7 @@ class Run:
 
     def model(self, hooks: bool = True) -> ListCopyCore:
         """The trained model: hooked (TransformerLens) unless ``hooks`` is False."""
-        model = model_class(hooks)(self.config)
-        model.load_state_dict(self.state)
-        return model.eval()
+        return with_weights(self.config, self.state, hooks)
 
     def record(self) -> dict[str, Any]:
         """What run.json holds."""

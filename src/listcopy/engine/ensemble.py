@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ..config import Config
-from ..model import ListCopyCore, build_model, model_class
+from ..model import ListCopyCore, build_model, with_weights
 from . import choice
 from .backend import Backend, Stretch
 from .cuda_graph import GraphedTorch, graphs_apply
@@ -104,9 +104,7 @@ class Ensemble:
     def model(self, member: int, hooks: bool = True) -> ListCopyCore:
         """A model holding member ``member``'s weights: hooked (TransformerLens), for analysis,
         unless ``hooks`` is False."""
-        model = model_class(hooks)(self.config)
-        model.load_state_dict(self.state_dict(member))
-        return model
+        return with_weights(self.config, self.state_dict(member), hooks)
 
     def optimizer_states(self, members: Sequence[int]) -> list[dict[str, Tensor]]:
         """Each member's AdamW moments (``optim.STATE_KEYS``), on the host, for a checkpoint."""
