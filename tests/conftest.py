@@ -9,6 +9,20 @@ import pytest
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
+def _hypothesis_profiles() -> None:
+    """Generated inputs are the same on every run (``derandomize``), so that the suite cannot fail
+    by chance; ``LISTCOPY_HYPOTHESIS=explore`` draws new ones (random, kept in .hypothesis/) to
+    hunt for defects, each then pinned with ``@example`` in its test."""
+    from hypothesis import settings
+
+    settings.register_profile("fixed", derandomize=True, database=None)
+    settings.register_profile("explore", derandomize=False)
+    settings.load_profile(os.environ.get("LISTCOPY_HYPOTHESIS", "fixed"))
+
+
+_hypothesis_profiles()
+
+
 @pytest.fixture(autouse=True)
 def _seed_everything():
     """Every test starts from the same global random state (tests never rely on it for results)."""

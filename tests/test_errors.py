@@ -49,6 +49,20 @@ def test_one_line_of_an_exception():
     assert one_line(KeyError()) == "KeyError"  # no message: its class
 
 
+@pytest.mark.parametrize("cls", [ConfigError, CheckpointError, GridError, StoreError, SweepError])
+def test_every_listcopy_error_is_one_line_whatever_it_names(cls):
+    err = cls("bad file a\nb.toml:\n  line 2\x1b[31m")
+    assert str(err) == "bad file a b.toml: line 2\\x1b[31m" and "\n" not in str(err)
+    assert str(cls(str(err))) == str(err)  # made again (a pickled error crossing processes)
+
+
+def test_a_key_named_by_a_control_character_is_shown_escaped():
+    from listcopy.config import Config
+
+    with pytest.raises(ConfigError, match=r"^unknown config key task\.\\n: allowed are "):
+        Config.from_dict({"task": {"\n": None}})  # found by the generated bad input (issue 12)
+
+
 def test_main_prints_a_library_error_as_one_line_with_its_exit_code(tmp_path, capsys):
     assert cli.main(["results", str(tmp_path)]) == 2  # StoreError: bad input
     err = capsys.readouterr().err

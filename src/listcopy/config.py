@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .errors import BadInput, one_line
+from .errors import BadInput, one_line, shown
 
 
 class ConfigError(BadInput):
@@ -311,7 +311,7 @@ class Config:
             known = [key for key, _ in _kinds(section_cls)]
             for key in values:
                 if key not in known:
-                    raise ConfigError(f"unknown config key {name}.{key}: allowed are "
+                    raise ConfigError(f"unknown config key {name}.{shown(str(key))}: allowed are "
                                       + ", ".join(sorted(known)))
             # a section given no values is the base's, already validated
             parts[name] = (dataclasses.replace(getattr(base, name), **dict(values)) if values

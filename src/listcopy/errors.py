@@ -24,9 +24,15 @@ EXIT_TERMINATED = 143   # 128 + SIGTERM
 
 
 class ListcopyError(Exception):
-    """An error with a one-line message and the exit status the ``listcopy`` command ends with."""
+    """An error with a one-line message and the exit status the ``listcopy`` command ends with.
+    A message is made one line (``one_line``) when the error is made, whatever text it names."""
 
     exit_code = EXIT_FAILURE
+
+    def __init__(self, *args: object):
+        if args and isinstance(args[0], str):
+            args = (one_line(args[0]), *args[1:])
+        super().__init__(*args)
 
 
 class BadInput(ListcopyError, ValueError):
@@ -46,6 +52,12 @@ class Terminated(BaseException):
     that what it holds is released (locks, workers) and what it finished stays (writes are atomic)."""
 
 
+def shown(text: str) -> str:
+    """``text`` with every character that is not printable escaped (``\\n``, ``\\x1b``): a name
+    from the user (a key, a file name) as it can be shown inside a one-line message."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def one_line(message: object, limit: int | None = None, first_line: bool = False) -> str:
     """``message`` (text or an exception) as one printable line.
 
@@ -55,8 +67,7 @@ def one_line(message: object, limit: int | None = None, first_line: bool = False
     that append a traceback); ``limit`` cuts the result to that many characters.
     """
     lines = [line.strip() for line in str(message).splitlines() if line.strip()]
-    text = " ".join(lines[:1] if first_line else lines)
-    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    text = shown(" ".join(lines[:1] if first_line else lines))
     if not text and isinstance(message, BaseException):
         text = type(message).__name__
     return text[:limit] if limit is not None else text

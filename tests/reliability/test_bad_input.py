@@ -6,7 +6,7 @@ import io
 import math
 
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from listcopy import cli
@@ -37,6 +37,7 @@ def _one_line(err: Exception) -> bool:
 
 @FAST
 @given(CONFIG_DICTS)
+@example({"task": {"\n": None}})  # a key with a newline once broke the line (issue 12)
 def test_config_dicts_are_accepted_or_refused_in_one_line(tally, data):
     tally["bad inputs tried (config tables)"] += 1
     try:
