@@ -92,12 +92,13 @@ def test_table4_rows_by_hand():
         return {"config": Config().override(["model.n_layers=2", *sets]), "acc": acc,
                 "status": status}
 
-    runs = [row(0.9, d_model=64), row(0.8, d_model=64), row(0.1, "failed", d_model=64),
+    runs = [row(0.9, d_model=64), row(0.95, d_model=64), row(0.1, "failed", d_model=64),
             row(0.5, d_model=64, ln=True, freeze_wv=False),
             {"config": Config(), "acc": 0.99, "status": "done"}]  # 3 layers: not Table 4's
     rows = table4_rows(runs)
     assert rows == [
         {"d_model": 64, "LN": False, "bias": False, "W_V learned": False, "W_O learned": False,
-         "paper": 0.9180, "listcopy": pytest.approx(0.85), "runs": 2},
+         "paper": 0.9180, "listcopy": pytest.approx(0.925), "min": 0.9, "max": 0.95,
+         "above 0.9": 0.5, "runs": 2},
         {"d_model": 64, "LN": True, "bias": False, "W_V learned": True, "W_O learned": False,
-         "paper": 0.9089, "listcopy": 0.5, "runs": 1}]
+         "paper": 0.9089, "listcopy": 0.5, "min": 0.5, "max": 0.5, "above 0.9": 0.0, "runs": 1}]
