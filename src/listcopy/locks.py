@@ -49,6 +49,25 @@ class FolderLock:
         self.fh = None
 
 
+def in_use(path: str | Path) -> bool:
+    """Whether a process holds the lock file ``path`` (False where there is no such file; True
+    where it cannot be told, so that nothing is taken for abandoned that may not be)."""
+    import fcntl
+
+    try:
+        with open(path, "rb") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            return False
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+
+
 def ensure_open_files(n: int) -> None:
     """Room for ``n`` more open files (a lock each): the soft limit is raised toward the hard
     one if needed; a ``Failure`` if even that is too low."""

@@ -14,7 +14,8 @@ from listcopy import cli
 from listcopy.config import ConfigError
 from listcopy.sweep.grid import load_grid
 from listcopy.sweep.results import format_results, load_rows, runs_table, summary_table
-from listcopy.sweep.store import DB_FILE, Store, StoreError, failure
+from listcopy.locks import FolderLock, in_use
+from listcopy.sweep.store import DB_FILE, LOCK_FILE, Store, StoreError, failure
 
 GRID = """
 seeds = "0-4"
@@ -60,6 +61,20 @@ def test_store_keys_runs_by_config_and_entries_by_name(sweep_dir, grid_file):
     conn = sqlite3.connect(sweep_dir / DB_FILE)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 10
+
+
+def test_runs_left_running_by_a_stopped_sweep_read_as_pending(tmp_path, grid_file):
+    runs = load_grid(grid_file('seeds = "0-1"\n')).runs()
+    with Store(tmp_path / DB_FILE) as store:
+        store.add(runs, lambda r: "d")
+        store.start([runs[0].key])  # as a sweep killed while it trains seed 0
+    assert not in_use(tmp_path / LOCK_FILE)
+    assert [r["status"] for r in load_rows(tmp_path)] == ["pending", "pending"]
+    with FolderLock(tmp_path / LOCK_FILE, lambda pid: AssertionError(pid)):  # a live sweep
+        assert in_use(tmp_path / LOCK_FILE)
+        assert [r["status"] for r in load_rows(tmp_path / DB_FILE)] == ["running", "pending"]
+    assert not in_use(tmp_path / LOCK_FILE)  # released: the lock file left behind is free
+    assert [r["status"] for r in load_rows(tmp_path)] == ["pending", "pending"]
 
 
 def test_finish_records_once(tmp_path, grid_file):

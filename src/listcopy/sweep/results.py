@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from ..config import ConfigError, dotted_key, short_key
+from ..locks import in_use
 from .kinds import kind_of
-from .store import DB_FILE, Store
+from .store import DB_FILE, LOCK_FILE, Store
 
 # the notebook's columns: its model settings and the weight decay
 # (the settings added since, such as model.layer0_mask, are shown where they vary)
@@ -73,10 +74,18 @@ def columns_of(rows: Sequence[dict[str, Any]]) -> Columns:
 
 
 def load_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """Every entry of the sweep with its run's results (see Store.rows)."""
+    """Every entry of the sweep with its run's results (see Store.rows). Where no sweep holds the
+    directory (killed, stopped), runs it left ``running`` are shown ``pending``: the next sweep
+    trains them again."""
     path = Path(sweep_dir)
-    with Store(path / DB_FILE if path.is_dir() else path, readonly=True) as store:
-        return store.rows()
+    db = path / DB_FILE if path.is_dir() else path
+    with Store(db, readonly=True) as store:
+        rows = store.rows()
+    if not in_use(db.parent / LOCK_FILE):
+        for r in rows:
+            if r["status"] == "running":
+                r["status"] = "pending"
+    return rows
 
 
 def setting_keys(rows: Sequence[dict[str, Any]], always: Sequence[str] = ALWAYS) -> list[str]:

@@ -30,10 +30,9 @@ from ..locks import FolderLock
 from ..resources import Limits, guard_groups, usable_cpus
 from .grid import Grid, PlannedRun, group_runs, load_grid
 from .kinds import MODEL, kind_of, kind_of_dict
-from .store import DB_FILE, Store
+from .store import DB_FILE, LOCK_FILE, Store
 from .worker import GroupTask
 
-LOCK_FILE = "sweep.lock"
 WORKER_LOCK_FILE = "workers.lock"
 GRID_COPY = "grid.toml"
 RUNS_DIR = "runs"

@@ -32,6 +32,7 @@ from .grid import PlannedRun
 from .kinds import MODEL, kind_of, kind_of_dict
 
 DB_FILE = "sweep.db"
+LOCK_FILE = "sweep.lock"  # held by the sweep writing the database (locks.py)
 SCHEMA_VERSION = 1
 STATUSES = ("pending", "running", "done", "failed")
 RESULT_FIELDS = ("status", "stop_reason", "steps", "loss", "acc", "seq_acc", "steps_to_threshold",
