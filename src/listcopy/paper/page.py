@@ -41,8 +41,7 @@ def numbers_table(name: str, r: dict[str, Any]) -> Table:
             for key, (paper, what) in PAPER_NUMBERS[name].items()]
     return Table(["quantity", "paper", "listcopy"], rows,
                  caption=f"{name}: the paper's numbers and listcopy's on this model",
-                 formats={"paper": ".4f", "listcopy": ".4f", "min": ".4f",
-                                   "max": ".4f", "above 0.9": ".2f"})
+                 formats={"paper": ".4f", "listcopy": ".4f"})
 
 
 def model_section(name: str, r: dict[str, Any]) -> Section:
