@@ -79,7 +79,16 @@ def test_a_long_stretch_runs_in_short_calls_with_the_same_result(monkeypatch):
         assert torch.equal(a.detach(), b.detach())
 
 
-def test_ctrl_c_is_answered_after_the_first_call(monkeypatch):
+@pytest.fixture
+def python_sigint():
+    """Python's own Ctrl-C handler for the test's duration: a suite started in the background (by
+    ``nohup`` or ``&`` in a script) inherits SIGINT ignored, and raise_signal would do nothing."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_is_answered_after_the_first_call(monkeypatch, python_sigint):
     """SIGINT delivered while the first call runs (here: as it returns) ends the stretch there,
     a small part of its 600 steps in."""
     config, E = Config(), 8
