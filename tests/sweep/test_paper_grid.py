@@ -40,7 +40,7 @@ def test_the_grid_is_table_4_in_the_lines_variant():
 
 
 @pytest.mark.slow
-def test_a_small_version_sweeps_end_to_end(tmp_path):
+def test_a_small_version_sweeps_end_to_end(tmp_path, capsys, monkeypatch):
     data = tomllib.loads((EXAMPLES / "paper_grid.toml").read_text())
     small = dict(data, seeds="0")
     small["task"] = {**data["task"], "n_digits": 10}
@@ -57,6 +57,33 @@ def test_a_small_version_sweeps_end_to_end(tmp_path):
         c = r["config"]
         assert c.task.mask_token and c.model.layer0_mask and c.task.n_digits == 10
         assert r["steps"] == 10 and 0.0 <= r["acc"] <= 1.0
+    _table_only_prints_each_cell(tmp_path, rows, capsys, monkeypatch)
+
+
+def _table_only_prints_each_cell(tmp_path, rows, capsys, monkeypatch):
+    """``listcopy paper --grid DIR --table-only``: one table row per setting, its one seed's
+    accuracy as the cell's mean, worst and best; nothing trained, nothing written."""
+    from listcopy import cli
+
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    capsys.readouterr()
+    assert cli.main(["paper", "--grid", str(tmp_path / "sweep"), "--table-only"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1].startswith(f"19 finished 2-layer runs of 19 in {tmp_path / 'sweep'}")
+    head = [c.strip() for c in out[0].strip("|").split("|")]
+    cells = {}
+    for line in out[2:21]:
+        cell = dict(zip(head, (c.strip() for c in line.strip("|").split("|"))))
+        key = (int(cell["d_model"]),) + tuple(int(cell[k] == "True") for k in head[1:5])
+        cells[key] = cell
+    assert sorted(cells) == sorted(TABLE4) and list(work.iterdir()) == []
+    for r in rows:
+        cell = cells[settings(r["config"])]
+        acc = f"{r['acc']:.4f}"
+        assert (cell["listcopy"], cell["min"], cell["max"], cell["runs"]) == (acc, acc, acc, "1")
+        assert cell["above 0.9"] == ("1.00" if r["acc"] > 0.9 else "0.00")
 
 
 def _toml(data: dict) -> str:

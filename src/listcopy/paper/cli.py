@@ -1,6 +1,7 @@
 """``listcopy paper [--out DIR] [--model PATH ...] [--set k=v ...] [--grid SWEEP_DIR]``: the
 paper "Order by Scale" reproduced: its 2- and 3-layer models trained (or taken with ``--model``),
 analysed, and written as one offline HTML page and a JSON of every number.
+``listcopy paper --grid SWEEP_DIR --table-only`` prints Table 4 of a sweep and trains nothing.
 
 ``register(subparsers)`` adds the command; nothing heavy is imported until it runs. Bad input
 raises (exit 2, one line through ``listcopy.cli.main``).
@@ -29,6 +30,9 @@ def register(subparsers) -> None:
                     set_help="override a setting of both models (repeatable)")
     p.add_argument("--grid", metavar="SWEEP_DIR",
                    help="a sweep of the paper's grid (examples/paper_grid.toml) for Table 4")
+    p.add_argument("--table-only", action="store_true",
+                   help="print Table 4 of --grid as markdown and stop (trains nothing, writes "
+                        "nothing)")
     p.add_argument("--no-umap", action="store_true", help="PCA only for the positional points")
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -39,6 +43,8 @@ def cmd_paper(args: argparse.Namespace) -> int:
     from ..cli.args import check_threads
 
     check_threads(args.threads)
+    if args.table_only:
+        return print_table4(args)
     import torch
 
     from .run import paper_report
@@ -49,4 +55,16 @@ def cmd_paper(args: argparse.Namespace) -> int:
                         progress=not args.quiet)
     print(f"wrote {info.html} and {info.json} (sections: {', '.join(info.sections)})",
           file=sys.stderr)
+    return 0
+
+
+def print_table4(args: argparse.Namespace) -> int:
+    from ..config import ConfigError
+    from .page import table4_markdown
+
+    if args.grid is None:
+        raise ConfigError("--table-only prints Table 4 of a sweep: give it with --grid SWEEP_DIR")
+    if args.model or args.set:
+        raise ConfigError("--table-only trains nothing: --model and --set do not apply")
+    print(table4_markdown(args.grid))
     return 0

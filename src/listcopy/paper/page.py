@@ -84,16 +84,32 @@ def table4_rows(runs) -> list[dict[str, Any]]:
             for k, v in sorted(groups.items(), key=lambda kv: (-kv[0][0], kv[0][1:]))]
 
 
+TABLE4_FORMATS = {"paper": ".4f", "listcopy": ".4f", "min": ".4f", "max": ".4f",
+                  "above 0.9": ".2f"}
+
+
 def table4_section(grid: str | Path) -> Section:
     from ..sweep.results import load_rows
 
     rows = table4_rows(load_rows(grid))
     s = Section("table4", "Table 4: the grid", f"Mean validation accuracy of the 2-layer runs "
                 f"of the sweep {grid}, beside the paper's (mean of three runs).")
-    s.tables.append(Table(list(rows[0]) if rows else ["d_model"], rows,
-                          formats={"paper": ".4f", "listcopy": ".4f", "min": ".4f",
-                                   "max": ".4f", "above 0.9": ".2f"}))
+    s.tables.append(Table(list(rows[0]) if rows else ["d_model"], rows, formats=TABLE4_FORMATS))
     return s
+
+
+def table4_markdown(grid: str | Path) -> str:
+    """Table 4 of the sweep ``grid`` as a markdown table, and how many of its runs it counts."""
+    from ..sweep.results import load_rows, markdown
+
+    runs = load_rows(grid)
+    rows = table4_rows(runs)
+    counted = sum(r["runs"] for r in rows)
+    note = (f"{counted} finished 2-layer runs of {len(runs)} in {grid}; listcopy = their mean "
+            f"validation accuracy per cell, paper = the paper's mean of three")
+    if not rows:
+        return note
+    return markdown(list(rows[0]), rows, TABLE4_FORMATS) + "\n\n" + note
 
 
 def paper_page(results: dict[str, dict[str, Any]], grid: str | Path | None = None) -> Page:
