@@ -1,6 +1,7 @@
 """Studies of trained models, one module per family; each returns a typed, JSON-ready result.
 
     parameters  the seed's parameter table
+    errors      where the clean model's mistakes come from: the order, or a digit not in the list
     attention   example and mean patterns, leak check, constant-pattern check; SEP -> digit scores
     ablation    mean attention, positional embedding, skip connections (zero and mean)
     lens        logit lens and attention flow for one example
@@ -40,6 +41,7 @@ _LAZY = {
     "swapped_pairs": "swapped", "positional_svc": "separability", "pattern_hooks": "pattern_edits",
     "ablation_hooks": "pattern_edits", "edited_patterns": "pattern_edits",
     "parse_edges": "pattern_edits", "ablate_edges": "edge_sets", "critical_edges": "critical",
+    "output_errors": "errors",
 }
 
 __all__ = ["ParameterRow", "ParameterTable", "parameter_table", *_LAZY]

@@ -27,6 +27,8 @@ from .common import BATCH_SIZE, checked_inputs, to_json, val_metrics
 from .critical import critical_edges
 from .critical import summary_lines as critical_summary
 from .edges import TOLERANCE, edge_ablation
+from .errors import output_errors
+from .errors import summary_lines as errors_summary
 from .geometry import embedding_geometry
 from .lens import logit_lens
 from .order_scale import order_by_scale
@@ -34,7 +36,7 @@ from .order_scale import summary_lines as order_by_scale_summary
 from .parameters import parameter_table
 from .probes import linear_probes
 
-ANALYSES = ("parameters", "attention", "mean_attention", "pos_ablation", "skip_ablation",
+ANALYSES = ("parameters", "errors", "attention", "mean_attention", "pos_ablation", "skip_ablation",
             "logit_lens", "edges", "sep_attention", "geometry", "probes", "order_by_scale",
             "critical_edges")
 
@@ -102,6 +104,7 @@ def analyze(model, config: Config, only: str | Iterable[str] | None = None,
 
         steps: dict[str, Callable[[], Any]] = {
             "parameters": lambda: parameter_table(model),
+            "errors": lambda: output_errors(model, config, data, batch_size),
             "attention": lambda: attention_patterns(model, config, data, example, batch_size),
             "mean_attention": lambda: mean_attention_ablation(model, config, data, means(), batch_size),
             "pos_ablation": lambda: pos_ablation(model, config, data, batch_size),
@@ -219,7 +222,7 @@ def _probes(p: dict) -> list[str]:
 
 # analysis key -> its summary lines, in the order they are printed
 SUMMARIES: dict[str, Callable[[dict], list[str]]] = {
-    "parameters": _parameters, "attention": _attention, "mean_attention": _mean_attention,
+    "parameters": _parameters, "errors": errors_summary, "attention": _attention, "mean_attention": _mean_attention,
     "pos_ablation": _pos_ablation, "skip_ablation": _skip_ablation, "logit_lens": _logit_lens,
     "edges": _edges, "sep_attention": _sep_attention, "geometry": _geometry, "probes": _probes,
     "order_by_scale": order_by_scale_summary, "critical_edges": critical_summary,
