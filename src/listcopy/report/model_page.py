@@ -109,6 +109,21 @@ def run_table(run: dict[str, Any]) -> Table:
     return Table(["field", "value"], rows, caption="Training run")
 
 
+def errors(e: dict[str, Any], ctx: PageContext, s: Section) -> None:
+    s.numbers = (f"The right digits in some order: {e['set_acc']:.4f} of the lists (in the right "
+                 f"order: {e['metrics']['seq_acc']:.4f}).")
+    rows = [{"output": name, "right": p["right"], "in_list": p["in_list"],
+             "not_in_list": p["not_in_list"], "eq_prev_pred": p["eq_prev_pred"]}
+            for name, p in e["positions"].items()]
+    s.tables.append(Table(["output", "right", "in_list", "not_in_list", "eq_prev_pred"], rows,
+                          caption="Predictions at each output position",
+                          headers={"in_list": "another digit of the list",
+                                   "not_in_list": "a digit not in the list",
+                                   "eq_prev_pred": "of the wrong: the previous output's"},
+                          formats={k: ".4f" for k in ("right", "in_list", "not_in_list",
+                                                       "eq_prev_pred")}))
+
+
 def attention(a: dict[str, Any], ctx: PageContext, s: Section) -> None:
     toks = " ".join(F.token_text(t, ctx.n_digits, ctx.mask_token) for t in a["example_tokens"])
     s.what = s.what.format(example=a["example_index"], tokens=toks, n_val=ctx.base["n_val"])
@@ -215,6 +230,11 @@ OVERVIEW = SectionRow(
 # The sections after the overview, in page order: the analysis's key in the result (the
 # section's id) -> its title, what it measures and its builder.
 MODEL_SECTIONS: dict[str, SectionRow] = {
+    "errors": SectionRow(
+        "Where the errors come from",
+        "Each output's prediction on the validation lists: the right digit, another digit of "
+        "its own list (the order wrong), or a digit the list does not hold.",
+        errors),
     "attention": SectionRow(
         "Attention patterns",
         "Attention weights of every layer, query positions as rows and key positions as columns, "
