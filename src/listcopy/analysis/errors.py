@@ -73,6 +73,7 @@ def output_errors(model, config: Config, data: Dataset | None = None,
 
 def summary_lines(e: dict[str, Any]) -> list[str]:
     per = "; ".join(f"{name} right {p['right']:.4f}, other digit of the list {p['in_list']:.4f},"
-                    f" not in the list {p['not_in_list']:.4f}" for name, p in e["positions"].items())
+                    f" not in the list {p['not_in_list']:.4f}"
+                    for name, p in e["positions"].items())
     return [f"errors: the right digits in some order {e['set_acc']:.4f} "
             f"(seq_acc {e['metrics']['seq_acc']:.4f})", f"  {per}"]

@@ -36,9 +36,9 @@ from .order_scale import summary_lines as order_by_scale_summary
 from .parameters import parameter_table
 from .probes import linear_probes
 
-ANALYSES = ("parameters", "errors", "attention", "mean_attention", "pos_ablation", "skip_ablation",
-            "logit_lens", "edges", "sep_attention", "geometry", "probes", "order_by_scale",
-            "critical_edges")
+ANALYSES = ("parameters", "errors", "attention", "mean_attention", "pos_ablation",
+            "skip_ablation", "logit_lens", "edges", "sep_attention", "geometry", "probes",
+            "order_by_scale", "critical_edges")
 
 Progress = Callable[[str, float], None]
 
@@ -88,11 +88,7 @@ def analyze(model, config: Config, only: str | Iterable[str] | None = None,
         result: dict[str, Any] = {"name": config.name, "config": config.to_dict()}
 
         def timed(name: str, fn: Callable[[], Any]) -> Any:
-            t0 = time.perf_counter()
-            value = fn()
-            if report is not None:
-                report(name, time.perf_counter() - t0)
-            return value
+            return _timed(report, name, fn)
 
         base = timed("metrics", lambda: val_metrics(model, data, batch_size=batch_size))
         result["metrics"] = base.to_dict()
@@ -126,6 +122,15 @@ def analyze(model, config: Config, only: str | Iterable[str] | None = None,
         return result
     finally:
         model.train(was_training)
+
+
+def _timed(report: Progress | None, name: str, fn: Callable[[], Any]) -> Any:
+    """``fn()``, its seconds told to ``report`` (if any) with ``name``."""
+    t0 = time.perf_counter()
+    value = fn()
+    if report is not None:
+        report(name, time.perf_counter() - t0)
+    return value
 
 
 def _with_bar(desc: str, bar: bool, work: Callable[[Callable[[int, int], None] | None], Any]):
@@ -222,7 +227,8 @@ def _probes(p: dict) -> list[str]:
 
 # analysis key -> its summary lines, in the order they are printed
 SUMMARIES: dict[str, Callable[[dict], list[str]]] = {
-    "parameters": _parameters, "errors": errors_summary, "attention": _attention, "mean_attention": _mean_attention,
+    "parameters": _parameters, "errors": errors_summary, "attention": _attention,
+    "mean_attention": _mean_attention,
     "pos_ablation": _pos_ablation, "skip_ablation": _skip_ablation, "logit_lens": _logit_lens,
     "edges": _edges, "sep_attention": _sep_attention, "geometry": _geometry, "probes": _probes,
     "order_by_scale": order_by_scale_summary, "critical_edges": critical_summary,
