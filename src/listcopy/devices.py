@@ -15,8 +15,6 @@ e.g. one measured with ``listcopy bench --device cuda`` on another GPU.
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -74,14 +72,14 @@ def cpu_threads() -> int:
 
 
 def kernel_trains(config: Config) -> bool:
-    """Whether the CPU would train ``config`` with the compiled kernel: it takes the shape and a
-    C compiler is there (it is built on first use)."""
-    from .engine.choice import pick
-    from .engine.kernel import MAX_D_MODEL
+    """Whether the CPU would train ``config`` with the compiled kernel: the kernel takes the shape,
+    is the faster CPU backend for it, and loads. Loading builds it on first use (cached after), so
+    a broken compiler counts as no kernel, and a cached build counts even without a compiler."""
+    from .engine.ensemble import Ensemble
+    from .model import build_model
 
-    compiler = os.environ.get("CC") or "cc"
-    return (config.model.d_model <= MAX_D_MODEL and pick(config).backend == "kernel"
-            and shutil.which(compiler) is not None)
+    weights = build_model(config, torch.Generator().manual_seed(0), hooks=False).state_dict()
+    return Ensemble(config, [weights], "cpu").backend == "kernel"
 
 
 def crossover(kind: str, d_model: int,

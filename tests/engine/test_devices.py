@@ -7,6 +7,8 @@ import torch
 from listcopy import devices
 from listcopy.config import Config
 
+from .helpers import needs_kernel
+
 
 def job(d_model=8, device="auto"):
     return Config().override([f"model.d_model={d_model}", f"train.device={device}"])
@@ -71,3 +73,32 @@ def test_this_machine():
     if not found:
         assert choice.device.type == "cpu" and choice.why.startswith("no GPU")
     assert 1 <= devices.cpu_threads() <= torch.get_num_threads()
+
+
+def test_the_kernel_counts_only_where_it_loads(tmp_path, monkeypatch):
+    """``kernel_trains`` asks the kernel to load, not whether a compiler's name is on PATH: a
+    compiler that fails means torch; a cached build means the kernel, even with no compiler."""
+    from listcopy.engine import kernel_build
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(kernel_build, "_loaded", {})
+    broken = tmp_path / "cc-that-fails"
+    broken.write_text("#!/bin/sh\nexit 1\n")
+    broken.chmod(0o755)
+    monkeypatch.setenv("CC", str(broken))
+    assert not devices.kernel_trains(job())
+    assert devices.choose(job(), 1, found=[]).why == "no GPU; torch on the CPU"
+
+
+@needs_kernel
+def test_a_cached_kernel_trains_without_a_compiler(tmp_path, monkeypatch):
+    from listcopy.engine import kernel_build
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setattr(kernel_build, "_loaded", {})
+    assert devices.kernel_trains(job())  # built here, into the empty cache
+    monkeypatch.setattr(kernel_build, "_loaded", {})
+    monkeypatch.setenv("PATH", str(tmp_path / "no-compilers-here"))
+    assert devices.kernel_trains(job())
+    assert devices.choose(job(), 1, found=[]).why == "no GPU; the CPU kernel"
