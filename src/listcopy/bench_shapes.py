@@ -53,6 +53,20 @@ def all_flag_sets() -> dict[str, dict[str, Any]]:
     return out
 
 
+def chosen_flag_sets(names: str | None, every: bool = False) -> dict[str, dict[str, Any]]:
+    """The flag sets ``names`` ("ln_bias,all") picks from ``FLAG_SETS`` (``every``: from
+    :func:`all_flag_sets`), in that order; all of them for None. KeyError names the unknown."""
+    known = all_flag_sets() if every else dict(FLAG_SETS)
+    if names is None:
+        return known
+    picked = [n.strip() for n in names.split(",")]
+    unknown = [n for n in picked if n not in known]
+    if unknown:
+        raise KeyError(f"unknown flag set(s) {', '.join(map(repr, unknown))}; "
+                       f"known: {', '.join(known)}")
+    return {n: known[n] for n in picked}
+
+
 def cpu_seconds() -> float:
     """This process's user + system CPU time (getrusage)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -121,8 +135,10 @@ def engine_flops_per_step(config: Config) -> tuple[float, str]:
 
 
 def bench_shape(config: Config, sizes: tuple[int, ...], rate: dict[str, float],
-                log: TextIO | None, most: int = 2000) -> list[dict[str, Any]]:
-    """The notebook loop and the engine at each of ``sizes`` on one configuration: one row each."""
+                log: TextIO | None, most: int = 2000, repeat: int = 1) -> list[dict[str, Any]]:
+    """The notebook loop and the engine at each of ``sizes`` on one configuration: one row each.
+    With ``repeat`` > 1 the runs go round ``repeat`` times (interleaved, so that a burst of load
+    from another job falls on all of them) and each row is its fastest repeat (``walls_s``: all)."""
     from .bench import engine_model_steps, notebook_loop
 
     engine_flops, backend = engine_flops_per_step(config)
@@ -131,16 +147,22 @@ def bench_shape(config: Config, sizes: tuple[int, ...], rate: dict[str, float],
              lambda steps: (notebook_loop(config, steps, early_stop=False), steps)[1])]
     plan += [(f"engine E={n}", n, engine_flops, backend,  # members stop only at 100% accuracy
               lambda steps, n=n: engine_model_steps(config, steps, n)[1]) for n in sizes]
-    rows = []
-    for run, members, flops, used, fn in plan:
+    best: list[tuple[Timed, float] | None] = [None] * len(plan)
+    walls: list[list[float]] = [[] for _ in plan]
+    for _, (i, (run, members, flops, used, fn)) in itertools.product(range(repeat),
+                                                                     enumerate(plan)):
         n_steps = steps_for(engine_flops, members, every, most)  # the notebook: as many as E=1
         t, model_steps = timed(lambda: fn(n_steps))
-        rows.append(_row(run, members, model_steps / members, used, flops, t, rate))
+        walls[i].append(t.wall)
+        if best[i] is None or t.wall < best[i][0].wall:
+            best[i] = (t, model_steps)
         if log is not None:
-            r = rows[-1]
+            r = _row(run, members, model_steps / members, used, flops, t, rate)
             print(f"{config.name} {run}: {t.wall:.2f} s, {r['steps']:g} steps, "
                   f"{r['ms_per_model_step']:.4f} ms/model-step, {r['x_floor']:.2f}x floor "
                   f"({r['cpu_x_floor']:.2f} cpu)", file=log, flush=True)
+    rows = [{**_row(run, members, steps / members, used, flops, t, rate), "walls_s": w}
+            for (run, members, flops, used, _), (t, steps), w in zip(plan, best, walls)]
     for row in rows:
         row["speedup"] = rows[0]["ms_per_model_step"] / row["ms_per_model_step"]
         row["cpu_speedup"] = rows[0]["cpu_ms_per_model_step"] / row["cpu_ms_per_model_step"]
@@ -159,8 +181,10 @@ def _row(run: str, members: int, steps: float, backend: str, flops: float, t: Ti
 
 def run_shapes(widths: tuple[int, ...] = WIDTHS, flag_sets: dict[str, dict[str, Any]] | None = None,
                sizes: tuple[int, ...] = (1, 64), n_layers: int = 3,
-               log: TextIO | None = None, most_steps: int = 2000) -> dict[str, Any]:
-    """Every width x flag set (default ``FLAG_SETS``), the sgemm rate measured first and last."""
+               log: TextIO | None = None, most_steps: int = 2000,
+               repeat: int = 1) -> dict[str, Any]:
+    """Every width x flag set (default ``FLAG_SETS``), the sgemm rate measured first and last;
+    each run the fastest of ``repeat`` (see :func:`bench_shape`)."""
     from .bench import cpu_model, engine_run, notebook_loop
 
     flag_sets = FLAG_SETS if flag_sets is None else flag_sets
@@ -171,12 +195,12 @@ def run_shapes(widths: tuple[int, ...] = WIDTHS, flag_sets: dict[str, dict[str, 
     for d_model, (name, flags) in itertools.product(widths, flag_sets.items()):
         config = shape_config(d_model, flags, n_layers)
         shapes.append({"d_model": d_model, "flags": name, "config": config.name,
-                       "rows": bench_shape(config, sizes, rate, log, most_steps)})
+                       "rows": bench_shape(config, sizes, rate, log, most_steps, repeat)})
     after = sgemm_rate()
     return {"threads": torch.get_num_threads(), "cpu": cpu_model(), "torch": torch.__version__,
             "sgemm_gflops": {k: v / 1e9 for k, v in rate.items()},
             "sgemm_gflops_after": {k: v / 1e9 for k, v in after.items()},
-            "n_layers": n_layers, "shapes": shapes}
+            "n_layers": n_layers, "repeat": repeat, "shapes": shapes}
 
 
 def format_shapes(result: dict[str, Any]) -> str:

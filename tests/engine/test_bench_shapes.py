@@ -52,9 +52,37 @@ def test_one_small_run_has_consistent_rows(monkeypatch):
     assert "sgemm" in table and table.count("engine E=") == 2
 
 
+def test_repeats_are_interleaved_and_each_row_is_its_fastest(monkeypatch):
+    monkeypatch.setattr(bench_shapes, "WORK_FLOP", 1.0)  # 100 steps per run
+    log = io.StringIO()
+    result = bench_shapes.run_shapes((8,), {"seed": {}}, (1, 2), n_layers=1, log=log, repeat=3)
+    runs = [line.split(": ")[0].split(" ", 1)[1] for line in log.getvalue().splitlines()]
+    assert runs == ["notebook loop", "engine E=1", "engine E=2"] * 3  # round-robin, not 3 in a row
+    assert result["repeat"] == 3
+    for r in result["shapes"][0]["rows"]:
+        assert len(r["walls_s"]) == 3
+        fastest = min(r["walls_s"]) / r["steps"] / r["members"] * 1e3
+        assert r["ms_per_model_step"] == pytest.approx(fastest)
+
+
+def test_flags_picks_the_flag_sets_in_the_order_given():
+    assert list(bench_shapes.chosen_flag_sets(None)) == list(bench_shapes.FLAG_SETS)
+    assert bench_shapes.chosen_flag_sets("all, seed") == {
+        "all": bench_shapes.FLAG_SETS["all"], "seed": {}}
+    every = bench_shapes.chosen_flag_sets("ln-bias-wv,seed", every=True)
+    assert every == {n: bench_shapes.all_flag_sets()[n] for n in ("ln-bias-wv", "seed")}
+    with pytest.raises(KeyError, match="'nope'"):
+        bench_shapes.chosen_flag_sets("seed,nope")
+    with pytest.raises(KeyError, match="'ln-bias'"):
+        bench_shapes.chosen_flag_sets("ln-bias")  # a name of --all-flags only
+
+
 @pytest.mark.parametrize("args,problem", [
     (["--shapes", "8,0"], "--shapes"), (["--shapes", "1024"], "--shapes"),
-    (["--all-flags"], "--all-flags"), (["--shapes", "8", "--layers", "0"], "--layers")])
+    (["--all-flags"], "--all-flags"), (["--shapes", "8", "--layers", "0"], "--layers"),
+    (["--shapes", "8", "--flags", "ln_bias,nope"], "nope"), (["--repeat", "2"], "--repeat"),
+    (["--shapes", "8", "--repeat", "0"], "--repeat"),
+    (["--shapes", "8", "--flags", "ln-bias"], "ln-bias")])
 def test_bad_shape_arguments_are_one_line(args, problem):
     result = run_cli("bench", *args)
     assert result.returncode == 2 and result.stdout == ""
