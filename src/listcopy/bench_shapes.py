@@ -210,7 +210,9 @@ def format_shapes(result: dict[str, Any]) -> str:
              f"threads: {result['threads']}, torch {result['torch']}",
              f"one core's sgemm: {g['wall']:.1f} GFLOP/s wall, {g['cpu']:.1f} cpu "
              f"(after: {after['wall']:.1f}, {after['cpu']:.1f}); floor = the run's FLOPs at "
-             "that rate; x floor: wall (cpu)", "",
+             "that rate; x floor: wall (cpu)"
+             + (f"; each run the fastest of {result['repeat']}, interleaved"
+                if result.get("repeat", 1) > 1 else ""), "",
              f"{'d':>4} {'flags':<11}{'run':<15}{'backend':<8}{'ms/step':>9}{'ms/model-step':>15}"
              f"{'speed-up':>10}{'MFLOP':>8}{'floor ms':>10}{'x floor':>13}"]
     for shape in result["shapes"]:

@@ -63,6 +63,7 @@ def test_repeats_are_interleaved_and_each_row_is_its_fastest(monkeypatch):
         assert len(r["walls_s"]) == 3
         fastest = min(r["walls_s"]) / r["steps"] / r["members"] * 1e3
         assert r["ms_per_model_step"] == pytest.approx(fastest)
+    assert "the fastest of 3" in bench_shapes.format_shapes(result)
 
 
 def test_flags_picks_the_flag_sets_in_the_order_given():
