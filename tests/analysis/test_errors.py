@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from listcopy.analysis.errors import error_split, output_errors
+from listcopy.analysis.errors import ENDINGS, ending, error_split, output_errors
 
 
 def naive(preds, targets, digits):
@@ -67,3 +67,34 @@ def test_output_errors_of_a_part_trained_model(trained2):
         assert row["in_list"] == pytest.approx(want["in_list"][j])
         assert row["not_in_list"] == pytest.approx(want["not_in_list"][j])
         assert row["wrong"] == pytest.approx(1 - want["right"][j])  # the ablate taxonomy's row
+
+
+def _errors(acc, *positions):
+    """``OutputErrors.to_dict()``'s shape: accuracy, and per position (right, in_list, not_in_list)."""
+    return {"metrics": {"acc": acc},
+            "positions": {f"o{j + 1}": {"right": r, "in_list": i, "not_in_list": n}
+                          for j, (r, i, n) in enumerate(positions)}}
+
+
+@pytest.mark.parametrize("errors,ends", [
+    (_errors(0.92, (0.96, 0.03, 0.01), (0.88, 0.10, 0.02)), "solved"),
+    (_errors(0.90, (0.93, 0.06, 0.01), (0.87, 0.12, 0.01)), "nearly solved"),  # 0.9 is not above
+    (_errors(0.74, (0.77, 0.23, 0.0), (0.70, 0.30, 0.0)), "nearly solved"),
+    (_errors(0.70, (0.70, 0.30, 0.0), (0.70, 0.30, 0.0)), "order lost"),  # nor is 0.7
+    (_errors(0.17, (0.17, 0.16, 0.67), (0.16, 0.17, 0.67)), "too narrow"),
+    (_errors(0.50, (0.95, 0.02, 0.03), (0.05, 0.91, 0.04)), "first output only"),
+    (_errors(0.50, (0.84, 0.10, 0.06), (0.16, 0.80, 0.04)), "order lost"),  # o1 under 0.85
+    (_errors(0.45, (0.44, 0.56, 0.0), (0.46, 0.54, 0.0)), "order lost"),
+    (_errors(0.45, (0.45, 0.30, 0.25), (0.45, 0.30, 0.25)), "other"),  # a quarter not in the list
+    (_errors(0.60, (0.60, 0.40, 0.0),), "order lost"),  # one output: never "first output only"
+])
+def test_ending_takes_the_first_rule_that_applies(errors, ends):
+    assert ending(errors) == ends and ends in ENDINGS
+
+
+def test_ending_of_real_errors(trained2):
+    """On ``output_errors`` of a model, as the paper's --errors table calls it."""
+    model, config, _ = trained2
+    e = output_errors(model, config).to_dict()
+    assert ending(e) in ENDINGS
+    assert ending(e, solved=0.0) == "solved" and ending(e, solved=1.0, nearly=0.0) == "nearly solved"

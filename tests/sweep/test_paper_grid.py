@@ -58,6 +58,7 @@ def test_a_small_version_sweeps_end_to_end(tmp_path, capsys, monkeypatch):
         assert c.task.mask_token and c.model.layer0_mask and c.task.n_digits == 10
         assert r["steps"] == 10 and 0.0 <= r["acc"] <= 1.0
     _table_only_prints_each_cell(tmp_path, rows, capsys, monkeypatch)
+    _errors_prints_each_run(tmp_path, rows, capsys)
 
 
 def _table_only_prints_each_cell(tmp_path, rows, capsys, monkeypatch):
@@ -84,6 +85,34 @@ def _table_only_prints_each_cell(tmp_path, rows, capsys, monkeypatch):
         acc = f"{r['acc']:.4f}"
         assert (cell["listcopy"], cell["min"], cell["max"], cell["runs"]) == (acc, acc, acc, "1")
         assert cell["above 0.9"] == ("1.00" if r["acc"] > 0.9 else "0.00")
+
+
+def _errors_prints_each_run(tmp_path, rows, capsys):
+    """``--table-only --errors``: after Table 4, one row per run (its accuracy the sweep's, each
+    position's three fractions summing to 1) and how many runs end each way."""
+    from listcopy import cli
+    from listcopy.analysis.errors import ENDINGS
+
+    assert cli.main(["paper", "--grid", str(tmp_path / "sweep"), "--table-only", "--errors"]) == 0
+    out = capsys.readouterr().out.strip().split("\n\n")
+    table, counts = out[-2].splitlines(), out[-1]
+    head = [c.strip() for c in table[0].strip("|").split("|")]
+    runs = {}
+    for line in table[2:]:
+        row = dict(zip(head, (c.strip() for c in line.strip("|").split("|"))))
+        runs[row["run"]] = row
+    by_name = {Path(r["run_dir"]).name.rsplit("-", 1)[0]: r for r in rows}
+    assert sorted(runs) == sorted(by_name) and len(runs) == 19
+    for name, row in runs.items():
+        assert float(row["acc"]) == pytest.approx(by_name[name]["acc"], abs=1e-3)
+        for o in ("o1", "o2"):
+            parts = [float(row[f"{o} {k}"]) for k in ("right", "other digit of the list",
+                                                      "not in the list")]
+            assert sum(parts) == pytest.approx(1.0, abs=2e-4)
+        assert row["ends"] in ENDINGS and (row["ends"] == "solved") == (float(row["acc"]) > 0.9)
+    told = {k: int(n) for n, k in (p.split(" ", 1) for p in counts.split(": ", 1)[1].split(", "))}
+    assert told == {k: sum(r["ends"] == k for r in runs.values()) for k in told}
+    assert sum(told.values()) == 19
 
 
 def _toml(data: dict) -> str:

@@ -77,3 +77,28 @@ def summary_lines(e: dict[str, Any]) -> list[str]:
                     for name, p in e["positions"].items())
     return [f"errors: the right digits in some order {e['set_acc']:.4f} "
             f"(seq_acc {e['metrics']['seq_acc']:.4f})", f"  {per}"]
+
+
+ENDINGS = ("solved", "nearly solved", "first output only", "order lost", "too narrow", "other")
+
+
+def ending(errors: dict[str, Any], solved: float = 0.9, nearly: float = 0.7) -> str:
+    """How a trained model ends, one of ``ENDINGS``, from ``OutputErrors.to_dict()``, first rule
+    that applies: ``solved`` (validation accuracy above ``solved``); ``nearly solved`` (above
+    ``nearly``); ``too narrow`` (over half the predictions are not a digit of the list: SEP does
+    not carry the digits); ``first output only`` (o1 right at least 85% of the time, every later
+    output under half: the paper grid's [d1, d1]); ``order lost`` (at least 90% of predictions
+    are digits of the list, the wrong one too often: the order is not carried); else ``other``."""
+    positions = list(errors["positions"].values())
+    not_in_list = sum(p["not_in_list"] for p in positions) / len(positions)
+    acc = errors["metrics"]["acc"]
+    if acc > solved:
+        return "solved"
+    if acc > nearly:
+        return "nearly solved"
+    if not_in_list > 0.5:
+        return "too narrow"
+    if (len(positions) > 1 and positions[0]["right"] >= 0.85
+            and max(p["right"] for p in positions[1:]) < 0.5):
+        return "first output only"
+    return "order lost" if not_in_list <= 0.1 else "other"

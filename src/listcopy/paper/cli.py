@@ -1,7 +1,8 @@
 """``listcopy paper [--out DIR] [--model PATH ...] [--set k=v ...] [--grid SWEEP_DIR]``: the
 paper "Order by Scale" reproduced: its 2- and 3-layer models trained (or taken with ``--model``),
 analysed, and written as one offline HTML page and a JSON of every number.
-``listcopy paper --grid SWEEP_DIR --table-only`` prints Table 4 of a sweep and trains nothing.
+``listcopy paper --grid SWEEP_DIR --table-only [--errors]`` prints Table 4 of a sweep (and each
+run's errors and how it ends) and trains nothing.
 
 ``register(subparsers)`` adds the command; nothing heavy is imported until it runs. Bad input
 raises (exit 2, one line through ``listcopy.cli.main``).
@@ -33,6 +34,9 @@ def register(subparsers) -> None:
     p.add_argument("--table-only", action="store_true",
                    help="print Table 4 of --grid as markdown and stop (trains nothing, writes "
                         "nothing)")
+    p.add_argument("--errors", action="store_true",
+                   help="with --table-only: then where each run's errors come from, and how it "
+                        "ends (solved, nearly, first output only, order lost, too narrow)")
     p.add_argument("--no-umap", action="store_true", help="PCA only for the positional points")
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -45,6 +49,10 @@ def cmd_paper(args: argparse.Namespace) -> int:
     check_threads(args.threads)
     if args.table_only:
         return print_table4(args)
+    if args.errors:
+        from ..config import ConfigError
+
+        raise ConfigError("--errors goes with --table-only (and --grid SWEEP_DIR)")
     import torch
 
     from .run import paper_report
@@ -60,11 +68,13 @@ def cmd_paper(args: argparse.Namespace) -> int:
 
 def print_table4(args: argparse.Namespace) -> int:
     from ..config import ConfigError
-    from .page import table4_markdown
+    from .page import errors_markdown, table4_markdown
 
     if args.grid is None:
         raise ConfigError("--table-only prints Table 4 of a sweep: give it with --grid SWEEP_DIR")
     if args.model or args.set:
         raise ConfigError("--table-only trains nothing: --model and --set do not apply")
     print(table4_markdown(args.grid))
+    if args.errors:
+        print("\n" + errors_markdown(args.grid))
     return 0

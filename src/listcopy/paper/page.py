@@ -112,6 +112,44 @@ def table4_markdown(grid: str | Path) -> str:
     return markdown(list(rows[0]), rows, TABLE4_FORMATS) + "\n\n" + note
 
 
+def errors_rows(grid: str | Path) -> list[dict[str, Any]]:
+    """Per finished run of the sweep ``grid`` (by run directory): ``analyze --only errors`` in
+    columns (per output position: right, another digit of the list, not in the list) and how the
+    run ends (``analysis.errors.ending``)."""
+    from ..analysis.errors import ending, output_errors
+    from ..checkpoint import load
+    from ..sweep.results import load_rows
+
+    rows = []
+    done = [r for r in load_rows(grid) if r["status"] == "done" and r["run_dir"]]
+    for r in sorted(done, key=lambda r: r["run_dir"]):
+        model, config = load(Path(grid) / r["run_dir"])
+        e = output_errors(model.eval(), config).to_dict()
+        row: dict[str, Any] = {"run": Path(r["run_dir"]).name.rsplit("-", 1)[0],
+                               "acc": e["metrics"]["acc"], "seq_acc": e["metrics"]["seq_acc"]}
+        for o, p in e["positions"].items():
+            row.update({f"{o} right": p["right"], f"{o} other digit of the list": p["in_list"],
+                        f"{o} not in the list": p["not_in_list"]})
+        rows.append({**row, "right digits, any order": e["set_acc"], "ends": ending(e)})
+    return rows
+
+
+def errors_markdown(grid: str | Path) -> str:
+    """``errors_rows`` as a markdown table, and how many runs end each way."""
+    from collections import Counter
+
+    from ..analysis.errors import ENDINGS
+    from ..sweep.results import markdown
+
+    rows = errors_rows(grid)
+    if not rows:
+        return f"no finished runs in {grid}"
+    counts = Counter(r["ends"] for r in rows)
+    formats = {c: ".4f" for c in rows[0] if c not in ("run", "ends")}
+    return (markdown(list(rows[0]), rows, formats) + f"\n\n{len(rows)} finished runs: "
+            + ", ".join(f"{counts[k]} {k}" for k in ENDINGS if counts[k]))
+
+
 def paper_page(results: dict[str, dict[str, Any]], grid: str | Path | None = None) -> Page:
     variant = (f"the paper's variant ({', '.join(RESEARCH_VARIANT)}: MASK at the outputs' input "
                "positions, and in layer 0 the outputs receive nothing)")
