@@ -128,3 +128,26 @@ def _toml(data: dict) -> str:
     for spec in data["specs"]:
         lines += ["[[specs]]"] + [f'"{k}" = {value(v)}' for k, v in spec.items()]
     return "\n".join(lines) + "\n"
+
+
+def test_the_errors_table_takes_every_runs_columns(monkeypatch):
+    """Runs with lists of 2 and of 3 in one sweep: every position's columns, "-" where a run has
+    none, ``ends`` last, and the counts."""
+    from listcopy.paper import page
+
+    def row(run, L, ends):
+        out = {"run": run, "acc": 0.5, "seq_acc": 0.25}
+        for j in range(1, L + 1):
+            out.update({f"o{j} right": 0.5, f"o{j} other digit of the list": 0.5,
+                        f"o{j} not in the list": 0.0})
+        return {**out, "right digits, any order": 0.5, "ends": ends}
+
+    monkeypatch.setattr(page, "errors_rows",
+                        lambda grid: [row("two", 2, "order lost"), row("three", 3, "solved")])
+    table, counts = page.errors_markdown("g").split("\n\n")
+    lines = table.splitlines()
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert head[-1] == "ends" and "o3 right" in head and len(head) == 3 + 9 + 2
+    two = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert two[head.index("o3 right")] == "-" and two[-1] == "order lost"
+    assert counts == "2 finished runs: 1 solved, 1 order lost"

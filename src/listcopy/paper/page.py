@@ -121,11 +121,11 @@ def errors_rows(grid: str | Path) -> list[dict[str, Any]]:
     from ..sweep.results import load_rows
 
     rows = []
-    done = [r for r in load_rows(grid) if r["status"] == "done" and r["run_dir"]]
-    for r in sorted(done, key=lambda r: r["run_dir"]):
-        model, config = load(Path(grid) / r["run_dir"])
+    done = {r["run_dir"] for r in load_rows(grid) if r["status"] == "done" and r["run_dir"]}
+    for run_dir in sorted(done):  # entries that share a run (the same config twice): once
+        model, config = load(Path(grid) / run_dir)
         e = output_errors(model.eval(), config).to_dict()
-        row: dict[str, Any] = {"run": Path(r["run_dir"]).name.rsplit("-", 1)[0],
+        row: dict[str, Any] = {"run": Path(run_dir).name.rsplit("-", 1)[0],
                                "acc": e["metrics"]["acc"], "seq_acc": e["metrics"]["seq_acc"]}
         for o, p in e["positions"].items():
             row.update({f"{o} right": p["right"], f"{o} other digit of the list": p["in_list"],
@@ -145,8 +145,10 @@ def errors_markdown(grid: str | Path) -> str:
     if not rows:
         return f"no finished runs in {grid}"
     counts = Counter(r["ends"] for r in rows)
-    formats = {c: ".4f" for c in rows[0] if c not in ("run", "ends")}
-    return (markdown(list(rows[0]), rows, formats) + f"\n\n{len(rows)} finished runs: "
+    columns = list(dict.fromkeys(c for r in rows for c in r))  # lists of several lengths: all
+    columns.append(columns.pop(columns.index("ends")))
+    formats = {c: ".4f" for c in columns if c not in ("run", "ends")}
+    return (markdown(columns, rows, formats) + f"\n\n{len(rows)} finished runs: "
             + ", ".join(f"{counts[k]} {k}" for k in ENDINGS if counts[k]))
 
 
