@@ -147,22 +147,22 @@ def bench_shape(config: Config, sizes: tuple[int, ...], rate: dict[str, float],
              lambda steps: (notebook_loop(config, steps, early_stop=False), steps)[1])]
     plan += [(f"engine E={n}", n, engine_flops, backend,  # members stop only at 100% accuracy
               lambda steps, n=n: engine_model_steps(config, steps, n)[1]) for n in sizes]
-    best: list[tuple[Timed, float] | None] = [None] * len(plan)
-    walls: list[list[float]] = [[] for _ in plan]
+    tries: list[list[tuple[Timed, float]]] = [[] for _ in plan]  # per run: (time, model-steps)
     for _, (i, (run, members, flops, used, fn)) in itertools.product(range(repeat),
                                                                      enumerate(plan)):
         n_steps = steps_for(engine_flops, members, every, most)  # the notebook: as many as E=1
         t, model_steps = timed(lambda: fn(n_steps))
-        walls[i].append(t.wall)
-        if best[i] is None or t.wall < best[i][0].wall:
-            best[i] = (t, model_steps)
+        tries[i].append((t, model_steps))
         if log is not None:
             r = _row(run, members, model_steps / members, used, flops, t, rate)
             print(f"{config.name} {run}: {t.wall:.2f} s, {r['steps']:g} steps, "
                   f"{r['ms_per_model_step']:.4f} ms/model-step, {r['x_floor']:.2f}x floor "
                   f"({r['cpu_x_floor']:.2f} cpu)", file=log, flush=True)
-    rows = [{**_row(run, members, steps / members, used, flops, t, rate), "walls_s": w}
-            for (run, members, flops, used, _), (t, steps), w in zip(plan, best, walls)]
+    rows = []
+    for (run, members, flops, used, _), done in zip(plan, tries):
+        t, steps = min(done, key=lambda d: d[0].wall)
+        rows.append({**_row(run, members, steps / members, used, flops, t, rate),
+                     "walls_s": [d[0].wall for d in done]})
     for row in rows:
         row["speedup"] = rows[0]["ms_per_model_step"] / row["ms_per_model_step"]
         row["cpu_speedup"] = rows[0]["cpu_ms_per_model_step"] / row["cpu_ms_per_model_step"]
