@@ -33,14 +33,16 @@ SORT_SEARCH = {1: (8, ()), 2: (8, ()), 4: (8, ()), 8: (8, ()), 16: (8, ()), 32: 
 
 def sweep_work(dirs: list[str]) -> dict[str, tuple[Config, float]]:
     """Per run name: its config and the model-steps its finished runs took."""
-    work: dict[str, tuple[Config, float]] = {}
+    configs: dict[str, Config] = {}
     steps: dict[str, float] = defaultdict(float)
+    seen: set[tuple[str, str]] = set()  # entries that share a run: its steps once
     for d in dirs:
         for row in load_rows(d):
-            if row["status"] == "done" and row["steps"]:
-                work[row["name"]] = (row["config"], 0.0)
+            if row["status"] == "done" and row["steps"] and (d, row["run_dir"]) not in seen:
+                seen.add((d, row["run_dir"]))
+                configs[row["name"]] = row["config"]
                 steps[row["name"]] += row["steps"]
-    return {name: (config, steps[name]) for name, (config, _) in work.items()}
+    return {name: (config, steps[name]) for name, config in configs.items()}
 
 
 def sort_frontier_work() -> dict[str, tuple[Config, float]]:
