@@ -49,3 +49,37 @@ def test_an_unset_or_empty_tmpdir_is_fine_for_the_check(monkeypatch, tmpdir):
     else:
         monkeypatch.setenv("TMPDIR", tmpdir)
     check_tmpdir()
+
+
+class SilentKaleido:
+    """A kaleido whose browser never answers: what choreographer does when the browser dies in
+    the instant between its start and the first command (seen once in a full CI run)."""
+
+    def __init__(self, *args, **kwargs):
+        self.closed = False
+
+    async def __aenter__(self):
+        import asyncio
+
+        await asyncio.Event().wait()
+
+    async def __aexit__(self, *exc):
+        self.closed = True
+
+
+def test_a_browser_that_never_answers_is_a_bounded_one_line_failure(tmp_path, monkeypatch):
+    import kaleido
+    import plotly.graph_objects as go
+
+    from listcopy.errors import Failure
+    from listcopy.report.html import Figure
+    from listcopy.report.png import write_pngs
+
+    browser = tmp_path / "chromium"
+    browser.write_text("#!/bin/sh\nexit 1\n")
+    browser.chmod(0o755)
+    monkeypatch.setenv("BROWSER_PATH", str(browser))
+    monkeypatch.setattr(kaleido, "Kaleido", SilentKaleido)
+    with pytest.raises(Failure, match=r"could not draw the figures: no answer within 0\.5 s$"):
+        write_pngs([Figure("f", go.Figure())], tmp_path / "png", timeout_s=0.5)
+    assert not list((tmp_path / "png").iterdir())

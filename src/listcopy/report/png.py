@@ -27,6 +27,8 @@ DEAD_PROXY = "127.0.0.1:9"  # discard port: any request the page might make fail
 SCALE = 2                    # pixels per CSS pixel: sharp enough for print
 DEFAULT_WIDTH = 1100
 QUIET_LOGGERS = ("choreographer", "kaleido", "chrome_wrapper")  # the browser libraries' own loggers
+START_S = 60.0               # the browser's start, at most (a slow, loaded machine starts it in ~2 s)
+FIGURE_S = 90.0              # one figure, at most (kaleido's own per-figure bound)
 
 
 def find_browser() -> str:
@@ -68,14 +70,21 @@ def check_png_output(out_dir: str | Path) -> str:
     return browser
 
 
-def write_pngs(figures: Sequence[Figure], out_dir: str | Path, scale: float = SCALE) -> list[Path]:
-    """Write each figure to ``out_dir/<id>.png``; the paths, in order."""
+def write_pngs(figures: Sequence[Figure], out_dir: str | Path, scale: float = SCALE,
+               timeout_s: float | None = None) -> list[Path]:
+    """Write each figure to ``out_dir/<id>.png``; the paths, in order.
+
+    The browser gets ``timeout_s`` for all of it (default: ``START_S`` plus ``FIGURE_S`` per
+    figure): a browser that dies as it starts can leave the browser library waiting for an answer
+    that never comes, which is a one-line failure here, not a hang."""
     browser = check_png_output(out_dir)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if timeout_s is None:
+        timeout_s = START_S + FIGURE_S * len(figures)
     try:
         with _quiet_browser_logs():
-            images = _run(_render(figures, browser, scale))
+            images = _run(_bounded(_render(figures, browser, scale), timeout_s))
     except Exception as err:  # noqa: BLE001  (kaleido and the browser raise their own types)
         why = err.args[0] if err.args and isinstance(err.args[0], str) else err
         raise Failure(f"--png: the browser ({browser}) could not draw the figures: "
@@ -116,6 +125,13 @@ async def _render(figures: Sequence[Figure], browser: str, scale: float) -> list
                     "width": layout.width or DEFAULT_WIDTH, "height": layout.height or 500}
             images.append(await k.calc_fig(f.figure, opts=opts))
     return images
+
+
+async def _bounded(coro, timeout_s: float):
+    try:
+        return await asyncio.wait_for(coro, timeout_s)
+    except asyncio.TimeoutError:
+        raise TimeoutError(f"no answer within {timeout_s:g} s") from None
 
 
 def _run(coro):
