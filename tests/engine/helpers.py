@@ -7,6 +7,7 @@ machine with cuda or mps, the torch backend is also checked there (``DEVICES``),
 tests run there too (``train.device`` "auto").
 """
 
+import dataclasses
 import itertools
 import math
 
@@ -113,11 +114,11 @@ def check_against_hooked(config, sds, n=20, rtol=0.0, device="cpu"):
                 assert torch.allclose(mine[name], ref, atol=1e-5, rtol=rtol), (ens.backend, name)
 
 
-def kernel_ensemble(config, sds, *, dw_lanes=None):
-    """An ensemble on the compiled kernel (its variant by the table unless ``dw_lanes``); None
-    where no C compiler works."""
+def kernel_ensemble(config, sds, *, dw_lanes=None, fold_vo=True):
+    """An ensemble on the compiled kernel (its variant by the table unless ``dw_lanes``; W_V W_O
+    folded where it can be unless ``fold_vo`` is False); None where no C compiler works."""
     ens = Ensemble(config, sds, backend="torch")
-    kernel = KernelBackend.load(ens.kernel_shape(dw_lanes))
+    kernel = KernelBackend.load(dataclasses.replace(ens.kernel_shape(dw_lanes), fold_vo=fold_vo))
     if kernel is None:
         return None
     ens._backend = kernel

@@ -9,12 +9,14 @@ layer 0, held to the research line's own model by tests/engine/test_research_par
 tests/test_research_export.py); the kernel gets the rows each layer then needs (rows.py).
 """
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from listcopy.config import Config
-from listcopy.engine import choice
+from listcopy.engine import Ensemble, choice
 from listcopy.model import ListCopyTransformer
 from listcopy.task import dataset
 
@@ -54,6 +56,42 @@ def test_both_kernel_variants_equal_the_hooked_model(overrides, dw_lanes, layer0
     config = Config().replace(**{**overrides, "model": model})
     sds = state_dicts(config, [0, 1, 2], True, scale=0.1)
     check_kernel_against_hooked(config, sds, n=21, rtol=1e-4, dw_lanes=dw_lanes)
+
+
+@pytest.mark.parametrize("dw_lanes", [True, False], ids=["lanes", "rows"])
+@pytest.mark.parametrize("fold_vo", [True, False], ids=["folded", "unfolded"])
+@pytest.mark.parametrize("freeze_wv,freeze_wo,use_bias", [(False, False, True), (False, True, False),
+                                                          (True, False, True)])
+def test_one_head_with_w_v_and_w_o_folded_or_not_equals_the_hooked_model(freeze_wv, freeze_wo,
+                                                                         use_bias, fold_vo, dw_lanes):
+    """With one head the kernel multiplies by W_V W_O (one product per row instead of two) and
+    turns that product's gradient into W_V's, W_O's and b_V's once per step; a frozen W_V or W_O
+    that is not an identity (perturbed here) takes part as a given matrix. Both ways, both ways of
+    summing weight gradients, against the hooked model."""
+    config = small(d_model=24, ln=True, use_bias=use_bias, freeze_wv=freeze_wv,
+                   freeze_wo=freeze_wo, n_heads=1)
+    sds = state_dicts(config, [0, 1], True, scale=0.2)
+    ens = kernel_ensemble(config, sds, dw_lanes=dw_lanes, fold_vo=fold_vo)
+    assert ens._backend.shape.folds == fold_vo
+    check_kernel_against_hooked(config, sds, n=21, rtol=1e-4, dw_lanes=dw_lanes, fold_vo=fold_vo)
+
+
+def test_the_fold_is_chosen_where_it_applies_and_counted_in_the_flops():
+    def shape(n_heads=1, perturbed=False, **model):
+        config = small(d_model=64, n_layers=3, n_heads=n_heads, **model)
+        return Ensemble(config, state_dicts(config, [0], perturbed), backend="torch").kernel_shape()
+
+    learned = shape(freeze_wv=False, freeze_wo=False)
+    assert learned.folds and not shape(n_heads=2, freeze_wv=False, freeze_wo=False).folds
+    assert not shape(freeze_wv=False).folds  # W_O an exact identity: nothing to fold
+    assert shape(freeze_wv=False, perturbed=True).folds  # a given, non-identity W_O: folded
+    unfolded = dataclasses.replace(learned, fold_vo=False)
+    assert not unfolded.folds and "#define FOLD 0" in unfolded.header(16)
+    assert "#define FOLD 1" in learned.header(16)
+    # the values' product (4 + 4 + 2 rows in the seed's 3 layers, forward and both gradients) is
+    # gone; forming W_VO and turning its gradient into two costs 3 D^3 products per layer
+    saved = 128 * sum(6.0 * n * 64 * 64 for n in (4, 4, 2)) - 3 * 3 * 2.0 * 64 ** 3
+    assert unfolded.flops_per_step(128) - learned.flops_per_step(128) == pytest.approx(saved)
 
 
 def reference_steps(config, sd, batches, lrs, max_norm, wd):

@@ -16,7 +16,10 @@
    or -1 (absent: identity W_V / W_O, zero biases, no LayerNorm); OFF_x its offset there.
    Variant knobs: LN (LayerNorm before each layer and the unembedding), DW_LANES (1: weight
    gradients accumulated lane by lane and summed once per step, for narrow models; 0: each group's
-   rows transposed and multiplied, for wide ones). */
+   rows transposed and multiplied, for wide ones), FOLD (one head with learned W_V and W_O: the
+   rows multiply by W_VO = W_V W_O, formed once per step, instead of by W_V and then W_O; z is then
+   the pattern times the layer's input, the bias b_V W_O + b_O on rows that receive something, and
+   W_VO's gradient G becomes W_V's (G W_O^T) and W_O's (W_V^T G) once per step). */
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -41,8 +44,11 @@ static const int OFF_BV[NL] = OFF_BV_INIT, OFF_BO[NL] = OFF_BO_INIT;
 
 #define TR(x) (SRC_##x == 0)                    /* trained */
 #define HAS(x) (SRC_##x >= 0)                   /* present */
-#define MAT_V (HAS(WV) || HAS(BV))              /* values are materialised (not X's first DH dims) */
-#define KEEP_Z TR(WO)                           /* z kept for W_O's gradient */
+#define MAT_V (!FOLD && (HAS(WV) || HAS(BV)))   /* values are materialised (not X's first DH dims) */
+#define GRAD_O (FOLD ? TR(WO) || TR(WV) : TR(WO))  /* the gradient of the matrix z multiplies */
+#define BIAS_O (HAS(BO) || (FOLD && HAS(BV)))   /* z's product has a bias */
+#define KEEP_Z GRAD_O                           /* z kept for that gradient */
+#define GRAD_BVO (FOLD && HAS(BV) && (TR(BV) || TR(WO)))  /* b_V W_O's gradient is needed */
 #define XL (LN ? NL : 1)
 #define MAXW (D > V ? D : V)
 #define LN_EPS 1e-5f
@@ -253,11 +259,14 @@ typedef struct {
     vf gbq[N1(TR(BQ), NL)][D], gbk[N1(TR(BK), NL)][D], gbv[N1(TR(BV), NL)][D], gbo[N1(TR(BO), NL)][D];
 #if DW_LANES
     vf gwq[N1(TR(WQ), NL)][D * D], gwk[N1(TR(WK), NL)][D * D];
-    vf gwv[N1(TR(WV), NL)][D * D], gwo[N1(TR(WO), NL)][D * D], gwu[D * V];
+    vf gwv[N1(TR(WV) && !FOLD, NL)][D * D], gwo[N1(GRAD_O, NL)][D * D], gwu[D * V];
 #else
     float xs[T * W * D], gs[T * W * MAXW];  /* rows transposed into samples */
     const vf *rows_a[T], *rows_b[T];
 #endif
+    /* FOLD: W_VO, its bias (b_V W_O + b_O) and their gradients, per member and step */
+    float wvo[N1(FOLD, NL)][N1(FOLD, D * D)], bvo[N1(FOLD, NL)][D], gvo[N1(FOLD, NL)][N1(FOLD, D * D)];
+    vf gbvo[N1(GRAD_BVO, NL)][D];
     vf valid;
     vi tgt[L];
     int64_t tok[T][W];
@@ -332,6 +341,59 @@ static void project(Work *k, const Net *n, int l) {
     }
 }
 
+/* the matrix z multiplies: W_O, or W_VO where folded */
+#define OMAT(k, n, l) (FOLD ? (const float *)(k)->wvo[l] : (n)->wo[l])
+
+#if FOLD
+/* W_VO = W_V W_O and b_VO = b_V W_O + b_O of every layer, from this step's parameters */
+static void fold_vo(Work *k, const Net *n) {
+    for (int l = 0; l < NL; ++l) {
+        float *vo = k->wvo[l];
+        memset(vo, 0, sizeof k->wvo[l]);
+        for (int i = 0; i < D; ++i)
+            for (int c = 0; c < D; ++c) {
+                const float a = n->wv[l][i * D + c], *o = n->wo[l] + c * D;
+                for (int j = 0; j < D; ++j) vo[i * D + j] += a * o[j];
+            }
+        if (!HAS(BV)) continue;
+        for (int j = 0; j < D; ++j) k->bvo[l][j] = HAS(BO) ? n->bo[l][j] : 0.0f;
+        for (int c = 0; c < D; ++c)
+            for (int j = 0; j < D; ++j) k->bvo[l][j] += n->bv[l][c] * n->wo[l][c * D + j];
+    }
+}
+
+/* W_VO's gradient G and b_VO's g (lane-expanded) into W_V's (G W_O^T), W_O's (W_V^T G + b_V^T g)
+   and b_V's (g W_O^T) */
+static void unfold_grad(Work *k, const Net *n, const Net *gn) {
+    for (int l = 0; l < NL; ++l) {
+        const float *G = k->gvo[l], *wv = n->wv[l], *wo = n->wo[l];
+        float *wot = k->wvo[l];  /* W_VO is not needed again this step: W_O^T in its place */
+        float gb[D];
+        for (int j = 0; j < D; ++j) gb[j] = GRAD_BVO ? lane_sum(k->gbvo[l][j]) : 0.0f;
+        for (int c = 0; c < D; ++c)
+            for (int j = 0; j < D; ++j) wot[j * D + c] = wo[c * D + j];
+        if (TR(WV))
+            for (int i = 0; i < D; ++i)
+                for (int j = 0; j < D; ++j) {
+                    const float g = G[i * D + j], *o = wot + j * D;
+                    for (int c = 0; c < D; ++c) gn->wv[l][i * D + c] += g * o[c];
+                }
+        if (TR(WO))
+            for (int i = 0; i < D; ++i)
+                for (int c = 0; c < D; ++c) {
+                    const float a = wv[i * D + c], *g = G + i * D;
+                    for (int j = 0; j < D; ++j) gn->wo[l][c * D + j] += a * g[j];
+                }
+        if (TR(WO) && HAS(BV))
+            for (int c = 0; c < D; ++c)
+                for (int j = 0; j < D; ++j) gn->wo[l][c * D + j] += n->bv[l][c] * gb[j];
+        if (TR(BV))
+            for (int j = 0; j < D; ++j)
+                for (int c = 0; c < D; ++c) gn->bv[l][c] += gb[j] * wot[j * D + c];
+    }
+}
+#endif
+
 #define VAL(k, l, j, h, c) (MAT_V ? (k)->Vv[l][j][(h) * DH + (c)] : XIN(k, l, j)[c])
 
 /* z (H heads of DH) of row i in layer l: the pattern (kept in k->A) times the values */
@@ -375,9 +437,9 @@ static void forward(Work *k, const Net *n) {
             vf z[D], out[D];
             attend_row(k, l, i, z);
             if (KEEP_Z) memcpy(k->Z[l][i], z, sizeof z);
-            const float *bo = HAS(BO) ? n->bo[l] : 0;
+            const float *bo = FOLD && HAS(BV) && NKEY[l][i] ? k->bvo[l] : HAS(BO) ? n->bo[l] : 0;
             if (HAS(WO)) {
-                lmm(out, z, n->wo[l], D, D, D, 1, bo, 0);
+                lmm(out, z, OMAT(k, n, l), D, D, D, 1, bo, 0);
             } else {  /* W_O = eye(DH, D) per head: heads summed into the first DH dims */
                 for (int m = 0; m < D; ++m) {
                     vf acc = bo ? SPLAT(bo[m]) : SPLAT(0.0f);
@@ -480,17 +542,17 @@ static void ce_backward(Work *k, const Net *n, const Net *gn, float g_scale) {
 #endif
 }
 
-/* d / d z of row i in layer l from gout (d / d its attention output): through W_O (whose
+/* d / d z of row i in layer l from gout (d / d its attention output): through W_O or W_VO (whose
    gradient it adds to, lane by lane) or its identity */
 static void back_mix(Work *k, const Net *n, int l, int i, const vf *gout, vf *gz) {
     if (HAS(WO)) {
-        lmm(gz, gout, n->wo[l], D, D, 1, D, 0, 0);
+        lmm(gz, gout, OMAT(k, n, l), D, D, 1, D, 0, 0);
     } else {
         for (int h = 0; h < H; ++h)
             for (int c = 0; c < DH; ++c) gz[h * DH + c] = gout[c];
     }
 #if DW_LANES
-    if (TR(WO)) dw_lane(k->gwo[l], k->Z[l][i], gout, D, D, D, 1);
+    if (GRAD_O) dw_lane(k->gwo[l], k->Z[l][i], gout, D, D, D, 1);
 #else
     (void)k, (void)i;
 #endif
@@ -550,8 +612,8 @@ static void back_project(Work *k, const Net *n, int l) {
         vf *gx = LN ? k->GX[t] : k->GN[t];
         const vf *x = XIN(k, l, t);
         if (VROW[l][t]) {
-            if (TR(BV)) add_rows(k->gbv[l], k->GV[t], D);
-            if (HAS(WV)) {
+            if (TR(BV) && !FOLD) add_rows(k->gbv[l], k->GV[t], D);
+            if (HAS(WV) && !FOLD) {
                 heads_back(gx, k->GV[t], n->wv[l], x, LANES(WV, gwv, l));
             } else {
                 for (int h = 0; h < H; ++h) add_rows(gx, k->GV[t] + h * DH, DH);
@@ -585,7 +647,7 @@ static void dw_layer(Work *k, const Net *gn, int l) {
     for (int which = 0; which < 3; ++which) {
         const unsigned char *sel = which == 0 ? QROW[l] : which == 1 ? KROW[l] : VROW[l];
         float *gw = which == 0 ? gn->wq[l] : which == 1 ? gn->wk[l] : gn->wv[l];
-        if (!gw || (which == 2 && !HAS(WV))) continue;
+        if (!gw || (which == 2 && (!HAS(WV) || FOLD))) continue;
         int nr = 0;
         for (int t = 0; t < T; ++t) {
             if (!sel[t]) continue;
@@ -594,7 +656,7 @@ static void dw_layer(Work *k, const Net *gn, int l) {
         }
         dw_heads(k, gw, nr);
     }
-    if (!TR(WO)) return;
+    if (!GRAD_O) return;
     int nr = 0;
     for (int i = 0; i < T; ++i) {
         if (!NEED[l + 1][i] || !NKEY[l][i]) continue;
@@ -604,7 +666,7 @@ static void dw_layer(Work *k, const Net *gn, int l) {
     if (!nr) return;
     gather(k->xs, k->rows_a, nr, D);
     gather(k->gs, k->rows_b, nr, D);
-    dw_gemm(gn->wo[l], D, k->xs, D, k->gs, D, D, nr * W);
+    dw_gemm(FOLD ? k->gvo[l] : gn->wo[l], D, k->xs, D, k->gs, D, D, nr * W);
 }
 #endif
 
@@ -621,6 +683,7 @@ static void backward_layer(Work *k, const Net *n, const Net *gn, int l) {
         add_rows(k->GN[i], gout, D);  /* the residual */
         if (TR(BO)) add_rows(k->gbo[l], gout, D);
         if (!NKEY[l][i]) continue;  /* z = 0 */
+        if (GRAD_BVO) add_rows(k->gbvo[l], gout, D);
         vf gz[D];
         back_mix(k, n, l, i, gout, gz);
         back_attention(k, l, i, gz);
@@ -658,6 +721,8 @@ static void zero_accumulators(Work *k) {
     memset(k->gwv, 0, sizeof k->gwv), memset(k->gwo, 0, sizeof k->gwo);
     memset(k->gwu, 0, sizeof k->gwu);
 #endif
+    if (FOLD) memset(k->gvo, 0, sizeof k->gvo);
+    if (GRAD_BVO) memset(k->gbvo, 0, sizeof k->gbvo);
 }
 
 static void reduce_into(float *g, const vf *acc, int n) {
@@ -679,8 +744,8 @@ static void reduce(Work *k, const Net *gn) {
 #if DW_LANES
         if (TR(WQ)) reduce_into(gn->wq[l], k->gwq[l], D * D);
         if (TR(WK)) reduce_into(gn->wk[l], k->gwk[l], D * D);
-        if (TR(WV)) reduce_into(gn->wv[l], k->gwv[l], D * D);
-        if (TR(WO)) reduce_into(gn->wo[l], k->gwo[l], D * D);
+        if (TR(WV) && !FOLD) reduce_into(gn->wv[l], k->gwv[l], D * D);
+        if (GRAD_O) reduce_into(FOLD ? k->gvo[l] : gn->wo[l], k->gwo[l], D * D);
 #endif
     }
 #if DW_LANES
@@ -696,6 +761,9 @@ static double member_grad(Work *k, const Args *a, const Net *n, const int64_t *r
     resolve_grad(&gn, grad);
     zero_accumulators(k);
     memset(grad, 0, sizeof(float) * P);
+#if FOLD
+    fold_vo(k, n);
+#endif
     double loss = 0.0;
     for (int64_t b = 0; b < B; b += W) {
         const int nw = B - b < W ? (int)(B - b) : W;
@@ -710,6 +778,9 @@ static double member_grad(Work *k, const Args *a, const Net *n, const int64_t *r
         embed_back(k, &gn);
     }
     reduce(k, &gn);
+#if FOLD
+    unfold_grad(k, n, &gn);
+#endif
     return loss / (double)(B * L);
 }
 
@@ -771,6 +842,9 @@ static void train_member(const Args *a, int64_t e, Work *k) {
 static void eval_member(const Args *a, int64_t e, Work *k) {
     Net n;
     member_net(&n, a, e);
+#if FOLD
+    fold_vo(k, &n);
+#endif
     const int64_t end = a->row0 + a->row_count;
     for (int64_t b = a->row0; b < end; b += W) {
         const int nw = end - b < W ? (int)(end - b) : W;

@@ -15,7 +15,9 @@ activations stay in cache, the unembedding, softmax, cross-entropy and their bac
 and only the query/key positions that can reach an output are computed (rows.py). Matrix products
 keep a block of outputs in registers while the weight is broadcast; weight gradients are either
 accumulated lane by lane (narrow models) or, for wide ones, each group's rows are transposed and
-multiplied (``dw_lanes``, chosen per shape in choice.py). Members are independent: each call runs
+multiplied (``dw_lanes``, chosen per shape in choice.py). With one head and learned (or given)
+W_V and W_O, the rows multiply by W_V W_O, formed once per step: one product per row where the
+model has two (``fold_vo``). Members are independent: each call runs
 ``n_steps`` steps of every active member, members spread over threads; a stopped member costs
 nothing.
 
@@ -87,6 +89,16 @@ class KernelShape:
     F: int
     needs: RowNeeds  # the per-layer masks and which rows each layer needs
     dw_lanes: bool = True  # weight gradients lane by lane (narrow) or by transposed rows (wide)
+    fold_vo: bool = True  # multiply by W_V W_O (formed once per step) where the shape allows
+
+    @property
+    def folds(self) -> bool:
+        """Whether the kernel folds W_V and W_O into one matrix: one head, both present. The rows
+        then take one product (the attention output's) instead of two (the values' and the
+        output's); forming W_VO and turning its gradient into W_V's and W_O's costs a few D^3 per
+        step."""
+        present = all(self.source(f"blocks.0.attn.{w}") >= 0 for w in ("W_V", "W_O"))
+        return self.fold_vo and self.H == 1 and present
 
     @property
     def NL(self) -> int:
@@ -111,7 +123,8 @@ class KernelShape:
         defines = {
             "LC_SHAPE": 1, "T": self.T, "L": self.L, "D": self.D, "H": self.H, "DH": self.DH,
             "V": self.V, "NL": self.NL, "W": lanes, "P": self.P, "NFIX": self.F,
-            "LN": int(self.ln), "DW_LANES": int(self.dw_lanes), "SQRT_DH": f"{sqrt_dh!r}f",
+            "LN": int(self.ln), "DW_LANES": int(self.dw_lanes), "FOLD": int(self.folds),
+            "SQRT_DH": f"{sqrt_dh!r}f",
         }
         defines.update(self._param_defines())
         defines.update(self._row_defines())
@@ -158,7 +171,14 @@ class KernelShape:
         """One member's training step: forward, backward (the input's gradient through every
         product, the weight's where it is trained) and AdamW (about 10 per parameter)."""
         per_seq = sum(fwd + back for fwd, back in self._products())
-        return batch_size * per_seq + 10.0 * self.P
+        return batch_size * per_seq + 10.0 * self.P + self._fold_flops()
+
+    def _fold_flops(self) -> float:
+        """Per step, where folded: W_VO formed, and its gradient turned into each trained one's."""
+        if not self.folds:
+            return 0.0
+        trained = sum(self.source(f"blocks.0.attn.{w}") == TRAINED for w in ("W_V", "W_O"))
+        return 2.0 * self.D ** 3 * (1 + trained) * self.NL
 
     def _products(self) -> list[tuple[float, float]]:
         """(forward, backward) FLOPs per sequence of each product the kernel computes."""
@@ -168,13 +188,14 @@ class KernelShape:
         for layer in range(self.NL):
             pre = f"blocks.{layer}."
             rows = [(len(needs.attending(layer)), "attn.W_Q"), (len(needs.key_rows(layer)), "attn.W_K")]
-            if self.source(pre + "attn.W_V") >= 0:
+            if self.source(pre + "attn.W_V") >= 0 and not self.folds:
                 rows.append((len(needs.value_rows(layer)), "attn.W_V"))
             if self.source(pre + "attn.W_O") >= 0:
                 rows.append((sum(1 for r in needs.out(layer) if needs.keys[layer][r]), "attn.W_O"))
             for n, name in rows:
                 fwd = 2.0 * n * D * D
-                out.append((fwd, fwd * (2 if trained(pre + name) else 1)))
+                grad_w = trained(pre + name) or (self.folds and trained(pre + "attn.W_V"))
+                out.append((fwd, fwd * (2 if grad_w else 1)))
             pairs = sum(len(needs.keys[layer][r]) for r in needs.out(layer))
             scored = sum(len(needs.keys[layer][r]) for r in needs.attending(layer))
             out.append((2.0 * D * (pairs + scored), 4.0 * D * (pairs + scored)))
