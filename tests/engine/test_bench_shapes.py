@@ -52,6 +52,17 @@ def test_one_small_run_has_consistent_rows(monkeypatch):
     assert "sgemm" in table and table.count("engine E=") == 2
 
 
+def test_the_floor_is_at_the_faster_sgemm_measurement():
+    row = {"mflop_per_model_step": 100.0, "ms_per_model_step": 4.0, "cpu_ms_per_model_step": 3.0,
+           "floor_ms": 2.0, "x_floor": 2.0, "cpu_x_floor": 1.5}
+    result = {"sgemm_gflops": {"wall": 50.0, "cpu": 60.0}, "n_layers": 3, "repeat": 1,
+              "sgemm_gflops_after": {"wall": 100.0, "cpu": 40.0}, "shapes": [{"rows": [row]}]}
+    out = bench_shapes.with_best_floor(result)
+    assert out["sgemm_gflops_floor"] == {"wall": 100.0, "cpu": 60.0}
+    assert row["floor_ms"] == pytest.approx(1.0)  # 0.1 GFLOP at 100 GFLOP/s
+    assert row["x_floor"] == pytest.approx(4.0) and row["cpu_x_floor"] == pytest.approx(1.8)
+
+
 def test_repeats_are_interleaved_and_each_row_is_its_fastest(monkeypatch):
     monkeypatch.setattr(bench_shapes, "WORK_FLOP", 1.0)  # 100 steps per run
     log = io.StringIO()
