@@ -46,7 +46,6 @@ static const int OFF_BV[NL] = OFF_BV_INIT, OFF_BO[NL] = OFF_BO_INIT;
 #define HAS(x) (SRC_##x >= 0)                   /* present */
 #define MAT_V (!FOLD && (HAS(WV) || HAS(BV)))   /* values are materialised (not X's first DH dims) */
 #define GRAD_O (FOLD ? TR(WO) || TR(WV) : TR(WO))  /* the gradient of the matrix z multiplies */
-#define BIAS_O (HAS(BO) || (FOLD && HAS(BV)))   /* z's product has a bias */
 #define KEEP_Z GRAD_O                           /* z kept for that gradient */
 #define GRAD_BVO (FOLD && HAS(BV) && (TR(BV) || TR(WO)))  /* b_V W_O's gradient is needed */
 #define XL (LN ? NL : 1)
