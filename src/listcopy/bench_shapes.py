@@ -172,11 +172,19 @@ def bench_shape(config: Config, sizes: tuple[int, ...], rate: dict[str, float],
 def _row(run: str, members: int, steps: float, backend: str, flops: float, t: Timed,
          rate: dict[str, float]) -> dict[str, Any]:
     wall, cpu = t.wall / steps / members, t.cpu / steps / members
-    return {"run": run, "members": members, "steps": steps, "backend": backend,
-            "ms_per_step": t.wall / steps * 1e3, "ms_per_model_step": wall * 1e3,
-            "cpu_ms_per_model_step": cpu * 1e3, "mflop_per_model_step": flops / 1e6,
-            "floor_ms": flops / rate["wall"] * 1e3, "x_floor": wall * rate["wall"] / flops,
-            "cpu_x_floor": cpu * rate["cpu"] / flops}
+    row = {"run": run, "members": members, "steps": steps, "backend": backend,
+           "ms_per_step": t.wall / steps * 1e3, "ms_per_model_step": wall * 1e3,
+           "cpu_ms_per_model_step": cpu * 1e3, "mflop_per_model_step": flops / 1e6}
+    return _set_floor(row, rate)
+
+
+def _set_floor(row: dict[str, Any], rate: dict[str, float]) -> dict[str, Any]:
+    """The row's floor (its FLOPs at ``rate``, FLOP/s of wall and CPU time) and its ratios to it."""
+    flops = row["mflop_per_model_step"] * 1e6
+    row["floor_ms"] = flops / rate["wall"] * 1e3
+    row["x_floor"] = row["ms_per_model_step"] / row["floor_ms"]
+    row["cpu_x_floor"] = row["cpu_ms_per_model_step"] / (flops / rate["cpu"] * 1e3)
+    return row
 
 
 def run_shapes(widths: tuple[int, ...] = WIDTHS, flag_sets: dict[str, dict[str, Any]] | None = None,
@@ -211,10 +219,7 @@ def with_best_floor(result: dict[str, Any]) -> dict[str, Any]:
     best = {k: max(result["sgemm_gflops"][k], result["sgemm_gflops_after"][k]) for k in ("wall", "cpu")}
     for shape in result["shapes"]:
         for r in shape["rows"]:
-            gflop = r["mflop_per_model_step"] / 1e3
-            r["floor_ms"] = gflop / best["wall"] * 1e3
-            r["x_floor"] = r["ms_per_model_step"] / r["floor_ms"]
-            r["cpu_x_floor"] = r["cpu_ms_per_model_step"] / (gflop / best["cpu"] * 1e3)
+            _set_floor(r, {k: v * 1e9 for k, v in best.items()})
     return {**result, "sgemm_gflops_floor": best}
 
 
