@@ -134,15 +134,15 @@ def train_ensemble(configs: Sequence[Config], out_dirs: Sequence[str | Path] | N
     dirs = [Path(d) for d in out_dirs] if out_dirs is not None else [None] * len(configs)
     if len(dirs) != len(configs):
         raise ValueError("one output directory per config")
-    chosen = choose_device(configs[0], len(configs))
-    if progress and configs[0].train.device == "auto":
-        print(f"listcopy: {chosen.line()}", file=sys.stderr, flush=True)
-    device = chosen.device
     with contextlib.ExitStack() as locks:  # each run directory is ours until training ends
         ensure_open_files(sum(d is not None for d in dirs))
-        for d in dirs:
+        for d in dirs:  # taken first: a busy folder is refused before any work (a kernel build)
             if d is not None:
                 locks.enter_context(ckpt.lock_run_dir(d))
+        chosen = choose_device(configs[0], len(configs))
+        if progress and configs[0].train.device == "auto":
+            print(f"listcopy: {chosen.line()}", file=sys.stderr, flush=True)
+        device = chosen.device
         data = dataset(configs[0]).to(device)
         template = ListCopyCore(configs[0])  # re-initialised per member: one module, not E
         members = [_prepare(c, d, resume, template, data) for c, d in zip(configs, dirs)]
