@@ -70,6 +70,21 @@ def test_eval_bad_input(capsys, model_dir, sae_dir, tmp_path):
          "latent 99")
     _bad(capsys, ["sae", "analyze", str(sae_dir), "--model", str(model_dir), "--factors", "1,x"],
          "--factors")
+    _bad(capsys, ["sae", "eval", str(wide)], "no model is recorded with this SAE")
+
+
+def test_without_model_the_recorded_one_must_still_be_there(capsys, sae_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "sae"
+    shutil.copytree(sae_dir, copy)
+    record = json.loads((copy / "sae.json").read_text())
+    gone = tmp_path / "moved-away"
+    (copy / "sae.json").write_text(json.dumps({**record, "model": str(gone)}))
+    err = _bad(capsys, ["sae", "analyze", str(copy)], "is not there any more: give --model")
+    assert str(gone) in err
+    (copy / "sae.json").write_text(json.dumps({k: v for k, v in record.items() if k != "model"}))
+    _bad(capsys, ["sae", "eval", str(copy)], "no model is recorded with this SAE")
 
 
 def test_train_then_eval_and_analyze(capsys, model_dir, tmp_path):
@@ -78,9 +93,12 @@ def test_train_then_eval_and_analyze(capsys, model_dir, tmp_path):
     assert main(["sae", "train", str(model_dir), "--out", str(out), "--quiet", *flags]) == 0
     printed = capsys.readouterr().out
     assert str(out) in printed and "patched" in printed
+    record = json.loads((out / "sae.json").read_text())
+    assert record["model"] == str(model_dir.resolve())
     assert main(["sae", "eval", str(out), "--model", str(model_dir), "--json", "-"]) == 0
     result = json.loads(capsys.readouterr().out)
-    record = json.loads((out / "sae.json").read_text())
+    assert main(["sae", "eval", str(out), "--json", "-"]) == 0  # the model recorded with it
+    assert json.loads(capsys.readouterr().out) == result
     for key in ("patched_acc", "baseline_acc", "l0", "mse", "explained_variance", "dead", "d_sae"):
         assert result[key] == pytest.approx(record["metrics"][key]), key
     assert result["d_sae"] == SMALL_SAE["d_sae"]

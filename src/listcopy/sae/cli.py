@@ -7,8 +7,8 @@ exit 1. Nothing heavy is imported until a command runs.
 
     listcopy sae train MODEL [--hook H] [--pos SEP] [--arch batchtopk] [--d-sae N] [--k K]
                              [--lr LR] [--steps N] [--out DIR]
-    listcopy sae eval SAE --model MODEL [--json F]
-    listcopy sae analyze SAE --model MODEL [--factors 0,0.5,2,4] [--latents 3,7] [--json F]
+    listcopy sae eval SAE [--model MODEL] [--json F]
+    listcopy sae analyze SAE [--model MODEL] [--factors 0,0.5,2,4] [--latents 3,7] [--json F]
 """
 
 from __future__ import annotations
@@ -76,7 +76,8 @@ def _common(p) -> None:
 
 def _sae_args(p) -> None:
     p.add_argument("sae", help="SAE directory (SAELens format) or a research-line .pt")
-    p.add_argument("--model", required=True, help="run directory or seed .pt")
+    p.add_argument("--model", help="run directory or seed .pt (default: the one the SAE was trained"
+                                   " on, as its sae.json records)")
     _site_args(p)
     p.add_argument("--split", default="val", help="lists to evaluate on: val (default), train, all")
     _common(p)

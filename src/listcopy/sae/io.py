@@ -111,7 +111,7 @@ def _load_dir(path: Path, device: str) -> LoadedSAE:
     for name in (SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME):
         if not (path / name).is_file():
             raise CheckpointError(f"{path}: no {name} (not a SAELens SAE directory)")
-    record = _read_record(path)
+    record = read_record(path)
     if record is not None and record.get("weights_sha256") not in (None,
                                                                    file_sha256(path / SAE_WEIGHTS_FILENAME)):
         raise CheckpointError(f"{path / SAE_WEIGHTS_FILENAME}: corrupt (does not match the sha256"
@@ -127,7 +127,8 @@ def _load_dir(path: Path, device: str) -> LoadedSAE:
                      meta.get("positions") or "SEP", "saelens", str(path), record)
 
 
-def _read_record(path: Path) -> dict | None:
+def read_record(path: Path) -> dict | None:
+    """An SAE directory's sae.json (None where it has none); one line where it is corrupt."""
     file = path / RECORD_FILE
     if not file.exists():
         return None

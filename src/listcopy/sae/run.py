@@ -4,7 +4,8 @@
 + metrics: it reads the model's activations at the site over the config's split, fits the SAE,
 evaluates it on the validation lists and writes the result directory (SAELens' files + sae.json).
 ``eval_sae`` and ``analyze_sae`` take an SAE (ours or the line's) and a model. A model is a run
-directory, a seed ``.pt`` or an already loaded ``(model, config)`` pair.
+directory, a seed ``.pt`` or an already loaded ``(model, config)`` pair; for an SAE that
+``train_sae`` wrote it defaults to the model recorded in its sae.json (an absolute path).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ..task import dataset
 from ..training import resolve_device
 from .activations import collect, split_data
 from .config import SAEConfig
-from .io import LoadedSAE, load_sae, save_sae
+from .io import LoadedSAE, load_sae, read_record, save_sae
 from .metrics import evaluate_sae
 from .site import Site, check_site
 
@@ -75,7 +76,7 @@ def train_sae(model: ModelRef, config: SAEConfig = SAEConfig(), out: str | Path 
     metrics = to_json(evaluate_sae(net, sae, site, data, "val"))
     wall = time.perf_counter() - start
     if out is not None:
-        record = {"model": str(model) if not isinstance(model, tuple) else None,
+        record = {"model": str(Path(model).resolve()) if not isinstance(model, tuple) else None,
                   "model_name": mconfig.name, "model_config": mconfig.to_dict(),
                   "sae_config": config.to_dict(), "site": site.to_dict(),
                   "site_label": site.label(mconfig.task), "metrics": metrics,
@@ -93,9 +94,27 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def open_pair(sae_path: str | Path, model: ModelRef, hook: str | None = None, positions=None,
-              overrides: Sequence[str] = (), device: str = "auto"):
-    """(net, config, loaded SAE, site), with the SAE's width checked against the site's."""
+def recorded_model(sae_path: str | Path) -> Path:
+    """The model an SAE that ``train_sae`` wrote was trained on (its sae.json's ``model``); one
+    line naming the SAE where there is none or it is gone."""
+    path = Path(sae_path)
+    record = read_record(path) if path.is_dir() else None
+    model = (record or {}).get("model")
+    if not isinstance(model, str) or not model:
+        raise ConfigError(f"{path}: no model is recorded with this SAE (one listcopy did not"
+                          " train): give --model")
+    if not Path(model).exists():
+        raise ConfigError(f"{path}: the model it was trained on, {model}, is not there any more:"
+                          " give --model")
+    return Path(model)
+
+
+def open_pair(sae_path: str | Path, model: ModelRef | None, hook: str | None = None,
+              positions=None, overrides: Sequence[str] = (), device: str = "auto"):
+    """(net, config, loaded SAE, site), with the SAE's width checked against the site's;
+    ``model`` None: the one recorded with the SAE."""
+    if model is None:
+        model = recorded_model(sae_path)
     net, config = load_model(model, overrides, device)
     loaded: LoadedSAE = load_sae(sae_path, next(net.parameters()).device)
     site, width = resolve_site(net, config, hook or loaded.hook,
@@ -106,7 +125,7 @@ def open_pair(sae_path: str | Path, model: ModelRef, hook: str | None = None, po
     return net, config, loaded, site
 
 
-def eval_sae(sae_path: str | Path, model: ModelRef, *, hook: str | None = None, positions=None,
+def eval_sae(sae_path: str | Path, model: ModelRef | None = None, *, hook: str | None = None, positions=None,
              split: str = "val", overrides: Sequence[str] = (), device: str = "auto") -> dict:
     """The line's metrics of an SAE on a model: L0, dead, MSE, explained variance, accuracies."""
     net, config, loaded, site = open_pair(sae_path, model, hook, positions, overrides, device)
@@ -115,10 +134,10 @@ def eval_sae(sae_path: str | Path, model: ModelRef, *, hook: str | None = None, 
                     "model_name": config.name, "site": site.to_dict()})
 
 
-def analyze_sae(sae_path: str | Path, model: ModelRef, *, hook: str | None = None,
-                positions=None, split: str = "val", factors: Sequence[float] | None = None,
-                latents: Sequence[int] | None = None, overrides: Sequence[str] = (),
-                device: str = "auto") -> dict:
+def analyze_sae(sae_path: str | Path, model: ModelRef | None = None, *,
+                hook: str | None = None, positions=None, split: str = "val",
+                factors: Sequence[float] | None = None, latents: Sequence[int] | None = None,
+                overrides: Sequence[str] = (), device: str = "auto") -> dict:
     """The paper's questions of an SAE on a model (see ``listcopy.sae.analyze``)."""
     from .analyze import analyze
     from .steering import FACTORS
