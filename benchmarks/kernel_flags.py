@@ -18,10 +18,10 @@ import torch
 from listcopy.bench_shapes import sgemm_rate, shape_config
 from listcopy.engine import Ensemble
 from listcopy.model import build_model
+from listcopy.task import dataset
 
 FLAGS = {"seed": {}, "ln": {"ln": True}, "bias": {"use_bias": True},
          "ln_bias": {"ln": True, "use_bias": True}}
-N_ROWS = 4096  # random training lists: the step's cost does not depend on the data
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,12 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         weights = [build_model(config, torch.Generator().manual_seed(s), hooks=False).state_dict()
                    for s in range(E)]
         ensembles[name] = Ensemble(config, weights, "cpu")
-    task = ensembles["seed"].config.task
+    data = dataset(ensembles["seed"].config)  # the task's lists: SEP and the outputs constant
+    inputs, targets = data.train_inputs, data.train_targets[:, data.task.list_len + 1:].contiguous()
     g = torch.Generator().manual_seed(0)
-    inputs = torch.randint(0, task.n_digits, (N_ROWS, task.seq_len), generator=g)
-    inputs[:, task.list_len] = task.sep
-    targets = inputs[:, :task.list_len].contiguous()
-    batches = torch.randint(0, N_ROWS, (E, 8, 128), generator=g)
+    batches = torch.randint(0, inputs.shape[0], (E, 8, 128), generator=g)
 
     def ms_per_model_step(ens: Ensemble) -> float:
         lr, wd = torch.full((E,), 1e-3, dtype=torch.float64), torch.full((E,), 0.01, dtype=torch.float64)

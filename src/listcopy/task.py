@@ -132,6 +132,12 @@ def sequences(lists: torch.Tensor, task: TaskConfig) -> tuple[torch.Tensor, torc
     return inputs, targets
 
 
+def constant_positions(task: TaskConfig) -> tuple[int, ...]:
+    """Positions whose input token is the same in every sequence of :func:`sequences`: SEP and
+    the outputs' fill (SEP or MASK)."""
+    return tuple(range(task.list_len, task.seq_len))
+
+
 def is_dupe(lists: torch.Tensor) -> torch.Tensor:
     """Lists whose elements are all equal, bool (n,)."""
     return (lists == lists[:, :1]).all(1)

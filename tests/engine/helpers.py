@@ -47,16 +47,17 @@ def state_dicts(config, seeds, perturb, scale=0.3):
     return out
 
 
-def batch(config, n, seed):
-    """Task inputs, and a few arbitrary token rows, with their output targets."""
+def batch(config, n, seed, arbitrary=4):
+    """Task inputs, and ``arbitrary`` rows of arbitrary tokens (none: SEP and the outputs' tokens
+    are then the same in every row), with their output targets."""
     g = torch.Generator().manual_seed(seed)
     data = dataset(config)
-    rows = torch.randint(0, data.inputs.shape[0], (n - 4,), generator=g)
-    inputs = torch.cat([data.inputs[rows],
-                        torch.randint(0, config.task.vocab, (4, config.task.seq_len), generator=g)])
+    rows = torch.randint(0, data.inputs.shape[0], (n - arbitrary,), generator=g)
+    inputs = torch.cat([data.inputs[rows], torch.randint(
+        0, config.task.vocab, (arbitrary, config.task.seq_len), generator=g)])
     L = config.task.list_len
     targets = torch.cat([data.targets[rows][:, L + 1:],
-                         torch.randint(0, config.task.vocab, (4, L), generator=g)])
+                         torch.randint(0, config.task.vocab, (arbitrary, L), generator=g)])
     return inputs, targets
 
 
@@ -125,14 +126,17 @@ def kernel_ensemble(config, sds, *, dw_lanes=None, fold_vo=True):
     return ens
 
 
-def check_kernel_against_hooked(config, sds, n=20, rtol=0.0, atol=1e-5, **kernel):
+def check_kernel_against_hooked(config, sds, n=20, rtol=0.0, atol=1e-5, arbitrary=4, **kernel):
     """The kernel (``kernel_ensemble``'s options) against the hooked model: logits, predictions,
-    losses and gradients per member."""
+    losses and gradients per member, on task rows and ``arbitrary`` rows of arbitrary tokens
+    (with none, the kernel variant that computes the constant rows once per step)."""
     E = len(sds)
-    per_member = [batch(config, n, seed=e) for e in range(E)]
+    per_member = [batch(config, n, seed=e, arbitrary=arbitrary) for e in range(E)]
     tokens = torch.stack([b[0] for b in per_member])
     targets = torch.stack([b[1] for b in per_member])
     ens = kernel_ensemble(config, sds, **kernel)
+    table = tokens.reshape(-1, tokens.shape[-1])
+    assert (ens._backend.kernel_for(table).shape.n_const > 0) == (arbitrary == 0)
     loss, grad = ens.loss_and_grad(tokens, targets)
     predicted = ens.predict(tokens[0])
     for e in range(E):

@@ -212,12 +212,12 @@ def test_compiler_errors_carry_the_c_files_own_line_numbers(tmp_path):
 
 
 def test_the_shape_header_is_defines_only_and_the_modes_mirror_the_c_enum():
-    """One line per constant: 15 sizes and knobs, a source and an offset per parameter kind, six
+    """One line per constant: 16 sizes and knobs, a source and an offset per parameter kind, seven
     row tables, nothing else (the C stays in kernel.c)."""
     shape = Ensemble(small(), state_dicts(small(), [0], False), backend="torch").kernel_shape()
     header = shape.header(8).strip().splitlines()
     assert header[0].startswith("/*") and all(line.startswith("#define ") for line in header[1:])
-    assert len(header) == 1 + 15 + 2 * (len(MODEL_PARAMS) + len(LAYER_PARAMS)) + 6
+    assert len(header) == 1 + 16 + 2 * (len(MODEL_PARAMS) + len(LAYER_PARAMS)) + 7
     enum = re.search(r"enum lc_mode \{([^}]*)\}", source_path().read_text()).group(1)
     in_c = {name.strip(): int(value) for name, value in
             (item.split("=") for item in enum.split(","))}

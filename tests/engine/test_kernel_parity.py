@@ -38,7 +38,7 @@ def test_kernel_equals_the_hooked_model_at_every_flag_combination(ln, use_bias, 
                    freeze_wo=freeze_wo, n_heads=n_heads, layer0_mask=layer0)
     assert choice.pick(config).dw_lanes == (d_model <= 16)
     sds = state_dicts(config, [0, 1], True, scale=0.05 if d_model > 16 else 0.3)
-    check_kernel_against_hooked(config, sds, rtol=1e-4 if d_model > 16 else 0.0)
+    check_kernel_against_hooked(config, sds, rtol=1e-4 if d_model > 16 else 0.0, arbitrary=0)
 
 
 @pytest.mark.parametrize("overrides", [
@@ -49,13 +49,16 @@ def test_kernel_equals_the_hooked_model_at_every_flag_combination(ln, use_bias, 
 ])
 @pytest.mark.parametrize("dw_lanes", [True, False], ids=["lanes", "rows"])
 @pytest.mark.parametrize("layer0", [False, True], ids=["seed_mask", "layer0_mask"])
-def test_both_kernel_variants_equal_the_hooked_model(overrides, dw_lanes, layer0):
+@pytest.mark.parametrize("arbitrary", [0, 4], ids=["task_rows", "arbitrary_rows"])
+def test_both_kernel_variants_equal_the_hooked_model(overrides, dw_lanes, layer0, arbitrary):
     """Either way of summing weight gradients, at widths that are not multiples of the lanes'
-    blocks, other list lengths and depths."""
+    blocks, other list lengths and depths; on the task's rows alone (the constant rows once per
+    step) and with arbitrary rows among them (no row constant)."""
     model = {**overrides.get("model", {}), "layer0_mask": layer0}
     config = Config().replace(**{**overrides, "model": model})
     sds = state_dicts(config, [0, 1, 2], True, scale=0.1)
-    check_kernel_against_hooked(config, sds, n=21, rtol=1e-4, dw_lanes=dw_lanes)
+    check_kernel_against_hooked(config, sds, n=21, rtol=1e-4, dw_lanes=dw_lanes,
+                                arbitrary=arbitrary)
 
 
 @pytest.mark.parametrize("dw_lanes", [True, False], ids=["lanes", "rows"])
@@ -79,7 +82,8 @@ def test_one_head_with_w_v_and_w_o_folded_or_not_equals_the_hooked_model(freeze_
 def test_the_fold_is_chosen_where_it_applies_and_counted_in_the_flops():
     def shape(n_heads=1, perturbed=False, **model):
         config = small(d_model=64, n_layers=3, n_heads=n_heads, **model)
-        return Ensemble(config, state_dicts(config, [0], perturbed), backend="torch").kernel_shape()
+        ens = Ensemble(config, state_dicts(config, [0], perturbed), backend="torch")
+        return ens.kernel_shape().with_const(())  # every row per sequence, as counted below
 
     learned = shape(freeze_wv=False, freeze_wo=False)
     assert learned.folds and not shape(n_heads=2, freeze_wv=False, freeze_wo=False).folds
@@ -93,6 +97,23 @@ def test_the_fold_is_chosen_where_it_applies_and_counted_in_the_flops():
     saved = 128 * sum(6.0 * n * 64 * 64 for n in (4, 4, 2)) - 3 * 3 * 2.0 * 64 ** 3
     assert unfolded.flops_per_step(128) - learned.flops_per_step(128) == pytest.approx(saved)
 
+
+def test_the_constant_rows_follow_the_masks_and_are_counted_once_per_step():
+    """The seed's 3 layers at d_model 64 on the task's data: SEP and the outputs' tokens are
+    constant, so are the outputs after layer 0 (they read SEP and themselves); of the 15 rows the
+    query and key products take per sequence, 6 are then computed once per step (by hand: layer
+    0's queries at SEP and o2, its keys at SEP and o1; layer 1's query at o2 and key at o1)."""
+    config = small(d_model=64, n_layers=3)
+    shape = Ensemble(config, state_dicts(config, [0], False), backend="torch").kernel_shape()
+    assert shape.const0 == (2, 3, 4)  # the task's: SEP and the outputs' fill
+    base = shape.with_const(())
+    crow = [[t for t, c in enumerate(row) if c] for row in shape.const_rows()]
+    assert crow == [[2, 3, 4], [3, 4], [], []]
+    assert base.n_const == 0 and shape.n_const == 5 and "#define NCONST 5" in shape.header(8)
+    row = 3 * 2.0 * 64 * 64  # a row through a frozen-weight product: forward, the input's gradient
+    assert base.flops_per_step(1) == pytest.approx(shape.flops_per_step(1))
+    assert base.flops_per_step(128) - shape.flops_per_step(128) == pytest.approx(
+        127 * (6 * row + 5 * 6.0 * 64))  # and layer 0's attention at o1 and o2: 2 scores, 3 mixes
 
 def reference_steps(config, sd, batches, lrs, max_norm, wd):
     """The hooked model trained by torch: AdamW, the lr of each step set on the param group, and

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from ..config import Config
 from ..model import ListCopyCore, build_model, with_weights
+from ..task import constant_positions
 from . import choice
 from .backend import Backend, Stretch
 from .cuda_graph import GraphedTorch, graphs_apply
@@ -84,13 +85,15 @@ class Ensemble:
 
     def kernel_shape(self, dw_lanes: bool | None = None) -> KernelShape | None:
         """The shape the CPU kernel would be compiled for (its variant by choice.py's table unless
-        ``dw_lanes`` is given), or None where it does not apply."""
+        ``dw_lanes`` is given; the rows the task's constant tokens keep constant computed once per
+        step), or None where it does not apply."""
         if unfit(self.config, self.device) is not None:
             return None
         lanes = choice.pick(self.config).dw_lanes if dw_lanes is None else dw_lanes
         frozen = {name: tuple(t.shape[1:]) for name, t in self.params.frozen.items()}
-        return kernel_shape(self.config, self.layout, self.needs, self.facts, frozen,
-                            dw_lanes=lanes)
+        shape = kernel_shape(self.config, self.layout, self.needs, self.facts, frozen,
+                             dw_lanes=lanes)
+        return shape.with_const(constant_positions(self.config.task))
 
     # ---- weights and optimiser state, by member ----------------------------------------------
     def state_dict(self, member: int) -> dict[str, Tensor]:

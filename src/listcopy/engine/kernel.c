@@ -20,7 +20,10 @@
    learned or given: the rows multiply by W_VO = W_V W_O, formed once per step, instead of by W_V
    and then W_O; z is then the pattern times the layer's input, the bias b_V W_O + b_O on rows that
    receive something, and W_VO's gradient G becomes W_V's (G W_O^T) and W_O's (W_V^T G) once per
-   step). */
+   step), NCONST (how many rows are the same in every sequence, CROW: constant tokens, and rows
+   that receive only from constant rows; 0: none. Those rows are computed once per step, part 1,
+   and left in the work buffers for every group, part 0; the gradient each group sends them is
+   summed, and part 1 takes the sums back once per step). */
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -37,6 +40,7 @@ static const unsigned char QROW[NL][T] = QROW_INIT;
 static const unsigned char KROW[NL][T] = KROW_INIT;
 static const unsigned char VROW[NL][T] = VROW_INIT;
 static const unsigned char NKEY[NL][T] = NKEY_INIT;
+static const unsigned char CROW[NL + 1][T] = CROW_INIT;
 static const int OFF_LN1W[NL] = OFF_LN1W_INIT, OFF_LN1B[NL] = OFF_LN1B_INIT;
 static const int OFF_WQ[NL] = OFF_WQ_INIT, OFF_WK[NL] = OFF_WK_INIT;
 static const int OFF_WV[NL] = OFF_WV_INIT, OFF_WO[NL] = OFF_WO_INIT;
@@ -52,6 +56,10 @@ static const int OFF_BV[NL] = OFF_BV_INIT, OFF_BO[NL] = OFF_BO_INIT;
 #define XL (LN ? NL : 1)
 #define MAXW (D > V ? D : V)
 #define LN_EPS 1e-5f
+/* CONST: row t of layer l's input is the same in every sequence (CROW: a constant token, and in
+   later layers only constant keys); part 1 is those rows, once per step, part 0 the others */
+#define CONST_ROW(l, t) (NCONST && CROW[l][t])
+#define PART(l, t, part) (CONST_ROW(l, t) == (part))
 
 enum lc_mode { LC_TRAIN = 0, LC_GRAD = 1, LC_EVAL = 2, LC_N_MODES = 3 };
 
@@ -267,6 +275,10 @@ typedef struct {
     /* FOLD: W_VO, its bias (b_V W_O + b_O) and their gradients, per member and step */
     float wvo[N1(FOLD, NL)][N1(FOLD, D * D)], bvo[N1(FOLD, NL)][D], gvo[N1(FOLD, NL)][N1(FOLD, D * D)];
     vf gbvo[N1(GRAD_BVO, NL)][D];
+    /* CONST: what every group's backward sends the constant rows (d R, and d Q, K, V at them),
+       summed over the step's groups; part 1 takes them back once per step */
+    vf sR[N1(NCONST, NL + 1)][N1(NCONST, T)][D], sQ[N1(NCONST, NL)][N1(NCONST, T)][D];
+    vf sK[N1(NCONST, NL)][N1(NCONST, T)][D], sV[N1(NCONST, NL)][N1(NCONST, T)][D];
     vf valid;
     vi tgt[L];
     int64_t tok[T][W];
@@ -312,9 +324,9 @@ static __attribute__((noinline)) void heads_in(vf *y, const vf *x, const float *
     for (int h = 0; h < H; ++h) lmm(y + h * DH, x, w + h * D * DH, D, DH, DH, 1, b ? b + h * DH : 0, 0);
 }
 
-static void embed(Work *k, const Net *n) {
+static void embed(Work *k, const Net *n, int part) {
     for (int t = 0; t < T; ++t) {
-        if (!NEED[0][t]) continue;
+        if (!NEED[0][t] || !PART(0, t, part)) continue;
         for (int m = 0; m < D; ++m) {
             vf e;
             for (int w = 0; w < W; ++w) e[w] = n->we[k->tok[t][w] * D + m];
@@ -324,9 +336,9 @@ static void embed(Work *k, const Net *n) {
 }
 
 /* layer l's LayerNorm, queries, keys and values at the rows that need them */
-static void project(Work *k, const Net *n, int l) {
+static void project(Work *k, const Net *n, int l, int part) {
     for (int t = 0; t < T; ++t) {
-        if (!(QROW[l][t] || KROW[l][t] || VROW[l][t])) continue;
+        if (!(QROW[l][t] || KROW[l][t] || VROW[l][t]) || !PART(l, t, part)) continue;
         if (LN) layer_norm(k->X[l][t], &k->mu[l][t], &k->rs[l][t], k->R[l][t], n->lnw[l], n->lnb[l]);
         const vf *x = XIN(k, l, t);
         if (QROW[l][t]) heads_in(k->Q[l][t], x, n->wq[l], HAS(BQ) ? n->bq[l] : 0);
@@ -428,12 +440,14 @@ static void attend_row(Work *k, int l, int i, vf *z) {
     }
 }
 
-static void forward(Work *k, const Net *n) {
-    embed(k, n);
+/* part 0: the rows that differ between sequences (the constant rows' activations, left in k by
+   part 1, are read, never written); part 1: the constant rows */
+static void forward(Work *k, const Net *n, int part) {
+    embed(k, n, part);
     for (int l = 0; l < NL; ++l) {
-        project(k, n, l);
+        project(k, n, l, part);
         for (int i = 0; i < T; ++i) {
-            if (!NEED[l + 1][i]) continue;
+            if (!NEED[l + 1][i] || !PART(l + 1, i, part)) continue;
             vf z[D], out[D];
             attend_row(k, l, i, z);
             if (KEEP_Z) memcpy(k->Z[l][i], z, sizeof z);
@@ -605,10 +619,20 @@ static inline void add_rows(vf *acc, const vf *g, int n) {
     for (int c = 0; c < n; ++c) acc[c] += g[c];
 }
 
-/* layer l's values, queries and keys back to its input (through LayerNorm) into k->GN */
-static void back_project(Work *k, const Net *n, int l) {
+/* layer l's values, queries and keys back to its input (through LayerNorm) into k->GN; in part 0
+   a constant row's are summed for part 1 instead */
+static void back_project(Work *k, const Net *n, int l, int part) {
     for (int t = 0; t < T; ++t) {
         if (!(QROW[l][t] || KROW[l][t] || VROW[l][t])) continue;
+#if NCONST
+        if (CONST_ROW(l, t) && !part) {
+            if (QROW[l][t]) add_rows(k->sQ[l][t], k->GQ[t], D);
+            if (KROW[l][t]) add_rows(k->sK[l][t], k->GK[t], D);
+            if (VROW[l][t]) add_rows(k->sV[l][t], k->GV[t], D);
+            continue;
+        }
+        if (!PART(l, t, part)) continue;
+#endif
         vf *gx = LN ? k->GX[t] : k->GN[t];
         const vf *x = XIN(k, l, t);
         if (VROW[l][t]) {
@@ -642,15 +666,16 @@ static void dw_heads(Work *k, float *gw, int nr) {
     for (int h = 0; h < H; ++h) dw_gemm(gw + h * D * DH, DH, k->xs, D, k->gs + h * DH, D, DH, nr * W);
 }
 
-/* layer l's weight gradients from this group: the rows' inputs times their gradients */
-static void dw_layer(Work *k, const Net *gn, int l) {
+/* layer l's weight gradients from this group (part 0) or the constant rows (part 1): the rows'
+   inputs times their gradients */
+static void dw_layer(Work *k, const Net *gn, int l, int part) {
     for (int which = 0; which < 3; ++which) {
         const unsigned char *sel = which == 0 ? QROW[l] : which == 1 ? KROW[l] : VROW[l];
         float *gw = which == 0 ? gn->wq[l] : which == 1 ? gn->wk[l] : gn->wv[l];
         if (!gw || (which == 2 && (!HAS(WV) || FOLD))) continue;
         int nr = 0;
         for (int t = 0; t < T; ++t) {
-            if (!sel[t]) continue;
+            if (!sel[t] || !PART(l, t, part)) continue;
             k->rows_a[nr] = XIN(k, l, t);
             k->rows_b[nr++] = which == 0 ? k->GQ[t] : which == 1 ? k->GK[t] : k->GV[t];
         }
@@ -659,7 +684,7 @@ static void dw_layer(Work *k, const Net *gn, int l) {
     if (!GRAD_O) return;
     int nr = 0;
     for (int i = 0; i < T; ++i) {
-        if (!NEED[l + 1][i] || !NKEY[l][i]) continue;
+        if (!NEED[l + 1][i] || !NKEY[l][i] || !PART(l + 1, i, part)) continue;
         k->rows_a[nr] = k->Z[l][i];
         k->rows_b[nr++] = k->GR[i];
     }
@@ -670,15 +695,36 @@ static void dw_layer(Work *k, const Net *gn, int l) {
 }
 #endif
 
-/* layer l backward: k->GR holds d loss / d R[l + 1] at NEED[l + 1]; leaves d loss / d R[l] */
-static void backward_layer(Work *k, const Net *n, const Net *gn, int l) {
+/* layer l backward: k->GR holds d loss / d R[l + 1] at NEED[l + 1]; leaves d loss / d R[l].
+   Part 0 (a group) sends whatever reaches a constant row to the step's sums; part 1 (the constant
+   rows, once per step) starts from those sums: the backward is linear in them, and a constant row's
+   activations are the same in every sequence. */
+static void backward_layer(Work *k, const Net *n, const Net *gn, int l, int part) {
     for (int t = 0; t < T; ++t) {
         if (!NEED[l][t]) continue;
         for (int m = 0; m < D; ++m)
             k->GN[t][m] = k->GX[t][m] = k->GQ[t][m] = k->GK[t][m] = k->GV[t][m] = SPLAT(0.0f);
+#if NCONST
+        if (part && CONST_ROW(l, t)) {
+            memcpy(k->GQ[t], k->sQ[l][t], sizeof k->GQ[t]);
+            memcpy(k->GK[t], k->sK[l][t], sizeof k->GK[t]);
+            memcpy(k->GV[t], k->sV[l][t], sizeof k->GV[t]);
+        }
+#endif
     }
     for (int i = 0; i < T; ++i) {
         if (!NEED[l + 1][i]) continue;
+#if NCONST
+        if (CONST_ROW(l + 1, i)) {
+            if (!part) {
+                add_rows(k->sR[l + 1][i], k->GR[i], D);
+                continue;
+            }
+            add_rows(k->GR[i], k->sR[l + 1][i], D);
+        } else if (part) {
+            continue;
+        }
+#endif
         const vf *gout = k->GR[i];
         add_rows(k->GN[i], gout, D);  /* the residual */
         if (TR(BO)) add_rows(k->gbo[l], gout, D);
@@ -688,18 +734,25 @@ static void backward_layer(Work *k, const Net *n, const Net *gn, int l) {
         back_mix(k, n, l, i, gout, gz);
         back_attention(k, l, i, gz);
     }
-    back_project(k, n, l);
+    back_project(k, n, l, part);
+#if NCONST
+    for (int t = 0; t < T; ++t)  /* the residual a varying row sends its constant input */
+        if (!part && NEED[l][t] && CONST_ROW(l, t)) {
+            add_rows(k->sR[l][t], k->GN[t], D);
+            memset(k->GN[t], 0, sizeof k->GN[t]);
+        }
+#endif
 #if !DW_LANES
-    dw_layer(k, gn, l);
+    dw_layer(k, gn, l, part);
 #else
     (void)gn;
 #endif
     memcpy(k->GR, k->GN, sizeof k->GR);
 }
 
-static void embed_back(Work *k, const Net *gn) {
+static void embed_back(Work *k, const Net *gn, int part) {
     for (int t = 0; t < T; ++t) {
-        if (!NEED[0][t]) continue;
+        if (!NEED[0][t] || !PART(0, t, part)) continue;
         add_rows(k->gpos[t], k->GR[t], D);
         for (int w = 0; w < W; ++w) {
             if (k->valid[w] == 0.0f) continue;
@@ -753,6 +806,31 @@ static void reduce(Work *k, const Net *gn) {
 #endif
 }
 
+/* CONST: the constant rows' activations (part 1), from the first sequence (rows, or row first),
+   left in k for every group of the step; their gradient sums zeroed */
+static void const_forward(Work *k, const Args *a, const Net *n, const int64_t *rows, int64_t first) {
+#if NCONST
+    load_group(k, a, rows, first, 1);
+    forward(k, n, 1);
+    memset(k->sR, 0, sizeof k->sR), memset(k->sQ, 0, sizeof k->sQ);
+    memset(k->sK, 0, sizeof k->sK), memset(k->sV, 0, sizeof k->sV);
+#else
+    (void)k, (void)a, (void)n, (void)rows, (void)first;
+#endif
+}
+
+#if NCONST
+/* CONST: the constant rows' backward, once per step, from what every group sent them */
+static void const_backward(Work *k, const Net *n, const Net *gn) {
+    k->valid = SPLAT(1.0f);  /* every lane holds a share of the sums */
+    memset(k->GR, 0, sizeof k->GR);
+    for (int l = NL - 1; l >= 0; --l) backward_layer(k, n, gn, l, 1);
+    for (int t = 0; t < T; ++t)
+        if (NEED[0][t] && CONST_ROW(0, t)) add_rows(k->GR[t], k->sR[0][t], D);
+    embed_back(k, gn, 1);
+}
+#endif
+
 /* loss (mean over the batch's output tokens) and gradient of one member on one batch */
 static double member_grad(Work *k, const Args *a, const Net *n, const int64_t *rows, float *grad) {
     const int64_t B = a->batch_size;
@@ -764,19 +842,23 @@ static double member_grad(Work *k, const Args *a, const Net *n, const int64_t *r
 #if FOLD
     fold_vo(k, n);
 #endif
+    const_forward(k, a, n, rows, 0);
     double loss = 0.0;
     for (int64_t b = 0; b < B; b += W) {
         const int nw = B - b < W ? (int)(B - b) : W;
         load_group(k, a, rows + b, 0, nw);
-        forward(k, n);
+        forward(k, n, 0);
         for (int o = 0; o < L; ++o) {
             unembed(k, n, o);
             loss += softmax_ce(k, o, NULL, NULL);
         }
         ce_backward(k, n, &gn, g_scale);
-        for (int l = NL - 1; l >= 0; --l) backward_layer(k, n, &gn, l);
-        embed_back(k, &gn);
+        for (int l = NL - 1; l >= 0; --l) backward_layer(k, n, &gn, l, 0);
+        embed_back(k, &gn, 0);
     }
+#if NCONST
+    const_backward(k, n, &gn);
+#endif
     reduce(k, &gn);
 #if FOLD
     unfold_grad(k, n, &gn);
@@ -845,6 +927,7 @@ static void eval_member(const Args *a, int64_t e, Work *k) {
 #if FOLD
     fold_vo(k, &n);
 #endif
+    if (a->row_count > 0) const_forward(k, a, &n, NULL, a->row0);
     const int64_t end = a->row0 + a->row_count;
     for (int64_t b = a->row0; b < end; b += W) {
         const int nw = end - b < W ? (int)(end - b) : W;
@@ -852,7 +935,7 @@ static void eval_member(const Args *a, int64_t e, Work *k) {
         uint8_t right[W];
         memset(right, 1, sizeof right);
         load_group(k, a, NULL, b, nw);
-        forward(k, &n);
+        forward(k, &n, 0);
         for (int o = 0; o < L; ++o) {
             unembed(k, &n, o);
             if (a->logits) {

@@ -17,7 +17,11 @@ keep a block of outputs in registers while the weight is broadcast; weight gradi
 accumulated lane by lane (narrow models) or, for wide ones, each group's rows are transposed and
 multiplied (``dw_lanes``, chosen per shape in choice.py). With one head and learned (or given)
 W_V and W_O, the rows multiply by W_V W_O, formed once per step: one product per row where the
-model has two (``fold_vo``). Members are independent: each call runs
+model has two (``fold_vo``). In the task's data SEP and the outputs hold one token in every sequence,
+so their rows (and every row that receives only from such rows) are the same in every sequence:
+they are computed once per step, and what each sequence's backward sends them is summed and taken
+back once (``const0``, ``const_rows``; a token table without those constant tokens gets the variant
+for the positions it does hold constant). Members are independent: each call runs
 ``n_steps`` steps of every active member, members spread over threads; a stopped member costs
 nothing.
 
@@ -33,6 +37,7 @@ the kernel is given (frozen weights that are neither identities nor zero).
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import enum
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +95,27 @@ class KernelShape:
     needs: RowNeeds  # the per-layer masks and which rows each layer needs
     dw_lanes: bool = True  # weight gradients lane by lane (narrow) or by transposed rows (wide)
     fold_vo: bool = True  # multiply by W_V W_O (formed once per step) where the shape allows
+    const0: tuple[int, ...] = ()  # positions whose token is the same in every sequence of the data
+
+    def with_const(self, positions) -> "KernelShape":
+        """This shape for data whose tokens at ``positions`` are the same in every sequence: the
+        rows that stay the same (:meth:`const_rows`) are computed once per step, not per sequence."""
+        return dataclasses.replace(self, const0=tuple(sorted(positions)))
+
+    def const_rows(self) -> list[list[bool]]:
+        """Per level l = 0..NL, whether row t of layer l's input is the same in every sequence: a
+        constant token, and after each layer only rows that receive from constant rows alone."""
+        rows = [[t in self.const0 for t in range(self.T)]]
+        for layer in range(self.NL):
+            prev, keys = rows[-1], self.needs.keys[layer]
+            rows.append([prev[t] and all(prev[j] for j in keys[t]) for t in range(self.T)])
+        return rows
+
+    @property
+    def n_const(self) -> int:
+        """Constant rows the model needs (over all levels): 0 where the variant does not apply."""
+        return sum(c and t in self.needs.held[level]
+                   for level, row in enumerate(self.const_rows()) for t, c in enumerate(row))
 
     @property
     def folds(self) -> bool:
@@ -124,6 +150,7 @@ class KernelShape:
             "LC_SHAPE": 1, "T": self.T, "L": self.L, "D": self.D, "H": self.H, "DH": self.DH,
             "V": self.V, "NL": self.NL, "W": lanes, "P": self.P, "NFIX": self.F,
             "LN": int(self.ln), "DW_LANES": int(self.dw_lanes), "FOLD": int(self.folds),
+            "NCONST": self.n_const,
             "SQRT_DH": f"{sqrt_dh!r}f",
         }
         defines.update(self._param_defines())
@@ -159,19 +186,23 @@ class KernelShape:
             "KROW_INIT": table(needs.key_rows),
             "VROW_INIT": table(needs.value_rows),
             "NKEY_INIT": _c([[len(keys) for keys in layer] for layer in needs.keys]),
+            "CROW_INIT": _c([[int(c) for c in row] for row in self.const_rows()]),
         }
 
     def flops_per_sequence(self) -> float:
         """Floating-point operations of one sequence's forward pass as the kernel computes it
-        (matrix products and attention; only the rows an output needs): what a call's length
-        and the benchmarks' floor are measured in."""
-        return sum(fwd for fwd, _ in self._products())
+        (matrix products and attention; only the rows an output needs, and not the constant
+        rows, computed once per call): what a call's length and the benchmarks' floor are
+        measured in."""
+        return sum(fwd for fwd, _ in self._products(constant=False))
 
     def flops_per_step(self, batch_size: int) -> float:
         """One member's training step: forward, backward (the input's gradient through every
-        product, the weight's where it is trained) and AdamW (about 10 per parameter)."""
-        per_seq = sum(fwd + back for fwd, back in self._products())
-        return batch_size * per_seq + 10.0 * self.P + self._fold_flops()
+        product, the weight's where it is trained) of the varying rows per sequence and of the
+        constant rows once, and AdamW (about 10 per parameter)."""
+        per_seq = sum(fwd + back for fwd, back in self._products(constant=False))
+        once = sum(fwd + back for fwd, back in self._products(constant=True))
+        return batch_size * per_seq + once + 10.0 * self.P + self._fold_flops()
 
     def _fold_flops(self) -> float:
         """Per step, where folded: W_VO formed, and its gradient turned into each trained one's."""
@@ -180,27 +211,32 @@ class KernelShape:
         trained = sum(self.source(f"blocks.0.attn.{w}") == TRAINED for w in ("W_V", "W_O"))
         return 2.0 * self.D ** 3 * (1 + trained) * self.NL
 
-    def _products(self) -> list[tuple[float, float]]:
-        """(forward, backward) FLOPs per sequence of each product the kernel computes."""
-        D, V, needs = self.D, self.V, self.needs
+    def _products(self, constant: bool) -> list[tuple[float, float]]:
+        """(forward, backward) FLOPs of one sequence's rows that vary (``constant`` False) or of
+        the constant rows (True) for each product the kernel computes."""
+        D, V, needs, crow = self.D, self.V, self.needs, self.const_rows()
         trained = lambda name: self.source(name) == TRAINED  # noqa: E731
         out = []
         for layer in range(self.NL):
             pre = f"blocks.{layer}."
-            rows = [(len(needs.attending(layer)), "attn.W_Q"), (len(needs.key_rows(layer)), "attn.W_K")]
+            ins = lambda rows: [r for r in rows if crow[layer][r] == constant]  # noqa: E731
+            outs = [r for r in needs.out(layer) if crow[layer + 1][r] == constant]
+            rows = [(len(ins(needs.attending(layer))), "attn.W_Q"),
+                    (len(ins(needs.key_rows(layer))), "attn.W_K")]
             if self.source(pre + "attn.W_V") >= 0 and not self.folds:
-                rows.append((len(needs.value_rows(layer)), "attn.W_V"))
+                rows.append((len(ins(needs.value_rows(layer))), "attn.W_V"))
             if self.source(pre + "attn.W_O") >= 0:
-                rows.append((sum(1 for r in needs.out(layer) if needs.keys[layer][r]), "attn.W_O"))
+                rows.append((sum(1 for r in outs if needs.keys[layer][r]), "attn.W_O"))
             for n, name in rows:
                 fwd = 2.0 * n * D * D
                 grad_w = trained(pre + name) or (self.folds and trained(pre + "attn.W_V"))
                 out.append((fwd, fwd * (2 if grad_w else 1)))
-            pairs = sum(len(needs.keys[layer][r]) for r in needs.out(layer))
-            scored = sum(len(needs.keys[layer][r]) for r in needs.attending(layer))
+            pairs = sum(len(needs.keys[layer][r]) for r in outs)
+            scored = sum(len(needs.keys[layer][r]) for r in outs if len(needs.keys[layer][r]) > 1)
             out.append((2.0 * D * (pairs + scored), 4.0 * D * (pairs + scored)))
-        unembed = 2.0 * self.L * D * V
-        out.append((unembed, 2 * unembed))
+        if not constant:  # the outputs' logits: every sequence its own
+            unembed = 2.0 * self.L * D * V
+            out.append((unembed, 2 * unembed))
         return out
 
 

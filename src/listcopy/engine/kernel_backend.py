@@ -22,6 +22,7 @@ from torch import Tensor
 from ..config import Config
 from . import kernel_build
 from .backend import Stretch
+from .forward import PrunedForward
 from .kernel import GIVEN, MAX_D_MODEL, TRAINED, Kernel, KernelShape
 from .optim import AdamW
 from .params import Layout, Params, WeightFacts
@@ -77,6 +78,23 @@ class KernelBackend:
 
     def __init__(self, kernel: Kernel, call_flops: float = CALL_FLOPS):
         self.kernel, self.shape, self.call_flops = kernel, kernel.shape, call_flops
+        self._by_const: dict[tuple[int, ...], Kernel] = {}  # built for the data's constant tokens
+
+    def kernel_for(self, tokens: Tensor) -> Kernel:
+        """The kernel for this token table: the shape's own where its constant positions (the
+        task's SEP and outputs) hold one token in every row, as in the task's data; otherwise
+        the variant for the positions that do (built on first use), which computes the rows it
+        keeps constant once per step."""
+        same = PrunedForward.const_positions(tokens)
+        if same.issuperset(self.shape.const0):
+            return self.kernel
+        shape = self.shape.with_const(same)
+        if shape.const0 not in self._by_const:
+            kernel = kernel_build.load(shape)
+            if kernel is None:
+                raise RuntimeError("the CPU kernel for these tokens did not build")
+            self._by_const[shape.const0] = kernel
+        return self._by_const[shape.const0]
 
     @classmethod
     def load(cls, shape: KernelShape) -> "KernelBackend | None":
@@ -120,9 +138,10 @@ class KernelBackend:
         fixed = self._fixed(params)
         if not n_active:
             optim.step += s.n_steps
+        kernel = self.kernel_for(tokens) if n_active else self.kernel
         for done in range(0, s.n_steps if n_active else 0, per_call):
             n = min(per_call, s.n_steps - done)
-            self.kernel.train(theta, optim.exp_avg, optim.exp_avg_sq,
+            kernel.train(theta, optim.exp_avg, optim.exp_avg_sq,
                               lr if lr.dim() == 1 else lr[:, done: done + n].contiguous(), wd, on,
                               tokens, targets, rows, (s.batch0 + done) % n_batches, n, optim.step,
                               s.loss_sum, n_threads=threads, fixed=fixed, max_grad_norm=clip)
@@ -146,7 +165,7 @@ class KernelBackend:
         rows = torch.arange(E * B).view(E, B)
         loss = torch.zeros(E, dtype=torch.float64)
         grad = torch.zeros(E, params.layout.size)
-        self.kernel.grad(_theta(params), table, out_targets, rows, loss, grad,
+        self.kernel_for(table).grad(_theta(params), table, out_targets, rows, loss, grad,
                          n_threads=self.threads(E), fixed=self._fixed(params))
         return loss.float(), grad
 
@@ -178,8 +197,9 @@ class KernelBackend:
         threads = self.threads(n_active)
         per_call, N = self.rows_per_call(n_active, threads), tokens.shape[0]
         fixed = self._fixed(params)
+        kernel = self.kernel_for(tokens) if n_active and N else self.kernel
         for start in range(0, N, per_call) if n_active else ():
-            self.kernel.evaluate(theta, on, tokens, targets, *stats, logits=logits,
+            kernel.evaluate(theta, on, tokens, targets, *stats, logits=logits,
                                  n_threads=threads, rows=(start, min(N, start + per_call)),
                                  fixed=fixed)
         return stats
