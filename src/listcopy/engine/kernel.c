@@ -776,6 +776,10 @@ static void zero_accumulators(Work *k) {
 #endif
     if (FOLD) memset(k->gvo, 0, sizeof k->gvo);
     if (GRAD_BVO) memset(k->gbvo, 0, sizeof k->gbvo);
+#if NCONST
+    memset(k->sR, 0, sizeof k->sR), memset(k->sQ, 0, sizeof k->sQ);
+    memset(k->sK, 0, sizeof k->sK), memset(k->sV, 0, sizeof k->sV);
+#endif
 }
 
 static void reduce_into(float *g, const vf *acc, int n) {
@@ -807,13 +811,11 @@ static void reduce(Work *k, const Net *gn) {
 }
 
 /* CONST: the constant rows' activations (part 1), from the first sequence (rows, or row first),
-   left in k for every group of the step; their gradient sums zeroed */
+   left in k for every group of the step (their gradient sums are zeroed with the accumulators) */
 static void const_forward(Work *k, const Args *a, const Net *n, const int64_t *rows, int64_t first) {
 #if NCONST
     load_group(k, a, rows, first, 1);
     forward(k, n, 1);
-    memset(k->sR, 0, sizeof k->sR), memset(k->sQ, 0, sizeof k->sQ);
-    memset(k->sK, 0, sizeof k->sK), memset(k->sV, 0, sizeof k->sV);
 #else
     (void)k, (void)a, (void)n, (void)rows, (void)first;
 #endif

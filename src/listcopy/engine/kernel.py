@@ -17,11 +17,11 @@ keep a block of outputs in registers while the weight is broadcast; weight gradi
 accumulated lane by lane (narrow models) or, for wide ones, each group's rows are transposed and
 multiplied (``dw_lanes``, chosen per shape in choice.py). With one head and learned (or given)
 W_V and W_O, the rows multiply by W_V W_O, formed once per step: one product per row where the
-model has two (``fold_vo``). In the task's data SEP and the outputs hold one token in every sequence,
-so their rows (and every row that receives only from such rows) are the same in every sequence:
-they are computed once per step, and what each sequence's backward sends them is summed and taken
-back once (``const0``, ``const_rows``; a token table without those constant tokens gets the variant
-for the positions it does hold constant). Members are independent: each call runs
+model has two (``fold_vo``). In the task's data SEP and the outputs hold one token in every
+sequence, so their rows (and every row that receives only from such rows) are the same in every
+sequence: they are computed once per step, and what each sequence's backward sends them is summed
+and taken back once (``const0``, ``const_rows``; a token table without those constant tokens gets
+the variant for the positions it does hold constant). Members are independent: each call runs
 ``n_steps`` steps of every active member, members spread over threads; a stopped member costs
 nothing.
 
@@ -99,7 +99,8 @@ class KernelShape:
 
     def with_const(self, positions) -> "KernelShape":
         """This shape for data whose tokens at ``positions`` are the same in every sequence: the
-        rows that stay the same (:meth:`const_rows`) are computed once per step, not per sequence."""
+        rows that stay the same (:meth:`const_rows`) are computed once per step, not per
+        sequence."""
         return dataclasses.replace(self, const0=tuple(sorted(positions)))
 
     def const_rows(self) -> list[list[bool]]:
