@@ -85,6 +85,7 @@ def test_without_model_the_recorded_one_must_still_be_there(capsys, sae_dir, tmp
     assert str(gone) in err
     (copy / "sae.json").write_text(json.dumps({k: v for k, v in record.items() if k != "model"}))
     _bad(capsys, ["sae", "eval", str(copy)], "no model is recorded with this SAE")
+    _bad(capsys, ["sae", "eval", str(tmp_path / "nothing")], "no such SAE directory")
 
 
 def test_train_then_eval_and_analyze(capsys, model_dir, tmp_path):

@@ -94,13 +94,19 @@ def save_sae(sae, out: Path, record: dict[str, Any]) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def load_sae(path: str | Path, device: str | torch.device = "cpu") -> LoadedSAE:
-    """An SAE from a SAELens directory or a line ``.pt``; ``CheckpointError`` (one line) if broken."""
+def existing_sae(path: str | Path) -> Path:
+    """``path``, or ``CheckpointError`` (one line) where there is nothing there."""
     path = Path(path)
-    if path.is_dir():
-        return _load_dir(path, str(device))
     if not path.exists():
         raise CheckpointError(f"{path}: no such SAE directory or checkpoint file")
+    return path
+
+
+def load_sae(path: str | Path, device: str | torch.device = "cpu") -> LoadedSAE:
+    """An SAE from a SAELens directory or a line ``.pt``; ``CheckpointError`` (one line) if broken."""
+    path = existing_sae(path)
+    if path.is_dir():
+        return _load_dir(path, str(device))
     return _load_line(path, device)
 
 

@@ -23,7 +23,7 @@ from ..task import dataset
 from ..training import resolve_device
 from .activations import collect, split_data
 from .config import SAEConfig
-from .io import LoadedSAE, load_sae, read_record, save_sae
+from .io import LoadedSAE, existing_sae, load_sae, read_record, save_sae
 from .metrics import evaluate_sae
 from .site import Site, check_site
 
@@ -97,7 +97,7 @@ def _versions() -> dict[str, str]:
 def recorded_model(sae_path: str | Path) -> Path:
     """The model an SAE that ``train_sae`` wrote was trained on (its sae.json's ``model``); one
     line naming the SAE where there is none or it is gone."""
-    path = Path(sae_path)
+    path = existing_sae(sae_path)
     record = read_record(path) if path.is_dir() else None
     model = (record or {}).get("model")
     if not isinstance(model, str) or not model:
@@ -125,8 +125,9 @@ def open_pair(sae_path: str | Path, model: ModelRef | None, hook: str | None = N
     return net, config, loaded, site
 
 
-def eval_sae(sae_path: str | Path, model: ModelRef | None = None, *, hook: str | None = None, positions=None,
-             split: str = "val", overrides: Sequence[str] = (), device: str = "auto") -> dict:
+def eval_sae(sae_path: str | Path, model: ModelRef | None = None, *, hook: str | None = None,
+             positions=None, split: str = "val", overrides: Sequence[str] = (),
+             device: str = "auto") -> dict:
     """The line's metrics of an SAE on a model: L0, dead, MSE, explained variance, accuracies."""
     net, config, loaded, site = open_pair(sae_path, model, hook, positions, overrides, device)
     result = evaluate_sae(net, loaded.sae, site, dataset(config), split)
