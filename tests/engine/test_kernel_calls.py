@@ -13,6 +13,7 @@ from listcopy.config import Config
 from listcopy.engine import Ensemble
 from listcopy.engine.kernel import Kernel
 from listcopy.engine.kernel_backend import CALL_FLOPS, usable_cpus
+from listcopy.model import build_model
 from listcopy.task import dataset
 
 from .helpers import needs_kernel, state_dicts
@@ -144,3 +145,21 @@ def test_the_kernel_itself_caps_absurd_thread_counts():
              torch.zeros(E, dtype=torch.int64))
     kernel.evaluate(theta, None, tokens, targets, *stats, n_threads=10**6)
     assert torch.all(stats[0] == stats[0][0]) and stats[0][0] > 0
+
+
+def test_the_kernel_flushes_denormals_and_leaves_the_callers_setting_alone():
+    """An unembedding of denormal weights: the hooked model's logits are tiny, not zero; the
+    kernel reads those weights as zero (DAZ) and its logits are exactly zero. After the call, this
+    thread's float environment is the caller's again: torch still keeps denormals."""
+    config = Config()
+    sd = state_dicts(config, [0], False)[0]
+    signs = torch.randint(0, 2, sd["unembed.W_U"].shape, generator=torch.Generator().manual_seed(1))
+    sd["unembed.W_U"] = (2 * signs - 1).float() * 3e-39
+    tokens = dataset(config).val_inputs[:40]
+    model = build_model(config, hooks=False)
+    model.load_state_dict(sd)
+    assert torch.count_nonzero(model(tokens)) > 0
+    ens = Ensemble(config, [sd])
+    assert ens.backend == "kernel"
+    assert torch.count_nonzero(ens.predict(tokens)) == 0
+    assert (torch.tensor(3e-39) * torch.tensor(1.0)).item() != 0.0

@@ -29,6 +29,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE__)
+#include <xmmintrin.h>
+#endif
 
 #ifndef LC_SHAPE
 #error "compile with -include <generated shape header> (see listcopy/engine/kernel.py)"
@@ -971,17 +974,48 @@ static void run_member(const Args *a, enum lc_mode mode, int64_t e, Work *k) {
     }
 }
 
+/* Denormals are flushed to zero (FTZ) and read as zero (DAZ) while the kernel runs, and the
+   caller's setting is restored after. A converged model is full of them (softmax tails, their
+   gradients, AdamW's second moments); on Intel cores each one costs a microcode assist of about a
+   hundred cycles, which made a step up to 2.3x slower, and they are far below anything float32
+   training can resolve next to the values they are added to. */
+static unsigned flush_denormals(void) {
+#if defined(__SSE__)
+    const unsigned saved = _mm_getcsr();
+    _mm_setcsr(saved | 0x8040u);  /* FTZ (bit 15) | DAZ (bit 6) */
+    return saved;
+#elif defined(__aarch64__)
+    const unsigned saved = (unsigned)__builtin_aarch64_get_fpcr();
+    __builtin_aarch64_set_fpcr(saved | (1u << 24));  /* FZ */
+    return saved;
+#else
+    return 0;
+#endif
+}
+
+static void restore_denormals(unsigned saved) {
+#if defined(__SSE__)
+    _mm_setcsr(saved);
+#elif defined(__aarch64__)
+    __builtin_aarch64_set_fpcr(saved);
+#else
+    (void)saved;
+#endif
+}
+
 static void *worker(void *arg) {
     Job *job = (Job *)arg;
     const Args *a = job->a;
     Work *k = (Work *)aligned_alloc(64, (sizeof(Work) + 63) / 64 * 64);
     if (!k) return (void *)1;
+    const unsigned fp_mode = flush_denormals();
     for (;;) {
         const int64_t e = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED);
         if (e >= a->n_members) break;
         if (a->active && !a->active[e]) continue;
         run_member(a, job->mode, e, k);
     }
+    restore_denormals(fp_mode);
     free(k);
     return NULL;
 }
