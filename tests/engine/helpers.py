@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from listcopy.config import Config
-from listcopy.engine import Ensemble
+from listcopy.engine import Ensemble, kernel_build
 from listcopy.engine.kernel_backend import KernelBackend
 from listcopy.model import ListCopyTransformer, build_model
 from listcopy.task import dataset
@@ -115,14 +115,16 @@ def check_against_hooked(config, sds, n=20, rtol=0.0, device="cpu"):
                 assert torch.allclose(mine[name], ref, atol=1e-5, rtol=rtol), (ens.backend, name)
 
 
-def kernel_ensemble(config, sds, *, dw_lanes=None, fold_vo=True):
+def kernel_ensemble(config, sds, *, dw_lanes=None, fold_vo=True, lanes=None):
     """An ensemble on the compiled kernel (its variant by the table unless ``dw_lanes``; W_V W_O
-    folded where it can be unless ``fold_vo`` is False); None where no C compiler works."""
+    folded where it can be unless ``fold_vo`` is False; sequences per SIMD group by this CPU
+    unless ``lanes``); None where no C compiler works."""
     ens = Ensemble(config, sds, backend="torch")
-    kernel = KernelBackend.load(dataclasses.replace(ens.kernel_shape(dw_lanes), fold_vo=fold_vo))
+    shape = dataclasses.replace(ens.kernel_shape(dw_lanes), fold_vo=fold_vo)
+    kernel = kernel_build.load(shape, lanes)
     if kernel is None:
         return None
-    ens._backend = kernel
+    ens._backend = KernelBackend(kernel)
     return ens
 
 

@@ -61,6 +61,19 @@ def test_both_kernel_variants_equal_the_hooked_model(overrides, dw_lanes, layer0
                                 arbitrary=arbitrary)
 
 
+@pytest.mark.parametrize("lanes", [8, 16])
+@pytest.mark.parametrize("d_model,n_heads", [(8, 1), (24, 2), (40, 1), (64, 4)])
+def test_either_lane_width_equals_the_hooked_model(lanes, d_model, n_heads):
+    """8 lanes (AVX2) and 16 (AVX-512), whichever this CPU has, with the weight gradients by
+    transposed rows: widths below, between and at multiples of the lanes and of the product
+    blocks (the vocabulary's 101 columns end in a partial vector)."""
+    config = Config().replace(model={"d_model": d_model, "n_heads": n_heads, "ln": True,
+                                     "use_bias": True, "freeze_wv": False})
+    sds = state_dicts(config, [0, 1], True, scale=0.1)
+    check_kernel_against_hooked(config, sds, n=21, rtol=1e-4, dw_lanes=False, lanes=lanes,
+                                arbitrary=0)
+
+
 @pytest.mark.parametrize("dw_lanes", [True, False], ids=["lanes", "rows"])
 @pytest.mark.parametrize("fold_vo", [True, False], ids=["folded", "unfolded"])
 @pytest.mark.parametrize("freeze_wv,freeze_wo,use_bias", [(False, False, True), (False, True, False),
