@@ -164,6 +164,8 @@ static void gather(float *dst, const vf *const *rows, const int n, const int wid
         }
 }
 
+#endif
+
 /* gw[i0 + ii][j0 + v W ...] += sum_s a[s][i0 + ii] b[s][j0 + v W ...] for ii < ni, v < nv: ni * nv
    sums in registers. tail > 0: only lanes tail.. of the one vector are added (the last columns, as
    the end of a vector that overlaps columns already done). */
@@ -204,7 +206,7 @@ static inline __attribute__((always_inline)) void dw_rows(
    Column blocks of DW_NV vectors, then 2, then 1, each with enough rows for 8 or more
    independent sums; the last N mod W columns as the end of a vector ending at column N. */
 #define DW_NV (W >= 16 ? 4 : 3)
-static void dw_gemm(float *gw, const int ld, const float *a, const int M, const float *b,
+static __attribute__((unused)) void dw_gemm(float *gw, const int ld, const float *a, const int M, const float *b,
                     const int ldb, const int N, const int n) {
     int j = 0;
     for (; j + DW_NV * W <= N; j += DW_NV * W) dw_rows(gw, ld, a, M, b, ldb, n, j, 4, DW_NV, 0);
@@ -221,7 +223,7 @@ static void dw_gemm(float *gw, const int ld, const float *a, const int M, const 
             gw[(long)i * ld + j] += acc;
         }
 }
-#endif
+
 
 /* ---- parameters and buffers ---------------------------------------------------------------- */
 
@@ -300,6 +302,7 @@ typedef struct {
 #endif
     /* FOLD: W_VO, its bias (b_V W_O + b_O) and their gradients, per member and step */
     float wvo[N1(FOLD, NL)][N1(FOLD, D * D)], bvo[N1(FOLD, NL)][D], gvo[N1(FOLD, NL)][N1(FOLD, D * D)];
+    float tr[N1(FOLD, 2)][N1(FOLD, D * D)];  /* transposes for those products */
     vf gbvo[N1(GRAD_BVO, NL)][D];
     /* CONST: what every group's backward sends the constant rows (d R, and d Q, K, V at them),
        summed over the step's groups; part 1 takes them back once per step */
@@ -383,16 +386,17 @@ static void project(Work *k, const Net *n, int l, int part) {
 #define OMAT(k, n, l) (FOLD ? (const float *)(k)->wvo[l] : (n)->wo[l])
 
 #if FOLD
+static void transpose(float *dst, const float *src) {  /* D x D */
+    for (int i = 0; i < D; ++i)
+        for (int j = 0; j < D; ++j) dst[j * D + i] = src[i * D + j];
+}
+
 /* W_VO = W_V W_O and b_VO = b_V W_O + b_O of every layer, from this step's parameters */
 static void fold_vo(Work *k, const Net *n) {
     for (int l = 0; l < NL; ++l) {
-        float *vo = k->wvo[l];
-        memset(vo, 0, sizeof k->wvo[l]);
-        for (int i = 0; i < D; ++i)
-            for (int c = 0; c < D; ++c) {
-                const float a = n->wv[l][i * D + c], *o = n->wo[l] + c * D;
-                for (int j = 0; j < D; ++j) vo[i * D + j] += a * o[j];
-            }
+        memset(k->wvo[l], 0, sizeof k->wvo[l]);
+        transpose(k->tr[0], n->wv[l]);
+        dw_gemm(k->wvo[l], D, k->tr[0], D, n->wo[l], D, D, D);
         if (!HAS(BV)) continue;
         for (int j = 0; j < D; ++j) k->bvo[l][j] = HAS(BO) ? n->bo[l][j] : 0.0f;
         for (int c = 0; c < D; ++c)
@@ -405,23 +409,14 @@ static void fold_vo(Work *k, const Net *n) {
 static void unfold_grad(Work *k, const Net *n, const Net *gn) {
     for (int l = 0; l < NL; ++l) {
         const float *G = k->gvo[l], *wv = n->wv[l], *wo = n->wo[l];
-        float *wot = k->wvo[l];  /* W_VO is not needed again this step: W_O^T in its place */
-        float gb[D];
+        float *wot = k->tr[0], gb[D];
         for (int j = 0; j < D; ++j) gb[j] = GRAD_BVO ? lane_sum(k->gbvo[l][j]) : 0.0f;
-        for (int c = 0; c < D; ++c)
-            for (int j = 0; j < D; ++j) wot[j * D + c] = wo[c * D + j];
-        if (TR(WV))
-            for (int i = 0; i < D; ++i)
-                for (int j = 0; j < D; ++j) {
-                    const float g = G[i * D + j], *o = wot + j * D;
-                    for (int c = 0; c < D; ++c) gn->wv[l][i * D + c] += g * o[c];
-                }
-        if (TR(WO))
-            for (int i = 0; i < D; ++i)
-                for (int c = 0; c < D; ++c) {
-                    const float a = wv[i * D + c], *g = G + i * D;
-                    for (int j = 0; j < D; ++j) gn->wo[l][c * D + j] += a * g[j];
-                }
+        transpose(wot, wo);
+        if (TR(WV)) {
+            transpose(k->tr[1], G);
+            dw_gemm(gn->wv[l], D, k->tr[1], D, wot, D, D, D);
+        }
+        if (TR(WO)) dw_gemm(gn->wo[l], D, wv, D, G, D, D, D);
         if (TR(WO) && HAS(BV))
             for (int c = 0; c < D; ++c)
                 for (int j = 0; j < D; ++j) gn->wo[l][c * D + j] += n->bv[l][c] * gb[j];
