@@ -155,13 +155,59 @@ static inline void dw_lane(vf *gw, const vf *x, const vf *g, const int M, const 
     }
 }
 #else
-/* rows of lane vectors (n rows of `width`) transposed into samples: dst[(r W + w) width + c] */
-static void gather(float *dst, const vf *const *rows, const int n, const int width) {
-    for (int r = 0; r < n; ++r)
-        for (int c = 0; c < width; ++c) {
-            const vf x = rows[r][c];
-            for (int w = 0; w < W; ++w) dst[((int64_t)r * W + w) * width + c] = x[w];
+#if defined(__GNUC__) && !defined(__clang__)
+#define SHUFFLE_TRANSPOSE 1
+#define LOG2W (W == 16 ? 4 : W == 8 ? 3 : W == 4 ? 2 : 1)
+/* the two masks of each stage b = W/2, W/4, .. 1 of transpose_block */
+static void transpose_masks(vi m[LOG2W][2]) {
+    for (int s = 0, b = W / 2; b > 0; ++s, b /= 2)
+        for (int w = 0; w < W; ++w) {
+            m[s][0][w] = (w & b) ? W + w - b : w;
+            m[s][1][w] = (w & b) ? W + w : w + b;
         }
+}
+
+/* x[c][w] -> x[w][c] for a W x W block, in registers: log2(W) stages, each swapping the upper
+   half of every b-block of row c with the lower half of row c + b's */
+static inline __attribute__((always_inline)) void transpose_block(vf *x, vi m[LOG2W][2]) {
+#pragma GCC unroll 8
+    for (int s = 0; s < LOG2W; ++s)
+#pragma GCC unroll 16
+        for (int c = 0; c < W; ++c) {
+            const int b = W >> (s + 1);
+            if (c & b) continue;
+            const vf x0 = x[c], x1 = x[c + b];
+            x[c] = __builtin_shuffle(x0, x1, m[s][0]);
+            x[c + b] = __builtin_shuffle(x0, x1, m[s][1]);
+        }
+}
+#else
+#define SHUFFLE_TRANSPOSE 0
+#endif
+
+/* rows of lane vectors (n rows of `width`) transposed into samples: dst[(r W + w) width + c];
+   W columns at a time in registers where the compiler has vector shuffles, the rest one by one */
+static void gather(float *dst, const vf *const *rows, const int n, const int width) {
+#if SHUFFLE_TRANSPOSE
+    vi m[LOG2W][2];
+    transpose_masks(m);
+#endif
+    for (int r = 0; r < n; ++r) {
+        float *out = dst + (int64_t)r * W * width;
+        int c = 0;
+#if SHUFFLE_TRANSPOSE
+        for (; c + W <= width; c += W) {
+            vf x[W];
+            for (int i = 0; i < W; ++i) x[i] = rows[r][c + i];
+            transpose_block(x, m);
+            for (int w = 0; w < W; ++w) storeu(out + (int64_t)w * width + c, x[w]);
+        }
+#endif
+        for (; c < width; ++c) {
+            const vf x = rows[r][c];
+            for (int w = 0; w < W; ++w) out[(int64_t)w * width + c] = x[w];
+        }
+    }
 }
 
 #endif
@@ -730,9 +776,9 @@ static void backward_layer(Work *k, const Net *n, const Net *gn, int l, int part
         if (VROW[l][t]) memset(k->GV[t], 0, sizeof k->GV[t]);
 #if NCONST
         if (part && CONST_ROW(l, t)) {
-            memcpy(k->GQ[t], k->sQ[l][t], sizeof k->GQ[t]);
-            memcpy(k->GK[t], k->sK[l][t], sizeof k->GK[t]);
-            memcpy(k->GV[t], k->sV[l][t], sizeof k->GV[t]);
+            if (QROW[l][t]) memcpy(k->GQ[t], k->sQ[l][t], sizeof k->GQ[t]);
+            if (KROW[l][t]) memcpy(k->GK[t], k->sK[l][t], sizeof k->GK[t]);
+            if (VROW[l][t]) memcpy(k->GV[t], k->sV[l][t], sizeof k->GV[t]);
         }
 #endif
     }
@@ -803,8 +849,15 @@ static void zero_accumulators(Work *k) {
     if (FOLD) memset(k->gvo, 0, sizeof k->gvo);
     if (GRAD_BVO) memset(k->gbvo, 0, sizeof k->gbvo);
 #if NCONST
-    memset(k->sR, 0, sizeof k->sR), memset(k->sQ, 0, sizeof k->sQ);
-    memset(k->sK, 0, sizeof k->sK), memset(k->sV, 0, sizeof k->sV);
+    for (int l = 0; l <= NL; ++l)  /* the constant rows' sums only */
+        for (int t = 0; t < T; ++t) {
+            if (!CONST_ROW(l, t)) continue;
+            memset(k->sR[l][t], 0, sizeof k->sR[l][t]);
+            if (l == NL) continue;
+            if (QROW[l][t]) memset(k->sQ[l][t], 0, sizeof k->sQ[l][t]);
+            if (KROW[l][t]) memset(k->sK[l][t], 0, sizeof k->sK[l][t]);
+            if (VROW[l][t]) memset(k->sV[l][t], 0, sizeof k->sV[l][t]);
+        }
 #endif
 }
 
