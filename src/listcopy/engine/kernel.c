@@ -252,8 +252,8 @@ static inline __attribute__((always_inline)) void dw_rows(
    Column blocks of DW_NV vectors, then 2, then 1, each with enough rows for 8 or more
    independent sums; the last N mod W columns as the end of a vector ending at column N. */
 #define DW_NV (W >= 16 ? 4 : 3)
-static __attribute__((unused)) void dw_gemm(float *gw, const int ld, const float *a, const int M, const float *b,
-                    const int ldb, const int N, const int n) {
+static __attribute__((unused)) void dw_gemm(float *gw, const int ld, const float *a, const int M,
+                                            const float *b, const int ldb, const int N, const int n) {
     int j = 0;
     for (; j + DW_NV * W <= N; j += DW_NV * W) dw_rows(gw, ld, a, M, b, ldb, n, j, 4, DW_NV, 0);
     for (; j + 2 * W <= N; j += 2 * W) dw_rows(gw, ld, a, M, b, ldb, n, j, 4, 2, 0);
