@@ -1,9 +1,12 @@
 """The frontier search against a known oracle and against an exhaustive sweep of real training."""
 
+import functools
+
 import pytest
 
 from listcopy.config import Config
-from listcopy.frontier import Search, exhaustive_minimal, search_frontier, train_in_process
+from listcopy.frontier import (Search, exhaustive_minimal, quorum, search_frontier,
+                               train_in_process)
 
 
 def oracle(threshold_of):
@@ -56,13 +59,18 @@ def test_points_and_bits():
 def test_search_equals_an_exhaustive_sweep_on_a_tiny_space():
     """Real training on small spaces (16 and 20 digits, lists of 2; the smaller spaces of 4-8
     digits leave too few held-out lists to generalise to): the searched minimum is the one an
-    exhaustive sweep over d_model = 1..16 finds."""
+    exhaustive sweep over d_model = 1..16 finds, also when a width's seeds stop at the quorum."""
     base = Config().override(["train.max_steps=4000", "train.eval_every=50", "train.lr=0.01",
                               "train.early_stop_acc=0.95"])
     axes = {"task.n_digits": [16, 20]}
     seeds = [0, 1, 2, 3]
     points = search_frontier(base, axes, seeds, train_in_process, d_max=16)
     assert all(p.minimal_d_model is not None for p in points)  # a real frontier, not "> 16"
-    for p in points:
+    decided = functools.partial(train_in_process, quorum=quorum(0.5, len(seeds)))
+    fast = search_frontier(base, axes, seeds, decided, d_max=16)
+    for p, q in zip(points, fast):
         expected = exhaustive_minimal(base, p.point, seeds, train_in_process, range(1, 17))
         assert p.minimal_d_model == expected, (p.point, p.tried)
+        assert q.minimal_d_model == expected, (q.point, q.tried)
+        assert q.tried.keys() == p.tried.keys()
+        assert all(q.tried[d] <= p.tried[d] for d in p.tried)  # a lower bound where it passed

@@ -7,6 +7,12 @@ round (x seeds) are trained as one batch of runs, so shapes train together and p
 The runs go through an ``evaluate(configs) -> results`` callable; ``listcopy frontier`` passes the
 sweep machinery's, so a search is resumable and its runs live in the sweep database.
 
+A round's seeds of one d_model need not all finish: once ``quorum(need, n_seeds)`` of them have
+reached the threshold the answer at that d_model is known ("passes"), and :func:`train_in_process`
+and :func:`sweep_evaluate` given that ``quorum`` stop the others there (``stop_reason`` "quorum";
+their fraction is then a lower bound). A d_model that fails still trains every seed to its step
+budget, as a failure is only known there.
+
 The information-theoretic reference for a point is ``list_len * log2(n_digits)`` bits: what SEP
 must carry.
 """
@@ -70,6 +76,11 @@ class FrontierPoint:
         d = asdict(self)
         d["tried"] = {str(k): v for k, v in sorted(self.tried.items())}
         return d
+
+
+def quorum(need: float, n_seeds: int) -> int:
+    """The fewest seeds of ``n_seeds`` that make a fraction of at least ``need``."""
+    return next(k for k in range(n_seeds + 1) if k / n_seeds >= need)  # as Search.ok compares
 
 
 def frontier_configs(base: Config, axes: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
@@ -153,8 +164,10 @@ def format_frontier(points: Sequence[FrontierPoint], d_max: int) -> str:
     return "\n".join(lines)
 
 
-def train_in_process(configs: Sequence[Config]) -> list[dict[str, Any]]:
-    """An ``Evaluate`` without a database: configs of one shape train together, in this process."""
+def train_in_process(configs: Sequence[Config], quorum: int | None = None
+                     ) -> list[dict[str, Any]]:
+    """An ``Evaluate`` without a database: configs of one shape train together, in this process
+    (with a ``quorum``, the rest of a shape stop once that many of it have passed)."""
     from .config import ensemble_key
     from .training import train_ensemble
 
@@ -163,7 +176,7 @@ def train_in_process(configs: Sequence[Config]) -> list[dict[str, Any]]:
     for i, c in enumerate(configs):
         groups.setdefault(ensemble_key(c), []).append(i)
     for idx in groups.values():
-        runs = train_ensemble([configs[i] for i in idx], progress=False)
+        runs = train_ensemble([configs[i] for i in idx], progress=False, quorum=quorum)
         for i, run in zip(idx, runs):
             results[i] = {"steps_to_threshold": run.steps_to_threshold, **run.metrics}
     return results  # type: ignore[return-value]
@@ -171,10 +184,11 @@ def train_in_process(configs: Sequence[Config]) -> list[dict[str, Any]]:
 
 def sweep_evaluate(out, *, workers: int | None = None, backend: str = "local",
                    address: str | None = None, progress: bool = True,
-                   allow_large: bool = False) -> Evaluate:
+                   allow_large: bool = False, quorum: int | None = None) -> Evaluate:
     """An ``Evaluate`` through the sweep machinery: runs land in ``out``'s database and run
     directories, shapes train together over the sweep's workers, and a re-run (after a crash, or
-    to extend the search) reuses every finished run instead of training it again."""
+    to extend the search) reuses every finished run instead of training it again. With a
+    ``quorum`` each shape is one group over all of a worker's threads (run_sweep)."""
     from .resources import MAX_ENTRIES
     from .sweep.grid import Grid, Spec, config_hash, shape_label
     from .sweep.runner import run_sweep
@@ -190,7 +204,7 @@ def sweep_evaluate(out, *, workers: int | None = None, backend: str = "local",
         grid = Grid(Config(), tuple(specs.values()), (), seeds, source="frontier",
                     max_entries=None if allow_large else MAX_ENTRIES, progress=progress)
         run_sweep(grid, out, workers=workers, backend=backend, address=address,
-                  progress=progress, allow_large=allow_large)
+                  progress=progress, allow_large=allow_large, quorum=quorum)
         with Store(Path(out) / DB_FILE, readonly=True) as store:
             rows = {r["key"]: r for r in store.rows()}
         results = []

@@ -1,4 +1,5 @@
-"""When a member stops early (patience) and which member of an ensemble is kept (``--keep``).
+"""When a member stops early (patience, a quorum) and which member of an ensemble is kept
+(``--keep``).
 
 Both follow the research line's train.py decision for decision:
 
@@ -11,6 +12,9 @@ Both follow the research line's train.py decision for decision:
   attempts; one is kept when its final accuracy is strictly above the best so far (starting at
   0.0; ties keep the earlier); ``first:X`` stops at the first member at or above ``X``, ``best``
   looks at all. When no accuracy is above 0, nothing is kept (train.py then fails to save).
+
+A quorum is listcopy's own (the frontier's question, "do at least k of these seeds pass?"): once k
+runs of an ensemble have reached their threshold, the answer is known and the others stop.
 """
 
 from __future__ import annotations
@@ -45,6 +49,25 @@ class Patience:
         for acc in accs:
             state = state.update(acc)
         return state
+
+
+@dataclass(frozen=True)
+class Quorum:
+    """Stop the rest once ``k`` of ``runs`` (objects with ``steps_to_threshold`` and ``status``,
+    the finished ones included) have reached their threshold."""
+
+    k: int
+    runs: Sequence
+
+    def reached(self) -> bool:
+        return sum(r.steps_to_threshold is not None for r in self.runs) >= self.k
+
+    @staticmethod
+    def stop(runs) -> None:
+        """Those of ``runs`` still running stop: done, ``stop_reason`` "quorum"."""
+        for run in runs:
+            if run.status == "running":
+                run.status, run.stop_reason = "done", "quorum"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,10 @@ member's stream of fresh training lists (fresh.py, batches.py).
 
 A member stops at the first evaluation where its validation accuracy reaches ``early_stop_acc``,
 when ``train.patience`` evaluations pass without improvement (stopping.py), at ``max_steps``, or at
-a non-finite loss; stopped members are frozen while the rest go on. Each step's learning rate
+a non-finite loss; stopped members are frozen while the rest go on. With a ``quorum`` of k, the
+members still running stop together (``stop_reason`` "quorum") at the first evaluation where k
+members of the call have reached their threshold: what a search that asks "do at least k of these
+seeds pass?" needs, without the rest's remaining steps. Each step's learning rate
 comes from the schedule (schedule.py); ``train.max_grad_norm`` clips each member's gradient.
 
 A run directory is locked (``run.lock``) for the whole run. It is checkpointed when a member stops
@@ -48,7 +51,7 @@ from .fresh import FreshLists
 from .locks import ensure_open_files
 from .model import ListCopyCore, init_weights, with_weights
 from .schedule import lr_of_step, lr_table
-from .stopping import KeepRule, Patience
+from .stopping import KeepRule, Patience, Quorum
 from .task import Dataset, dataset, seed_generator
 from .tracking import Tracker
 
@@ -71,7 +74,7 @@ class Run:
     state: dict[str, Tensor]
     step: int = 0
     status: str = "running"  # running | done | failed
-    stop_reason: str | None = None  # early_stop | patience | max_steps | non_finite
+    stop_reason: str | None = None  # early_stop | patience | max_steps | non_finite | quorum
     steps_to_threshold: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
@@ -121,12 +124,14 @@ def train(config: Config, out: str | Path | None = None, *, resume: bool = False
 
 def train_ensemble(configs: Sequence[Config], out_dirs: Sequence[str | Path] | None = None, *,
                    resume: bool = False, progress: bool = True,
-                   tracker: Tracker | None = None) -> list[Run]:
+                   tracker: Tracker | None = None, quorum: int | None = None) -> list[Run]:
     """Train several models of one shape at once (one optimiser step for all).
 
     Members share ``config.task``, ``config.model`` and the train settings in ``SHARED_TRAIN_KEYS``;
     seed, lr, weight_decay, early_stop_acc, max_steps, the schedule, clipping and patience may
     differ. Returns one Run per config. ``tracker`` gets every evaluation (tracking.py).
+    ``quorum``: once this many members (resumed finished ones included) have reached their
+    threshold, the rest stop at that evaluation (see the module's docstring); None: never.
     """
     if not configs:
         return []
@@ -147,9 +152,10 @@ def train_ensemble(configs: Sequence[Config], out_dirs: Sequence[str | Path] | N
         template = ListCopyCore(configs[0])  # re-initialised per member: one module, not E
         members = [_prepare(c, d, resume, template, data) for c, d in zip(configs, dirs)]
         todo = [m for m in members if m.run.status == "running"]
+        rule = None if quorum is None else Quorum(quorum, [m.run for m in members])
         for start in sorted({m.run.step for m in todo}):  # members resumed at one step: together
             _train_group([m for m in todo if m.run.step == start], data, device, progress,
-                         tracker)
+                         tracker, rule)
     return [m.run for m in members]
 
 
@@ -229,9 +235,9 @@ def config_changes(saved: Config, given: Config) -> list[str]:
 
 
 def _train_group(members: list[_Member], data: Dataset, device: torch.device,
-                 progress: bool, tracker: Tracker | None) -> None:
+                 progress: bool, tracker: Tracker | None, quorum: Quorum | None = None) -> None:
     """Train members resumed at one step together until each has stopped."""
-    group = _Group(members, data, device, tracker)
+    group = _Group(members, data, device, tracker, quorum)
     bar = _progress_bar(progress, group.max_steps, group.step, len(members))
     while group.running():
         if not group.train_stretch():
@@ -248,9 +254,9 @@ class _Group:
     running loss and clock; each member stops on its own."""
 
     def __init__(self, members: list[_Member], data: Dataset, device: torch.device,
-                 tracker: Tracker | None = None):
+                 tracker: Tracker | None = None, quorum: Quorum | None = None):
         self.members, self.runs, self.data = members, [m.run for m in members], data
-        self.tracker = tracker
+        self.tracker, self.quorum = tracker, quorum
         cfg = self.runs[0].config
         self.trains = [r.config.train for r in self.runs]
         self.eval_every, self.checkpoint_every = cfg.train.eval_every, cfg.train.checkpoint_every
@@ -306,20 +312,19 @@ class _Group:
         elapsed = time.perf_counter() - self.t0
         boundary = self.step // self.checkpoint_every > self.last_eval // self.checkpoint_every
         self.last_eval = self.step
-        due, evaluated = [], []
-        for i, (member, run) in enumerate(zip(self.members, self.runs)):
-            if run.status != "running":
-                continue
+        evaluated = [i for i, run in enumerate(self.runs) if run.status == "running"]
+        for i in evaluated:
             m = {"loss": metrics["loss"][i], "acc": metrics["acc"][i],
                  "seq_acc": metrics["seq_acc"][i]}
-            _record(member, self.step, train_loss[i], m, self.data.task.n_val, elapsed)
-            evaluated.append(run)
-            if run.status != "running":
+            _record(self.members[i], self.step, train_loss[i], m, self.data.task.n_val, elapsed)
+        if self.quorum is not None and self.quorum.reached():
+            self.quorum.stop(self.runs[i] for i in evaluated)
+        for i in evaluated:
+            if self.runs[i].status != "running":
                 self.active[i] = False
-            if run.status != "running" or boundary:
-                due.append(i)
+        due = [i for i in evaluated if self.runs[i].status != "running" or boundary]
         if self.tracker is not None:
-            self.tracker.log(self.step, evaluated)
+            self.tracker.log(self.step, [self.runs[i] for i in evaluated])
         return due
 
     def write(self, due: list[int]) -> None:

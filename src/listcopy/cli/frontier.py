@@ -21,6 +21,9 @@ def register(subparsers) -> None:
     p.add_argument("--threshold", type=float, help="validation acc to reach (train.early_stop_acc)")
     p.add_argument("--need", type=float, default=0.5, help="fraction of seeds that must reach it")
     p.add_argument("--d-max", type=int, default=256, help="largest d_model tried")
+    p.add_argument("--all-seeds", action="store_true",
+                   help="train every seed to its end (exact fractions per d_model); by default a "
+                        "d_model's other seeds stop once enough have passed")
     p.add_argument("--out", metavar="DIR", help="sweep directory (default runs/frontier-TASK)")
     p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: cores)")
     p.add_argument("--backend", choices=("local", "ray"), default="local")
@@ -32,19 +35,21 @@ def register(subparsers) -> None:
 
 def cmd_frontier(args: argparse.Namespace) -> int:
     from ..checkpoint import write_json
-    from ..frontier import format_frontier, search_frontier, sweep_evaluate
+    from ..frontier import format_frontier, quorum, search_frontier, sweep_evaluate
 
     base, axes = _points(args)
     _guard(base, axes, args)
     out = check_output_dir(args.out or Path("runs") / f"frontier-{base.task.kind}", "--out")
     evaluate = sweep_evaluate(out, workers=args.workers, backend=args.backend,
                               address=args.address, progress=not args.quiet,
-                              allow_large=args.allow_large)
+                              allow_large=args.allow_large,
+                              quorum=None if args.all_seeds else quorum(args.need, args.seeds))
     points = search_frontier(base, axes, range(args.seeds), evaluate, d_max=args.d_max,
                              need=args.need)
     write_json(out / "frontier.json", {
         "task": base.task.kind, "base": base.to_dict(), "axes": axes, "seeds": args.seeds,
-        "need": args.need, "threshold": base.train.early_stop_acc, "d_max": args.d_max,
+        "need": args.need, "all_seeds": args.all_seeds, "threshold": base.train.early_stop_acc,
+        "d_max": args.d_max,
         "points": [p.to_dict() for p in points]})
     print(format_frontier(points, args.d_max))
     print(f"frontier.json and the sweep database in {out}")

@@ -69,7 +69,10 @@ def frontier_section(data: dict[str, Any]) -> Section:
         id="frontier", title="Capacity frontier",
         what=("For each point, d_model was searched over powers of two and then bisected for the "
               "smallest width at which at least half of the seeds reach the threshold; the dashed "
-              "line is the information SEP must carry, list_len x log2(n_digits) bits."),
+              "line is the information SEP must carry, list_len x log2(n_digits) bits."
+              + ("" if data.get("all_seeds", True) else
+                 " A width's other seeds stopped once enough had passed, so a passing width's "
+                 "fraction is a lower bound (--all-seeds trains every seed to its end).")),
         numbers=f"{len(rows)} points, {data.get('seeds')} seeds each",
         figures=[Figure("frontier_phase_diagram", phase_diagram(data))],
         tables=[Table(columns, rows, caption="Minimal d_model per point")])

@@ -292,6 +292,13 @@ def run_cost(config: Config) -> float:
     return config.train.max_steps * config.train.batch_size * t.seq_len * per_token
 
 
+def shape_keys(configs: Sequence[Any]) -> list[str]:
+    """What runs trained together as one group share (a model's ``ensemble_key``), per config."""
+    if all(isinstance(c, Config) for c in configs):
+        return ensemble_keys(configs)
+    return [kind_of(c).group_key(c) for c in configs]
+
+
 def group_runs(runs: Sequence[PlannedRun], n_workers: int = 1,
                max_members: int | None = None) -> list[list[PlannedRun]]:
     """Runs of one shape form a group; big groups are split so that ``n_workers`` are kept busy.
@@ -300,10 +307,7 @@ def group_runs(runs: Sequence[PlannedRun], n_workers: int = 1,
     chunk exceeds ``max_members``. Groups come out costliest first (longest-job-first scheduling).
     """
     shapes: dict[str, list[PlannedRun]] = {}
-    configs = [r.config for r in runs]
-    keys = (ensemble_keys(configs) if all(isinstance(c, Config) for c in configs)
-            else [kind_of(c).group_key(c) for c in configs])
-    for run, key in zip(runs, keys):
+    for run, key in zip(runs, shape_keys([r.config for r in runs])):
         shapes.setdefault(key, []).append(run)
     total = len(runs)
     groups: list[list[PlannedRun]] = []

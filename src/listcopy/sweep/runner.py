@@ -28,7 +28,7 @@ from ..checkpoint import RUN_FILE, atomic_write, safe_name
 from ..errors import Failure
 from ..locks import FolderLock
 from ..resources import Limits, guard_groups, usable_cpus
-from .grid import Grid, PlannedRun, group_runs, load_grid
+from .grid import Grid, PlannedRun, group_runs, load_grid, shape_keys
 from .kinds import MODEL, kind_of, kind_of_dict
 from .store import DB_FILE, LOCK_FILE, Store
 from .worker import GroupTask
@@ -102,18 +102,21 @@ def _todo_states(retry_failed: bool) -> tuple[str, ...]:
 def plan(grid: Grid | str | Path, out: str | Path, *, workers: int | None = None,
          threads: int | None = None, retry_failed: bool = False,
          max_members: int | None = None, allow_large: bool = False,
-         progress: bool = True) -> Plan:
+         progress: bool = True, quorum: int | None = None) -> Plan:
     """Expand and group without training or writing anything; refused (``TooLarge``) when the
     grid is over a policy limit or its groups do not fit in memory."""
     grid = grid if isinstance(grid, Grid) else load_grid(grid, allow_large, progress)
     return plan_runs(grid, grid.runs(), out, workers=workers, threads=threads,
-                     retry_failed=retry_failed, max_members=max_members, allow_large=allow_large)
+                     retry_failed=retry_failed, max_members=max_members, allow_large=allow_large,
+                     quorum=quorum)
 
 
 def plan_runs(grid: Grid, runs: list[PlannedRun], out: str | Path, *, workers: int | None = None,
               threads: int | None = None, retry_failed: bool = False,
-              max_members: int | None = None, allow_large: bool = False) -> Plan:
-    """:func:`plan` of runs already expanded from ``grid``."""
+              max_members: int | None = None, allow_large: bool = False,
+              quorum: int | None = None) -> Plan:
+    """:func:`plan` of runs already expanded from ``grid``; with a ``quorum``, each shape is one
+    group (its runs share the worker's threads, which take members as they come)."""
     out = Path(out)
     status = {r.key: "pending" for r in runs}
     if (out / DB_FILE).is_file():
@@ -121,7 +124,7 @@ def plan_runs(grid: Grid, runs: list[PlannedRun], out: str | Path, *, workers: i
             status.update(store.statuses(status))
     n_workers = cpu_count() if workers is None else workers
     todo = [r for r in runs if status[r.key] in _todo_states(retry_failed)]
-    groups = group_runs(todo, max(1, n_workers), max_members)
+    groups = group_runs(todo, 1 if quorum is not None else max(1, n_workers), max_members)
     if threads is None:
         threads = max(1, cpu_count() // max(1, min(n_workers, len(groups) or 1)))
     parallel = max(1, min(n_workers, len(groups)))
@@ -162,20 +165,23 @@ def format_plan(p: Plan) -> str:
 def run_sweep(grid: Grid | str | Path, out: str | Path, *, workers: int | None = None,
               threads: int | None = None, backend: str = "local", address: str | None = None,
               retry_failed: bool = False, progress: bool = True,
-              max_members: int | None = None, allow_large: bool = False) -> SweepSummary:
+              max_members: int | None = None, allow_large: bool = False,
+              quorum: int | None = None) -> SweepSummary:
     """Train every run of ``grid`` not yet finished in ``out``; results go to ``out/sweep.db``.
 
     ``workers``: processes (local; 0 = in this process) or groups in flight (ray); default the
     number of cores (local) or the cluster's CPUs (ray). ``threads``: torch threads per worker,
     default cores / workers. ``backend``: "local" or "ray" (``address`` None starts a local Ray).
-    ``allow_large`` lifts the policy limits (``resources.Limits``). The grid is expanded and its
-    plan checked (limits, memory) before anything is written.
+    ``allow_large`` lifts the policy limits (``resources.Limits``). ``quorum``: each shape trains
+    as one group, and its runs still training stop (``stop_reason`` "quorum") once this many of
+    the shape's runs, those finished before included, have reached their threshold. The grid is
+    expanded and its plan checked (limits, memory) before anything is written.
     """
     t0 = time.perf_counter()
     grid = grid if isinstance(grid, Grid) else load_grid(grid, allow_large, progress)
     _check_backend(backend)
     options = dict(workers=workers, threads=threads, retry_failed=retry_failed,
-                   max_members=max_members, allow_large=allow_large)
+                   max_members=max_members, allow_large=allow_large, quorum=quorum)
     runs = grid.runs()
     plan_runs(grid, runs, out, **options)  # refused here (TooLarge) before anything is written
     out = Path(out)
@@ -192,9 +198,7 @@ def run_sweep(grid: Grid | str | Path, out: str | Path, *, workers: int | None =
             run_dirs = {k: out / d for k, d in store.run_dirs(before).items()}
             if retry_failed:
                 _clear_failed([r for r in p.todo if before[r.key] == "failed"], run_dirs)
-            tasks = [GroupTask(tuple(r.key for r in g), tuple(r.config.to_dict() for r in g),
-                               tuple(str(run_dirs[r.key].resolve()) for r in g), p.threads)
-                     for g in p.groups]
+            tasks = _tasks(p, run_dirs, _quorums(p, store, quorum))
             todo = {r.key for r in p.todo}
             skipped = len(runs) - len(todo)
             driver = Driver(store, run_dirs, total=len(runs), progress=progress,
@@ -206,6 +210,22 @@ def run_sweep(grid: Grid | str | Path, out: str | Path, *, workers: int | None =
             counts = _count(store.statuses([r.key for r in runs]))
     return SweepSummary(out, p.n_entries, len(runs), counts, skipped, driver.n_finished,
                         time.perf_counter() - t0)
+
+
+def _tasks(p: Plan, run_dirs: dict[str, Path], quorums: list[int | None]) -> list[GroupTask]:
+    return [GroupTask(tuple(r.key for r in g), tuple(r.config.to_dict() for r in g),
+                      tuple(str(run_dirs[r.key].resolve()) for r in g), p.threads, q)
+            for g, q in zip(p.groups, quorums)]
+
+
+def _quorums(p: Plan, store: Store, quorum: int | None) -> list[int | None]:
+    """Each group's quorum: ``quorum`` less its shape's runs that reached the threshold before."""
+    if quorum is None:
+        return [None] * len(p.groups)
+    passed = {row["key"] for row in store.rows()
+              if row["status"] == "done" and row["steps_to_threshold"] is not None}
+    shapes = shape_keys([r.config for r in p.runs if r.key in passed])
+    return [max(0, quorum - shapes.count(shape_keys([g[0].config])[0])) for g in p.groups]
 
 
 def _check_backend(backend: str) -> None:

@@ -13,7 +13,7 @@ import os
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ class GroupTask:
     configs: tuple[dict, ...]  # Config.to_dict() of each run
     run_dirs: tuple[str, ...]  # absolute paths (local) or names (portable)
     threads: int = 1
+    quorum: int | None = None  # stop the rest once this many have passed (training.py)
 
 
 def train_group(task: GroupTask) -> list[dict[str, Any]]:
@@ -47,7 +48,7 @@ def train_group(task: GroupTask) -> list[dict[str, Any]]:
             return kind.train_group(task)
         configs = [Config.from_dict(c) for c in task.configs]
         runs = train_ensemble(configs, [Path(d) for d in task.run_dirs], resume=True,
-                              progress=False)
+                              progress=False, quorum=task.quorum)
         return [result_of(run.record()) for run in runs]
     except Exception as err:  # noqa: BLE001  (any failure is recorded, the sweep goes on)
         return [failure(err) for _ in task.keys]
@@ -70,7 +71,7 @@ def train_group_portable(task: GroupTask, files: list[dict[str, bytes]]
                 if name in names:
                     (d / name).write_bytes(data)
             dirs.append(str(d))
-        local = GroupTask(task.keys, task.configs, tuple(dirs), task.threads)
+        local = replace(task, run_dirs=tuple(dirs))
         results = train_group(local)
         return [(result, read_run_files(Path(d), names)) for result, d in zip(results, dirs)]
 
