@@ -239,12 +239,13 @@ def _train_group(members: list[_Member], data: Dataset, device: torch.device,
     """Train members resumed at one step together until each has stopped."""
     group = _Group(members, data, device, tracker, quorum)
     bar = _progress_bar(progress, group.max_steps, group.step, len(members))
-    while group.running():
-        if not group.train_stretch():
-            continue
-        group.write(group.evaluate())
-        _update_bar(bar, group.step, group.runs, group.eval_every)
-        group.t0 = time.perf_counter()
+    with group.ens.host_serial():
+        while group.running():
+            if not group.train_stretch():
+                continue
+            group.write(group.evaluate())
+            _update_bar(bar, group.step, group.runs, group.eval_every)
+            group.t0 = time.perf_counter()
     if bar is not None:
         bar.close()
 
@@ -329,6 +330,8 @@ class _Group:
 
     def write(self, due: list[int]) -> None:
         """Members ``due`` take their weights (one host copy); those with a run directory write it."""
+        if not due:
+            return
         for i, state in zip(due, self.ens.state_dicts(due)):
             self.runs[i].state = state
         on_disk = [i for i in due if self.runs[i].run_dir is not None]

@@ -131,6 +131,29 @@ def test_threads_never_exceed_members_or_cpus(monkeypatch):
     assert threads and all(1 <= t <= min(3, usable_cpus()) for t in threads), threads
 
 
+def test_a_training_loop_runs_torch_serially_and_the_kernel_on_torchs_threads(monkeypatch):
+    """host_serial: torch's pools would spin beside the kernel's threads after their own ops."""
+    config = Config()
+    ens, reference = members(config, 4), members(config, 4)
+    train_calls = spy(monkeypatch, "train")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with ens.host_serial():
+            assert torch.get_num_threads() == 1
+            with ens.host_serial():  # nested: still the outer count
+                ens.train_steps(*stretch(config, 4, 3))
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        reference.train_steps(*stretch(config, 4, 3))
+    finally:
+        torch.set_num_threads(before)
+    expected = min(2, usable_cpus())
+    assert [kw["n_threads"] for _, kw in train_calls] == [expected, expected]
+    torch.testing.assert_close(ens.state_dicts([3])[0], reference.state_dicts([3])[0],
+                               rtol=0, atol=0)
+
+
 def test_the_kernel_itself_caps_absurd_thread_counts():
     """Called directly with a million threads for 300 members: the kernel starts at most 256."""
     config = Config()

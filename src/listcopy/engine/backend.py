@@ -8,7 +8,7 @@ Two backends compute the same steps on the ensemble's parameters (params.py) and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ContextManager, Protocol
 
 from torch import Tensor
 
@@ -60,3 +60,7 @@ class Backend(Protocol):
 
     def predict(self, params: Params, inputs: Tensor) -> Tensor:
         """Logits at the output positions, (E, N, L, V), for inputs (N, T); no gradient."""
+
+    def host_serial(self) -> ContextManager[None]:
+        """A context for a training loop: torch's own ops on one thread where the backend runs
+        its threads itself (the kernel), nothing otherwise."""

@@ -95,6 +95,11 @@ class Ensemble:
                              dw_lanes=lanes)
         return shape.with_const(constant_positions(self.config.task))
 
+    def host_serial(self):
+        """A context for a training loop (the backend's ``host_serial``): with the kernel, torch's
+        own ops run on one thread while the kernel keeps torch's thread count."""
+        return self._backend.host_serial()
+
     # ---- weights and optimiser state, by member ----------------------------------------------
     def state_dict(self, member: int) -> dict[str, Tensor]:
         """Member ``member``'s weights as the hooked model's state dict (buffers included), on CPU."""

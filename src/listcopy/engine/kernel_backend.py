@@ -13,8 +13,10 @@ bit-identical results. A call never starts more threads than active members or u
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+from typing import Iterator
 
 import torch
 from torch import Tensor
@@ -78,7 +80,10 @@ class KernelBackend:
 
     def __init__(self, kernel: Kernel, call_flops: float = CALL_FLOPS):
         self.kernel, self.shape, self.call_flops = kernel, kernel.shape, call_flops
+        self.seq_flops = self.shape.flops_per_sequence()
+        self.step_flops: dict[int, float] = {}  # by batch size (a Python sum: once, not per call)
         self._by_const: dict[tuple[int, ...], Kernel] = {}  # built for the data's constant tokens
+        self.held_threads: int | None = None  # torch's thread count, held while host_serial()
 
     def kernel_for(self, tokens: Tensor) -> Kernel:
         """The kernel for this token table: the shape's own where its constant positions (the
@@ -103,19 +108,39 @@ class KernelBackend:
         return None if kernel is None else cls(kernel)
 
     def threads(self, n_active: int) -> int:
-        """Threads for a call over ``n_active`` members: torch's setting, at most one per member
-        and per usable CPU."""
-        return max(1, min(torch.get_num_threads(), n_active, usable_cpus()))
+        """Threads for a call over ``n_active`` members: torch's setting (as it was when
+        :meth:`host_serial` began), at most one per member and per usable CPU."""
+        wanted = self.held_threads or torch.get_num_threads()
+        return max(1, min(wanted, n_active, usable_cpus()))
+
+    @contextlib.contextmanager
+    def host_serial(self) -> Iterator[None]:
+        """Torch on one thread, the kernel on torch's thread count: torch's OpenMP and BLAS
+        workers spin for a while after each parallel op of theirs (the range checks, batch
+        indexing), on the cores the kernel's threads need; with two threads that made 100-step
+        calls at d_model 1 1.18x slower."""
+        if self.held_threads is not None or torch.get_num_threads() == 1:
+            yield
+            return
+        self.held_threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(self.held_threads)
+            self.held_threads = None
 
     def steps_per_call(self, batch_size: int, n_active: int, n_threads: int) -> int:
         """Steps per call: at most ``call_flops`` per thread, at least one."""
         per_thread = math.ceil(max(n_active, 1) / n_threads)
-        return _count(self.call_flops / (self.shape.flops_per_step(batch_size) * per_thread), 1)
+        if batch_size not in self.step_flops:
+            self.step_flops[batch_size] = self.shape.flops_per_step(batch_size)
+        return _count(self.call_flops / (self.step_flops[batch_size] * per_thread), 1)
 
     def rows_per_call(self, n_active: int, n_threads: int) -> int:
         """Evaluated rows per call: at most ``call_flops`` per thread, a multiple of ROW_ALIGN."""
         per_thread = math.ceil(max(n_active, 1) / n_threads)
-        rows = _count(self.call_flops / (self.shape.flops_per_sequence() * per_thread), ROW_ALIGN)
+        rows = _count(self.call_flops / (self.seq_flops * per_thread), ROW_ALIGN)
         return rows // ROW_ALIGN * ROW_ALIGN
 
     def train_steps(self, params: Params, optim: AdamW, s: Stretch) -> None:

@@ -6,6 +6,8 @@ per stretch); the AdamW update is a handful of elementwise ops over (E, P) (opti
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -106,3 +108,6 @@ class TorchBackend:
     @torch.no_grad()
     def predict(self, params: Params, inputs: Tensor) -> Tensor:
         return self.forward.logits(params.views(params.flat.detach()), inputs)
+
+    def host_serial(self) -> contextlib.nullcontext:
+        return contextlib.nullcontext()  # torch's threads do the work here
