@@ -5,7 +5,7 @@ import functools
 import pytest
 
 from listcopy.config import Config
-from listcopy.frontier import (Search, exhaustive_minimal, quorum, search_frontier,
+from listcopy.frontier import (Search, exhaustive_minimal, search_frontier, seeds_needed,
                                train_in_process)
 
 
@@ -66,7 +66,7 @@ def test_search_equals_an_exhaustive_sweep_on_a_tiny_space():
     seeds = [0, 1, 2, 3]
     points = search_frontier(base, axes, seeds, train_in_process, d_max=16)
     assert all(p.minimal_d_model is not None for p in points)  # a real frontier, not "> 16"
-    decided = functools.partial(train_in_process, quorum=quorum(0.5, len(seeds)))
+    decided = functools.partial(train_in_process, quorum=seeds_needed(0.5, len(seeds)))
     fast = search_frontier(base, axes, seeds, decided, d_max=16)
     for p, q in zip(points, fast):
         expected = exhaustive_minimal(base, p.point, seeds, train_in_process, range(1, 17))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from listcopy.config import Config
-from listcopy.frontier import quorum
+from listcopy.frontier import seeds_needed
 from listcopy.stopping import Quorum
 from listcopy.sweep.results import load_rows
 from listcopy.sweep.runner import plan, run_sweep
@@ -26,8 +26,8 @@ def tiny(seed: int, threshold: float) -> Config:
 
 @pytest.mark.parametrize("n, need, k", [(8, 0.5, 4), (7, 0.5, 4), (3, 1.0, 3), (10, 0.3, 3),
                                         (1, 0.5, 1), (5, 0.01, 1)])
-def test_quorum_is_the_fewest_seeds_that_make_the_fraction(n, need, k):
-    assert quorum(need, n) == k
+def test_seeds_needed_is_the_fewest_that_make_the_fraction(n, need, k):
+    assert seeds_needed(need, n) == k
     assert k / n >= need and (k - 1) / n < need
 
 

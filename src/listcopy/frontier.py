@@ -7,11 +7,11 @@ round (x seeds) are trained as one batch of runs, so shapes train together and p
 The runs go through an ``evaluate(configs) -> results`` callable; ``listcopy frontier`` passes the
 sweep machinery's, so a search is resumable and its runs live in the sweep database.
 
-A round's seeds of one d_model need not all finish: once ``quorum(need, n_seeds)`` of them have
-reached the threshold the answer at that d_model is known ("passes"), and :func:`train_in_process`
-and :func:`sweep_evaluate` given that ``quorum`` stop the others there (``stop_reason`` "quorum";
-their fraction is then a lower bound). A d_model that fails still trains every seed to its step
-budget, as a failure is only known there.
+A round's seeds of one d_model need not all finish: once ``seeds_needed(need, n_seeds)`` of them
+have reached the threshold the answer at that d_model is known ("passes"), and
+:func:`train_in_process` and :func:`sweep_evaluate` given that ``quorum`` stop the others there
+(``stop_reason`` "quorum"; their fraction is then a lower bound). A d_model that fails still trains
+every seed to its step budget, as a failure is only known there.
 
 The information-theoretic reference for a point is ``list_len * log2(n_digits)`` bits: what SEP
 must carry.
@@ -78,7 +78,7 @@ class FrontierPoint:
         return d
 
 
-def quorum(need: float, n_seeds: int) -> int:
+def seeds_needed(need: float, n_seeds: int) -> int:
     """The fewest seeds of ``n_seeds`` that make a fraction of at least ``need``."""
     return next(k for k in range(n_seeds + 1) if k / n_seeds >= need)  # as Search.ok compares
 

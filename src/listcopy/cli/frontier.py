@@ -35,15 +35,15 @@ def register(subparsers) -> None:
 
 def cmd_frontier(args: argparse.Namespace) -> int:
     from ..checkpoint import write_json
-    from ..frontier import format_frontier, quorum, search_frontier, sweep_evaluate
+    from ..frontier import format_frontier, search_frontier, seeds_needed, sweep_evaluate
 
     base, axes = _points(args)
     _guard(base, axes, args)
     out = check_output_dir(args.out or Path("runs") / f"frontier-{base.task.kind}", "--out")
+    quorum = None if args.all_seeds else seeds_needed(args.need, args.seeds)
     evaluate = sweep_evaluate(out, workers=args.workers, backend=args.backend,
                               address=args.address, progress=not args.quiet,
-                              allow_large=args.allow_large,
-                              quorum=None if args.all_seeds else quorum(args.need, args.seeds))
+                              allow_large=args.allow_large, quorum=quorum)
     points = search_frontier(base, axes, range(args.seeds), evaluate, d_max=args.d_max,
                              need=args.need)
     write_json(out / "frontier.json", {
