@@ -1,14 +1,19 @@
-"""Two or more versions of kernel.c against each other in one process: training steps only
-(``Ensemble.train_steps`` on fixed batches, no evaluation, no set-up), the versions interleaved and
-repeated, each its fastest repeat. How the old-against-new figures in benchmarks/README.md were
-measured:
+"""Versions of kernel.c against each other, or flag sets against each other, in one process:
+training steps only (``Ensemble.train_steps`` on fixed batches, no evaluation, no set-up), the runs
+interleaved and repeated, each its fastest repeat. How the old-against-new figures and the cost of
+LayerNorm and biases in benchmarks/README.md were measured:
 
     git show REV:src/listcopy/engine/kernel.c > /tmp/old.c
     python benchmarks/kernel_ab.py /tmp/old.c src/listcopy/engine/kernel.c --d-model 64 \\
         --flags learned_vo --members 4 --steps 100 --repeats 3
+    python benchmarks/kernel_ab.py src/listcopy/engine/kernel.c --flags seed,ln,bias,ln-bias \\
+        --members 8 --steps 30 --repeats 12
 
-Every version is built for the same shape header (this checkout's kernel.py, this CPU's lanes).
-Prints ms per model-step per version; one thread (torch.set_num_threads(1)).
+``--flags`` takes the names of ``listcopy bench --shapes`` (seed, ln_bias, learned_vo, all, heads2)
+and of its ``--all-flags`` combinations (ln, bias, wv, wo, h2 joined by "-"). Every version is built
+for each flag set's shape header (this checkout's kernel.py, this CPU's lanes). Prints ms per
+model-step, the kernel's FLOPs per model-step and the ratio to the floor at one core's sgemm rate
+(measured after the runs); one thread (torch.set_num_threads(1)).
 """
 
 from __future__ import annotations
@@ -22,14 +27,15 @@ from pathlib import Path
 
 import torch
 
-from listcopy.bench_shapes import FLAG_SETS, shape_config
+from listcopy.bench_shapes import FLAG_SETS, all_flag_sets, sgemm_rate, shape_config
+from listcopy.config import Config
 from listcopy.engine import Ensemble, kernel_build
 from listcopy.engine.kernel import Kernel
 from listcopy.model import build_model
 from listcopy.task import dataset
 
 
-def stretch(config, members: int, steps: int) -> tuple:
+def stretch(config: Config, members: int, steps: int) -> tuple:
     """``train_steps``' arguments: ``steps`` steps of each member over its own random batches
     (as many as one pass over the training rows holds, taken in turn)."""
     data = dataset(config)
@@ -45,45 +51,67 @@ def stretch(config, members: int, steps: int) -> tuple:
             lr, wd, torch.ones(members, dtype=torch.bool), torch.zeros(members, dtype=torch.float64))
 
 
+def ensembles(config: Config, members: int, sources: list[Path], tmp: Path,
+              name: str) -> list[Ensemble]:
+    """One ensemble of ``members`` seeds per kernel version, each built for this config's shape."""
+    sds = [build_model(config, torch.Generator().manual_seed(s), hooks=False).state_dict()
+           for s in range(members)]
+    out = []
+    for source in sources:
+        ens = Ensemble(config, sds, "cpu")
+        if ens.backend != "kernel":
+            raise SystemExit(f"kernel_ab: {name}: the kernel does not train this shape")
+        where = Path(tempfile.mkdtemp(dir=tmp))
+        header = ens._backend.shape.header(kernel_build.lanes())
+        built = kernel_build.build(header, "cc", where, source.resolve())
+        ens._backend.kernel = Kernel(ctypes.CDLL(str(built)), ens._backend.shape)
+        out.append(ens)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("sources", nargs="+", type=Path, help="kernel.c versions")
     p.add_argument("--d-model", type=int, default=64)
-    p.add_argument("--flags", choices=sorted(FLAG_SETS), default="seed")
+    p.add_argument("--flags", default="seed", help="flag sets, comma-separated (default seed)")
     p.add_argument("--members", type=int, default=4)
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)
+    if min(args.d_model, args.members, args.steps, args.repeats) < 1:
+        p.error("--d-model, --members, --steps and --repeats must be at least 1")
     missing = [str(s) for s in args.sources if not s.is_file()]
-    if missing:
-        print(f"kernel_ab: no such file: {', '.join(missing)}", file=sys.stderr)
+    known = {**all_flag_sets(), **FLAG_SETS}
+    names = [n.strip() for n in args.flags.split(",")]
+    unknown = [n for n in names if n not in known]
+    if missing or unknown:
+        why = (f"no such file: {', '.join(missing)}" if missing else
+               f"unknown flag set(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        print(f"kernel_ab: {why}", file=sys.stderr)
         return 2
     torch.set_num_threads(1)
-    config = shape_config(args.d_model, FLAG_SETS[args.flags])
-    sds = [build_model(config, torch.Generator().manual_seed(s), hooks=False).state_dict()
-           for s in range(args.members)]
-    shape = Ensemble(config, sds)._backend.shape
-    header = shape.header(kernel_build.lanes())
+    runs = {}
     with tempfile.TemporaryDirectory() as tmp:
-        kernels = []
-        for i, source in enumerate(args.sources):
-            (Path(tmp) / str(i)).mkdir()
-            built = kernel_build.build(header, "cc", Path(tmp) / str(i), source.resolve())
-            kernels.append(Kernel(ctypes.CDLL(str(built)), shape))
-        best = [float("inf")] * len(kernels)
-        work = stretch(config, args.members, args.steps)
+        for name in names:
+            config = shape_config(args.d_model, known[name])
+            work = stretch(config, args.members, args.steps)
+            for source, ens in zip(args.sources, ensembles(config, args.members, args.sources,
+                                                           Path(tmp), name)):
+                ens.train_steps(*work)  # warm-up: each member's first steps
+                runs[name, source] = (ens, work, float("inf"))
         for _ in range(args.repeats):
-            for i, kernel in enumerate(kernels):
-                ens = Ensemble(config, sds)
-                ens._backend.kernel = kernel
-                ens.train_steps(*work)  # warm-up
+            for key, (ens, work, best) in runs.items():
                 start = time.perf_counter()
                 ens.train_steps(*work)
-                best[i] = min(best[i], time.perf_counter() - start)
-    print(f"d_model {args.d_model}, {args.flags}, E={args.members}, {args.steps} steps, one thread, "
-          f"fastest of {args.repeats}")
-    for source, seconds in zip(args.sources, best):
-        print(f"  {source}: {seconds / args.steps / args.members * 1e3:.4f} ms/model-step")
+                runs[key] = (ens, work, min(best, time.perf_counter() - start))
+    rate = sgemm_rate()["wall"]
+    print(f"d_model {args.d_model}, E={args.members}, {args.steps} steps, one thread, fastest of "
+          f"{args.repeats}; one core's sgemm {rate / 1e9:.1f} GFLOP/s")
+    for (name, source), (ens, _, seconds) in runs.items():
+        ms = seconds / args.steps / args.members * 1e3
+        flops = ens.kernel_shape().flops_per_step(ens.config.batch_size)
+        print(f"  {name:<10} {str(source):<40} {ms:8.4f} ms/model-step  {flops / 1e6:6.1f} MFLOP  "
+              f"{ms / (flops / rate * 1e3):.2f}x floor")
     return 0
 
 
