@@ -174,8 +174,10 @@ def run_sweep(grid: Grid | str | Path, out: str | Path, *, workers: int | None =
     default cores / workers. ``backend``: "local" or "ray" (``address`` None starts a local Ray).
     ``allow_large`` lifts the policy limits (``resources.Limits``). ``quorum``: each shape trains
     as one group, and its runs still training stop (``stop_reason`` "quorum") once this many of
-    the shape's runs, those finished before included, have reached their threshold. The grid is
-    expanded and its plan checked (limits, memory) before anything is written.
+    the shape's runs, those finished before included, have reached their threshold (where
+    ``max_members`` splits a shape into several groups, each group counts its own: a shape then
+    stops later, never sooner). The grid is expanded and its plan checked (limits, memory) before
+    anything is written.
     """
     t0 = time.perf_counter()
     grid = grid if isinstance(grid, Grid) else load_grid(grid, allow_large, progress)
