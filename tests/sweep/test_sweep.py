@@ -133,16 +133,7 @@ seeds = "0-1"
 "model.n_layers" = [1, 2]
 "train.max_steps" = [200, 1500]    # short members finish while their group trains on
 """
-KILL_BASE = """
-[task]
-n_digits = 10
-[train]
-batch_size = 16
-eval_every = 50
-checkpoint_every = 100
-early_stop_acc = 1.0
-device = "cpu"
-"""
+KILL_BASE = TINY_BASE.replace('device = "cpu"', 'device = "cpu"\nearly_stop_acc = 1.0')
 
 
 def _statuses(out):
