@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from listcopy.config import Config
-from listcopy.engine import Ensemble, kernel_build
+from listcopy.engine import Ensemble, choice, kernel_build
 from listcopy.engine.kernel_backend import KernelBackend
 from listcopy.model import ListCopyTransformer, build_model
 from listcopy.task import dataset
@@ -72,12 +72,18 @@ def hooked_loss_and_grads(config, sd, inputs, targets):
     return logits.detach(), loss.detach(), grads
 
 
-def backends(ens_config, sds, device="cpu"):
-    """The torch backend, and on cpu the kernel where it applies (and a compiler exists)."""
+def backends(ens_config, sds, device="cpu", tokens=None):
+    """The torch backend, and on cpu the kernel where "auto" picks it (and a compiler exists);
+    with ``tokens``, the kernel built for their constant positions alone (``kernel_ensemble``)."""
     out = [Ensemble(ens_config, sds, device, backend="torch")]
-    auto = Ensemble(ens_config, sds, device)
-    if auto.backend == "kernel":
-        out.append(auto)
+    if tokens is None:
+        auto = Ensemble(ens_config, sds, device)
+        if auto.backend == "kernel":
+            out.append(auto)
+    elif choice.pick(ens_config).backend == "kernel" and out[0].kernel_shape() is not None:
+        ens = kernel_ensemble(ens_config, sds, tokens=tokens)
+        if ens is not None:
+            out.append(ens)
     return out
 
 
@@ -96,7 +102,7 @@ def check_against_hooked(config, sds, n=20, rtol=0.0, device="cpu"):
     per_member = [batch(config, n, seed=e) for e in range(E)]
     tokens = torch.stack([b[0] for b in per_member])  # (E, n, T)
     targets = torch.stack([b[1] for b in per_member])  # (E, n, L)
-    for ens in backends(config, sds, device):
+    for ens in backends(config, sds, device, tokens=tokens if device == "cpu" else None):
         rtol = max(torch_rtol, 1e-6) if ens.backend == "kernel" else torch_rtol
         on = tokens.to(device)
         loss, grad = (t.cpu() for t in ens.loss_and_grad(on, targets.to(device)))
@@ -115,12 +121,16 @@ def check_against_hooked(config, sds, n=20, rtol=0.0, device="cpu"):
                 assert torch.allclose(mine[name], ref, atol=1e-5, rtol=rtol), (ens.backend, name)
 
 
-def kernel_ensemble(config, sds, *, dw_lanes=None, fold_vo=True, lanes=None):
+def kernel_ensemble(config, sds, *, dw_lanes=None, fold_vo=True, lanes=None, tokens=None):
     """An ensemble on the compiled kernel (its variant by the table unless ``dw_lanes``; W_V W_O
     folded where it can be unless ``fold_vo`` is False; sequences per SIMD group by this CPU
-    unless ``lanes``); None where no C compiler works."""
+    unless ``lanes``); None where no C compiler works. With ``tokens``, built for their constant
+    positions (what ``kernel_for`` would pick for them) instead of the task's: only the kernel
+    that runs is compiled (each build takes a second or two, and a cold cache builds hundreds)."""
     ens = Ensemble(config, sds, backend="torch")
     shape = dataclasses.replace(ens.kernel_shape(dw_lanes), fold_vo=fold_vo)
+    if tokens is not None:
+        shape = shape.with_const(ens.const_positions(tokens))
     kernel = kernel_build.load(shape, lanes)
     if kernel is None:
         return None
@@ -136,7 +146,7 @@ def check_kernel_against_hooked(config, sds, n=20, rtol=0.0, atol=1e-5, arbitrar
     per_member = [batch(config, n, seed=e, arbitrary=arbitrary) for e in range(E)]
     tokens = torch.stack([b[0] for b in per_member])
     targets = torch.stack([b[1] for b in per_member])
-    ens = kernel_ensemble(config, sds, **kernel)
+    ens = kernel_ensemble(config, sds, tokens=tokens, **kernel)
     table = tokens.reshape(-1, tokens.shape[-1])
     assert (ens._backend.kernel_for(table).shape.n_const > 0) == (arbitrary == 0)
     loss, grad = ens.loss_and_grad(tokens, targets)

@@ -26,14 +26,21 @@ from .helpers import (FLAG_COMBOS, check_kernel_against_hooked, kernel_ensemble,
 pytestmark = needs_kernel
 
 
-@pytest.mark.parametrize("d_model", [8, 128])
-@pytest.mark.parametrize("layer0", [False, True], ids=["seed_mask", "layer0_mask"])
-@pytest.mark.parametrize("ln,use_bias,freeze_wv,freeze_wo,n_heads", FLAG_COMBOS)
+# d_model 128 with the layer-0 mask: the flag sets at both ends (none added or learned, all of
+# them), one and two heads. The mask changes which rows each layer needs, not the flags' code,
+# which d_model 8 crosses with it in full; each case is a kernel build of its own.
+WIDE_LAYER0 = [c for c in FLAG_COMBOS if c[0] == c[1] != c[2] == c[3]]
+CASES = ([(8, layer0, *c) for layer0 in (False, True) for c in FLAG_COMBOS]
+         + [(128, False, *c) for c in FLAG_COMBOS] + [(128, True, *c) for c in WIDE_LAYER0])
+
+
+@pytest.mark.parametrize("d_model,layer0,ln,use_bias,freeze_wv,freeze_wo,n_heads", CASES)
 def test_kernel_equals_the_hooked_model_at_every_flag_combination(ln, use_bias, freeze_wv,
                                                                   freeze_wo, n_heads, layer0,
                                                                   d_model):
     """Every parameter perturbed (frozen identities and zero biases too: the kernel then reads
-    them from its ``fixed`` buffer), mildly at d_model 128 where float32 rounding grows."""
+    them from its ``fixed`` buffer), mildly at d_model 128 where float32 rounding grows; every
+    flag combination at d_model 8 with either mask and at 128 with the seed's."""
     config = small(d_model=d_model, ln=ln, use_bias=use_bias, freeze_wv=freeze_wv,
                    freeze_wo=freeze_wo, n_heads=n_heads, layer0_mask=layer0)
     assert choice.pick(config).dw_lanes == (d_model <= 16)
