@@ -98,17 +98,18 @@ def main(argv: list[str] | None = None) -> int:
             for source, ens in zip(args.sources, ensembles(config, args.members, args.sources,
                                                            Path(tmp), name)):
                 ens.train_steps(*work)  # warm-up: each member's first steps
-                runs[name, source] = (ens, work, float("inf"))
+                runs[name, source] = (ens, work)
+        best = dict.fromkeys(runs, float("inf"))
         for _ in range(args.repeats):
-            for key, (ens, work, best) in runs.items():
+            for key, (ens, work) in runs.items():
                 start = time.perf_counter()
                 ens.train_steps(*work)
-                runs[key] = (ens, work, min(best, time.perf_counter() - start))
+                best[key] = min(best[key], time.perf_counter() - start)
     rate = sgemm_rate()["wall"]
     print(f"d_model {args.d_model}, E={args.members}, {args.steps} steps, one thread, fastest of "
           f"{args.repeats}; one core's sgemm {rate / 1e9:.1f} GFLOP/s")
-    for (name, source), (ens, _, seconds) in runs.items():
-        ms = seconds / args.steps / args.members * 1e3
+    for (name, source), (ens, _) in runs.items():
+        ms = best[name, source] / args.steps / args.members * 1e3
         flops = ens.kernel_shape().flops_per_step(ens.config.batch_size)
         print(f"  {name:<10} {str(source):<40} {ms:8.4f} ms/model-step  {flops / 1e6:6.1f} MFLOP  "
               f"{ms / (flops / rate * 1e3):.2f}x floor")

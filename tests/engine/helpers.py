@@ -102,7 +102,7 @@ def check_against_hooked(config, sds, n=20, rtol=0.0, device="cpu"):
     per_member = [batch(config, n, seed=e) for e in range(E)]
     tokens = torch.stack([b[0] for b in per_member])  # (E, n, T)
     targets = torch.stack([b[1] for b in per_member])  # (E, n, L)
-    for ens in backends(config, sds, device, tokens=tokens if device == "cpu" else None):
+    for ens in backends(config, sds, device, tokens=tokens):
         rtol = max(torch_rtol, 1e-6) if ens.backend == "kernel" else torch_rtol
         on = tokens.to(device)
         loss, grad = (t.cpu() for t in ens.loss_and_grad(on, targets.to(device)))
