@@ -20,7 +20,7 @@ from collections import defaultdict
 
 import torch
 
-from listcopy.bench_shapes import engine_flops_per_step, sgemm_rate
+from listcopy.bench_shapes import engine_flops_per_step, floor_rate
 from listcopy.config import Config
 from listcopy.sweep.results import load_rows
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("give sweep directories or --sort-frontier (not both), and --cores >= 1")
     torch.set_num_threads(1)
     work = sort_frontier_work() if args.sort_frontier else sweep_work(args.dirs)
-    rate = sgemm_rate()["wall"]
+    rate = floor_rate()
     total = 0.0
     for name, (config, model_steps) in work.items():
         flops = engine_flops_per_step(config)[0]
@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<24} {flops / 1e6:8.1f} MFLOP/model-step x {model_steps:>11,.0f} "
               f"model-steps = {flops * model_steps / 1e12:7.1f} TFLOP")
     minutes = total / rate / args.cores / 60
-    print(f"all: {total / 1e12:.1f} TFLOP; one core's sgemm {rate / 1e9:.1f} GFLOP/s (one thread); "
+    print(f"all: {total / 1e12:.1f} TFLOP; one core's matrix-product rate {rate / 1e9:.1f} GFLOP/s "
+          "(the faster of torch's sgemm and the compiled product, one thread); "
           f"floor on {args.cores} cores: {minutes:.1f} min")
     return 0
 

@@ -8,6 +8,7 @@ import pytest
 
 from listcopy import bench_shapes
 from listcopy.config import Config
+from listcopy.engine.matmul_probe import load_probe
 from tests.conftest import run_cli
 
 
@@ -52,15 +53,35 @@ def test_one_small_run_has_consistent_rows(monkeypatch):
     assert "sgemm" in table and table.count("engine E=") == 2
 
 
-def test_the_floor_is_at_the_faster_sgemm_measurement():
+def test_the_floor_is_at_the_fastest_matrix_product_measurement():
     row = {"mflop_per_model_step": 100.0, "ms_per_model_step": 4.0, "cpu_ms_per_model_step": 3.0,
            "floor_ms": 2.0, "x_floor": 2.0, "cpu_x_floor": 1.5}
     result = {"sgemm_gflops": {"wall": 50.0, "cpu": 60.0}, "n_layers": 3, "repeat": 1,
-              "sgemm_gflops_after": {"wall": 100.0, "cpu": 40.0}, "shapes": [{"rows": [row]}]}
+              "sgemm_gflops_after": {"wall": 70.0, "cpu": 40.0},
+              "compiled_gflops": {"wall": 90.0, "cpu": 30.0},
+              "compiled_gflops_after": {"wall": 100.0, "cpu": 20.0}, "shapes": [{"rows": [row]}]}
     out = bench_shapes.with_best_floor(result)
-    assert out["sgemm_gflops_floor"] == {"wall": 100.0, "cpu": 60.0}
+    assert out["floor_gflops"] == {"wall": 100.0, "cpu": 60.0}
     assert row["floor_ms"] == pytest.approx(1.0)  # 0.1 GFLOP at 100 GFLOP/s
     assert row["x_floor"] == pytest.approx(4.0) and row["cpu_x_floor"] == pytest.approx(1.8)
+
+
+def test_the_compiled_probe_counts_its_products_on_each_thread():
+    probe = load_probe()
+    assert probe is not None  # the suite runs where the kernel builds
+    one = 2.0 * 192 * 256 * 256  # one 192 x 256 x 256 product
+    assert probe(1, 3) == 3 * one and probe(2, 2) == 4 * one and probe(1, 0) == 0.0
+    rate = bench_shapes.compiled_rate(probe, seconds=0.05)
+    assert rate["wall"] > 1e8 and rate["cpu"] > 1e8
+    assert bench_shapes.compiled_rate(None) == {"wall": 0.0, "cpu": 0.0}
+
+
+def test_without_a_compiler_there_is_no_probe_and_the_floor_is_sgemm(monkeypatch, caplog):
+    monkeypatch.setenv("CC", "no-such-compiler-xyz")
+    assert load_probe() is None
+    assert "no compiled matrix-product probe" in caplog.text
+    monkeypatch.setattr(bench_shapes, "sgemm_rate", lambda: {"wall": 5e10, "cpu": 6e10})
+    assert bench_shapes.floor_rate() == pytest.approx(5e10)
 
 
 def test_repeats_are_interleaved_and_each_row_is_its_fastest(monkeypatch):
