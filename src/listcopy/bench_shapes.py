@@ -27,7 +27,7 @@ import itertools
 import resource
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Iterable, TextIO
 
 import torch
 
@@ -118,11 +118,17 @@ def matmul_rates(probe: Callable[[int, int], float] | None) -> dict[str, dict[st
     return {name: {k: v / 1e9 for k, v in r.items()} for name, r in rates.items()}
 
 
+def fastest(measured: Iterable[dict[str, float]]) -> dict[str, float]:
+    """The fastest of several rate measurements, wall and CPU time each."""
+    measured = list(measured)
+    return {k: max(r[k] for r in measured) for k in ("wall", "cpu")}
+
+
 def floor_rate(probe: Callable[[int, int], float] | None = None) -> float:
     """FLOP/s of wall time a floor is taken at: the faster of torch's sgemm and the compiled
     product (built here unless ``probe`` is given)."""
     rates = matmul_rates(probe if probe is not None else load_probe())
-    return max(r["wall"] for r in rates.values()) * 1e9
+    return fastest(rates.values())["wall"] * 1e9
 
 
 def notebook_flops_per_step(config: Config) -> float:
@@ -234,7 +240,7 @@ def run_shapes(widths: tuple[int, ...] = WIDTHS, flag_sets: dict[str, dict[str, 
     engine_run(Config(), 100, 1)
     probe = load_probe()
     before = matmul_rates(probe)
-    rate = {k: max(r[k] for r in before.values()) * 1e9 for k in ("wall", "cpu")}
+    rate = {k: v * 1e9 for k, v in fastest(before.values()).items()}
     shapes = []
     for d_model, (name, flags) in itertools.product(widths, flag_sets.items()):
         config = shape_config(d_model, flags, n_layers)
@@ -253,8 +259,7 @@ def with_best_floor(result: dict[str, Any]) -> dict[str, Any]:
     sgemm or the compiled product, before or after the runs): a core that was slowed down (by
     another job, a clock) when one was taken does not lower the floor, so a ratio to it never
     flatters the run."""
-    taken = [v for key, v in result.items() if key.endswith(("_gflops", "_gflops_after"))]
-    best = {k: max(r[k] for r in taken) for k in ("wall", "cpu")}
+    best = fastest(v for key, v in result.items() if key.endswith(("_gflops", "_gflops_after")))
     for shape in result["shapes"]:
         for r in shape["rows"]:
             _set_floor(r, {k: v * 1e9 for k, v in best.items()})

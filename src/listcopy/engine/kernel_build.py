@@ -60,6 +60,17 @@ def lanes() -> int:
         return 8
 
 
+def c_compiler() -> str:
+    """The C compiler kernels are built with: ``$CC``, else ``cc``."""
+    return os.environ.get("CC") or "cc"
+
+
+def reason(err: BaseException) -> str:
+    """An error's first line (its type where it has no message), for a one-line notice."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def _machine_key() -> str:
     """The CPU (model and feature flags): -march=native code must not run on another machine."""
     info = platform.machine()
@@ -83,16 +94,16 @@ def load(shape: KernelShape, lanes_: int | None = None, *, fresh: bool = False,
     where no C compiler works. ``fresh``: ignore what this process has loaded already;
     ``cache_root``: another cache root than the default (see :func:`cache_dir`)."""
     header = shape.header(lanes_ or lanes())
-    compiler = os.environ.get("CC") or "cc"
-    key = build_key(header, compiler)
+    cc = c_compiler()
+    key = build_key(header, cc)
     if key in _loaded and not fresh:
         return _loaded[key]
     kernel = None
     try:
-        kernel = _load_or_build(shape, header, key, compiler, cache_dir(cache_root))
+        kernel = _load_or_build(shape, header, key, cc, cache_dir(cache_root))
     except (OSError, RuntimeError, AttributeError) as err:
         log.warning("listcopy: no compiled CPU kernel (%s); training with the torch engine",
-                    str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
+                    reason(err))
     if not fresh:
         _loaded[key] = kernel
     return kernel

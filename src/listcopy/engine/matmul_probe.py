@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable
 
-from .kernel_build import build, lanes
+from .kernel_build import build, c_compiler, lanes, reason
 
 log = logging.getLogger("listcopy")
 
@@ -28,14 +27,13 @@ def load_probe(lanes_: int | None = None) -> Callable[[int, int], float] | None:
     """``probe(threads, reps)``: ``reps`` cache-resident float32 products (192 x 256 x 256, MR x NV
     register tiles) on each of ``threads`` threads, returning the FLOPs done; None without a C
     compiler. ``lanes_``: floats per SIMD vector (default: 16 with AVX-512, else 8)."""
-    compiler = os.environ.get("CC") or "cc"
     tmp = Path(tempfile.mkdtemp(prefix="listcopy-probe-"))
     try:
-        lib = ctypes.CDLL(str(build(f"#define W {lanes_ or lanes()}\n", compiler, tmp,
+        lib = ctypes.CDLL(str(build(f"#define W {lanes_ or lanes()}\n", c_compiler(), tmp,
                                     c_file=probe_source())))
     except (OSError, RuntimeError) as err:
         log.warning("listcopy: no compiled matrix-product probe (%s); the floor is torch's sgemm",
-                    str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
+                    reason(err))
         return None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # the loaded library stays mapped
