@@ -201,6 +201,15 @@ class Dataset:
     def to(self, device: torch.device | str) -> "Dataset":
         return Dataset(self.task, self.inputs.to(device), self.targets.to(device))
 
+    def first_val(self, n: int | None) -> "Dataset":
+        """The same split with only its first ``n`` validation lists (None, or n at least their
+        number: all of them). The split is a random permutation, so those lists are a uniform
+        sample, and the same one on every call."""
+        if n is None or n >= self.val_inputs.shape[0]:
+            return self
+        end = self.task.n_train + n
+        return Dataset(self.task, self.inputs[:end], self.targets[:end])
+
 
 def dataset(config: Config | TaskConfig) -> Dataset:
     """All lists of the task, shuffled and split exactly as the seed does (or a seeded sample), or

@@ -52,8 +52,15 @@ def test_analyze_command_bad_example(fixtures_dir, capsys):
     assert code == 2 and error.startswith("listcopy analyze: error:") and "example = 2000" in error
 
 
+def test_analyze_command_val_rows(fixtures_dir, capsys):
+    code, printed, _ = analyze(capsys, str(fixtures_dir / "seed_default_1000.pt"), "--only",
+                               "metrics", "--val-rows", "300", "--json", "-", "--quiet")
+    assert code == 0 and json.loads(printed)["metrics"]["n_val"] == 300
+
+
 @pytest.mark.parametrize("option, needle", [(["--threads", "0"], "--threads 0: must be >= 1"),
-                                            (["--seed", "-1"], "--seed -1: must be >= 0")])
+                                            (["--seed", "-1"], "--seed -1: must be >= 0"),
+                                            (["--val-rows", "0"], "--val-rows 0: must be >= 1")])
 def test_analyze_command_bad_options(fixtures_dir, capsys, option, needle):
     code, _, err = analyze(capsys, str(fixtures_dir / "seed_default_1000.pt"), *option)
     assert code == 2 and len(err) == 1 and needle in err[0]

@@ -78,3 +78,16 @@ def test_every_analysis_refuses_bad_arguments_before_running(odd):
                 fn()
             assert "\n" not in str(err.value)
     assert no_hooks(model)
+
+
+def test_large_split_notice_suggests_val_rows_only_where_the_split_is_large():
+    from listcopy.analysis.common import large_split_notice
+    from listcopy.config import Config
+
+    lists_of_3 = Config().override(["task.list_len=3"])
+    assert lists_of_3.task.n_val == 200_000
+    line = large_split_notice(lists_of_3, None)
+    assert "all 200000 validation lists" in line and "--val-rows N" in line and "\n" not in line
+    assert large_split_notice(lists_of_3, 20_000) is None
+    assert large_split_notice(Config(), None) is None  # the seed's 2,000
+    assert large_split_notice(Config(), None, limit=1_000) is not None

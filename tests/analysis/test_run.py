@@ -55,6 +55,28 @@ def test_analyze_is_deterministic_and_only_runs_what_is_asked(trained):
                                                                      "per_position_acc"}
 
 
+def test_val_rows_analyses_the_first_validation_lists_as_a_cut_dataset_does(trained):
+    """val_rows=N is the analysis of the split cut by hand to its first N validation lists."""
+    from listcopy.task import Dataset
+
+    model, config, data = trained
+    n_train = config.task.n_train
+    cut = Dataset(data.task, data.inputs[:n_train + 50], data.targets[:n_train + 50])
+    only = "metrics,errors,pos_ablation,edges,probes"
+    a = analyze(model, config, only=only, data=data, val_rows=50)
+    assert a == analyze(model, config, only=only, data=cut)
+    assert a["metrics"]["n_val"] == 50
+    assert a != analyze(model, config, only=only, data=data)  # the whole split differs
+    assert analyze(model, config, only="metrics", data=data, val_rows=10 ** 9) == \
+        analyze(model, config, only="metrics", data=data)  # more than there are: all of them
+    assert data.first_val(None) is data and data.first_val(50).train_inputs.equal(data.train_inputs)
+    with pytest.raises(ConfigError, match="example = 50"):
+        analyze(model, config, only="attention", data=data, val_rows=50, example=50)
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ConfigError, match=f"val_rows = {bad!r}: must be an integer >= 1"):
+            analyze(model, config, only="metrics", data=data, val_rows=bad)
+
+
 def test_bad_requests_are_one_line_errors(trained):
     model, config, data = trained
     with pytest.raises(ConfigError, match="unknown analysis 'edge'"):

@@ -35,6 +35,13 @@ def test_model_and_sweep_reports(tiny_run, sweep_dir, tmp_path, capsys):
     assert "model.d_model (rows)" in text and "model.n_layers (columns)" in text
 
 
+def test_model_report_on_the_first_validation_lists(tiny_run, tmp_path, capsys):
+    out = tmp_path / "m.html"
+    assert main(["report", str(tiny_run), "--out", str(out), "--only", "attention",
+                 "--val-rows", "7", "--quiet"]) == 0  # of its 20
+    assert "on 7 lists</p>" in out.read_text()  # the subtitle's validation metrics
+
+
 def test_default_output_paths(tmp_path):
     from listcopy.report.cli import default_out
 
@@ -48,6 +55,8 @@ def test_default_output_paths(tmp_path):
     (["{run}", "--axes", "d_model,n_layers"], "--axes applies to a sweep directory"),
     (["{missing}"], "no such run directory or checkpoint file"),
     (["{run}", "--only", "nope"], "unknown analysis 'nope'"),
+    (["{sweep}", "--val-rows", "100"], "--val-rows applies to a model report"),
+    (["{run}", "--val-rows", "0"], "--val-rows 0: must be >= 1"),
 ])
 def test_bad_input_is_one_line(tiny_run, sweep_dir, tmp_path, capsys, args, needle):
     args = [a.format(sweep=sweep_dir, run=tiny_run, missing=tmp_path / "nope") for a in args]

@@ -36,6 +36,9 @@ def register(subparsers) -> None:
     p.add_argument("--tolerance", type=float, default=1e-3, metavar="T",
                    help="edges: accuracy change below which an edge is removable; "
                         "critical_edges: the drop beyond which an edge is critical (default 0.001)")
+    p.add_argument("--val-rows", type=int, metavar="N",
+                   help="only the first N validation lists (a uniform sample: the split is shuffled); "
+                        "every ablation is a pass over them (default all; lists of 3 have 200,000)")
     p.add_argument("--no-umap", action="store_true", help="skip UMAP (saves its ~10 s JIT)")
     p.add_argument("--seed", type=int, default=0, help="seed of UMAP and the probes (default 0)")
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
@@ -52,12 +55,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     check_threads(args.threads)
     if args.seed < 0:
         raise UsageError(f"--seed {args.seed}: must be >= 0")
+    if args.val_rows is not None and args.val_rows < 1:
+        raise UsageError(f"--val-rows {args.val_rows}: must be >= 1")
     if not 0 <= args.tolerance < math.inf:
         raise UsageError(f"--tolerance {args.tolerance}: must be a finite number >= 0")
     import torch
 
     from ..checkpoint import load
     from ..resources import guard_analysis
+    from .common import large_split_notice
     from .run import analyze
 
     if args.threads:
@@ -69,8 +75,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     model, config = load(args.path, args.set, notice=print_notice)
     guard_analysis(config)
+    if line := large_split_notice(config, args.val_rows):
+        print_notice(line)
     result = analyze(model, config, only=args.only, progress=not args.quiet, example=args.example,
-                     tolerance=args.tolerance, umap=not args.no_umap, seed=args.seed)
+                     tolerance=args.tolerance, umap=not args.no_umap, seed=args.seed,
+                     val_rows=args.val_rows)
     return print_result(result, format_summary, args.json)
 
 

@@ -184,6 +184,24 @@ def check_layer(layer: int, config: Config) -> int:
     return layer
 
 
+def large_split_notice(config: Config, val_rows: int | None, limit: int = 50_000) -> str | None:
+    """One line for a user about to analyse more than ``limit`` validation lists (every ablation
+    is a pass over them) without ``val_rows``; None otherwise."""
+    n = config.task.n_val
+    if val_rows is not None or n <= limit:
+        return None
+    return (f"{config.name}: every ablation passes over all {n} validation lists; "
+            f"--val-rows N analyses the first N only")
+
+
+def check_val_rows(val_rows: int | None) -> int | None:
+    """None (every validation list) or how many of the first ones to use: an integer >= 1."""
+    if val_rows is not None and (not isinstance(val_rows, int) or isinstance(val_rows, bool)
+                                 or val_rows < 1):
+        raise ConfigError(f"val_rows = {val_rows!r}: must be an integer >= 1 (or None: all)")
+    return val_rows
+
+
 def check_example(example: int, data: Dataset) -> int:
     n = data.val_inputs.shape[0]
     if not isinstance(example, int) or isinstance(example, bool) or not 0 <= example < n:

@@ -23,7 +23,8 @@ from ..config import Config, ConfigError
 from ..task import Dataset
 from .ablation import mean_attention_ablation, pos_ablation, skip_ablation
 from .attention import attention_patterns, sep_attention
-from .common import BATCH_SIZE, checked_inputs, to_json, val_metrics
+from .common import (BATCH_SIZE, check_example, check_val_rows, checked_inputs, to_json,
+                     val_metrics)
 from .critical import critical_edges
 from .critical import summary_lines as critical_summary
 from .edges import TOLERANCE, edge_ablation
@@ -69,7 +70,8 @@ def _progress(progress: bool | Progress) -> Progress | None:
 def analyze(model, config: Config, only: str | Iterable[str] | None = None,
             progress: bool | Progress = False, *, data: Dataset | None = None, example: int = 0,
             tolerance: float = TOLERANCE, umap: bool = True, seed: int = 0,
-            batch_size: int = BATCH_SIZE, bars: bool | None = None) -> dict[str, Any]:
+            batch_size: int = BATCH_SIZE, bars: bool | None = None,
+            val_rows: int | None = None) -> dict[str, Any]:
     """Run the analyses named in ``only`` (default: all) on ``model``; one JSON-ready dict.
 
     ``example`` is the validation row shown by ``attention`` and ``logit_lens``; ``tolerance`` the
@@ -78,9 +80,11 @@ def analyze(model, config: Config, only: str | Iterable[str] | None = None,
     order-by-scale points get only PCA here, UMAP in ``listcopy paper``); ``seed`` seeds UMAP and
     the probes. ``progress`` (True, or a callable taking the analysis's name and its seconds)
     reports each analysis's time; ``bars`` (default: ``progress``): a stderr bar in edge searches.
+    ``val_rows``: the first that many validation lists only (the split is shuffled; default all).
     """
     names, bar = parse_only(only), bool(progress) if bars is None else bars
-    data = checked_inputs(model, config, data, batch_size, example=example)
+    data = checked_inputs(model, config, data, batch_size).first_val(check_val_rows(val_rows))
+    check_example(example, data)
     report = _progress(progress)
     was_training = model.training
     model.eval()

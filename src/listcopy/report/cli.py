@@ -35,6 +35,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         model_only = [flag for flag, used in (("--set", args.set), ("--only", args.only),
                                               ("--no-umap", args.no_umap),
                                               ("--example", args.example is not None),
+                                              ("--val-rows", args.val_rows is not None),
                                               ("--sae", args.sae is not None)) if used]
         if model_only:
             raise UsageError(f"{model_only[0]} applies to a model report, and {path} is a sweep")
@@ -46,12 +47,14 @@ def cmd_report(args: argparse.Namespace) -> int:
         if args.axes is not None:
             raise UsageError(f"--axes applies to a sweep directory (one with sweep.db), "
                               f"and {path} is not one")
+        if args.val_rows is not None and args.val_rows < 1:
+            raise UsageError(f"--val-rows {args.val_rows}: must be >= 1")
         from ..cli.args import print_notice
         from .model_report import model_report
 
         info = model_report(path, out, png_dir=args.png, progress=progress, overrides=args.set,
                             only=args.only, umap=not args.no_umap, example=args.example or 0,
-                            sae=args.sae, notice=print_notice)
+                            sae=args.sae, notice=print_notice, val_rows=args.val_rows)
     print(f"wrote {info.path} ({info.bytes / 1e6:.1f} MB, {len(info.sections)} sections, "
           f"{len(info.figures)} figures) in {info.seconds['total']:.1f} s")
     if info.pngs:
@@ -79,6 +82,9 @@ def register(subparsers) -> None:
     p.add_argument("--no-umap", action="store_true", help="model: skip UMAP (saves ~10-30 s)")
     p.add_argument("--example", type=int, metavar="N",
                    help="model: the validation list shown in the attention and flow figures")
+    p.add_argument("--val-rows", type=int, metavar="N",
+                   help="model: " "only the first N validation lists (a uniform sample: the split is shuffled); "
+                        "every ablation is a pass over them (default all; lists of 3 have 200,000)")
     p.add_argument("--sae", metavar="DIR",
                    help="model: add a section on this SAE (a listcopy sae train directory or "
                         "the research line's .pt) read on the model")

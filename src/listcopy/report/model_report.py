@@ -26,10 +26,11 @@ def model_report(path_or_model: Any, out: str | Path, png_dir: str | Path | None
                  analysis: dict[str, Any] | None = None,
                  history: Sequence[dict[str, Any]] | None = None,
                  notice: Callable[[str], None] | None = None,
-                 sae: str | Path | None = None) -> ReportInfo:
+                 sae: str | Path | None = None, val_rows: int | None = None) -> ReportInfo:
     """Analyse a model and write its report to ``out`` (atomically); PNGs into ``png_dir``.
     ``notice``: told in one line what a ``.pt`` file's config was inferred as (checkpoint.load);
-    ``sae`` (an SAE directory or the line's ``.pt``): its section too."""
+    ``sae`` (an SAE directory or the line's ``.pt``): its section too; ``val_rows``: analyze on the
+    first that many validation lists only (default all)."""
     out = check_out(out, png_dir)
     n_steps = (4 + (len(_names(only)) + 1 if analysis is None else 0) + (png_dir is not None)
                + (sae is not None))
@@ -37,9 +38,12 @@ def model_report(path_or_model: Any, out: str | Path, png_dir: str | Path | None
         with stages("load"):
             model, config, run = _resolve(path_or_model, config, overrides, notice)
             if analysis is None:
+                from ..analysis.common import large_split_notice
                 from ..resources import guard_analysis
 
                 guard_analysis(config)
+                if notice and (line := large_split_notice(config, val_rows)):
+                    notice(line)
         if history is None:
             history = run.get("history") or []
         if analysis is None:
@@ -47,7 +51,7 @@ def model_report(path_or_model: Any, out: str | Path, png_dir: str | Path | None
 
             stages.show("analyses")
             analysis = analyze(model, config, only=only, progress=stages.done, umap=umap,
-                               example=example, seed=seed, bars=progress)
+                               example=example, seed=seed, bars=progress, val_rows=val_rows)
         if "parameters" not in analysis and model is not None:
             from ..analysis import parameter_table
 
