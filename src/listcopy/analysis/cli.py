@@ -37,8 +37,9 @@ def register(subparsers) -> None:
                    help="edges: accuracy change below which an edge is removable; "
                         "critical_edges: the drop beyond which an edge is critical (default 0.001)")
     p.add_argument("--val-rows", type=int, metavar="N",
-                   help="only the first N validation lists (a uniform sample: the split is shuffled); "
-                        "every ablation is a pass over them (default all; lists of 3 have 200,000)")
+                   help="only the first N validation lists (a uniform sample: the split is "
+                        "shuffled); every ablation is a pass over them (default all; lists of 3 "
+                        "have 200,000)")
     p.add_argument("--no-umap", action="store_true", help="skip UMAP (saves its ~10 s JIT)")
     p.add_argument("--seed", type=int, default=0, help="seed of UMAP and the probes (default 0)")
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")

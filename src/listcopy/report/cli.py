@@ -83,8 +83,8 @@ def register(subparsers) -> None:
     p.add_argument("--example", type=int, metavar="N",
                    help="model: the validation list shown in the attention and flow figures")
     p.add_argument("--val-rows", type=int, metavar="N",
-                   help="model: " "only the first N validation lists (a uniform sample: the split is shuffled); "
-                        "every ablation is a pass over them (default all; lists of 3 have 200,000)")
+                   help="model: only the first N validation lists (a uniform sample: the split "
+                        "is shuffled); every ablation is a pass over them (default all)")
     p.add_argument("--sae", metavar="DIR",
                    help="model: add a section on this SAE (a listcopy sae train directory or "
                         "the research line's .pt) read on the model")
