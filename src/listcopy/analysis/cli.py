@@ -14,7 +14,7 @@ import math
 import sys
 from pathlib import Path
 
-from ..cli.args import add_command, add_config_args
+from ..cli.args import add_command, add_config_args, add_val_rows
 
 
 def register(subparsers) -> None:
@@ -36,10 +36,7 @@ def register(subparsers) -> None:
     p.add_argument("--tolerance", type=float, default=1e-3, metavar="T",
                    help="edges: accuracy change below which an edge is removable; "
                         "critical_edges: the drop beyond which an edge is critical (default 0.001)")
-    p.add_argument("--val-rows", type=int, metavar="N",
-                   help="only the first N validation lists (a uniform sample: the split is "
-                        "shuffled); every ablation is a pass over them (default all; lists of 3 "
-                        "have 200,000)")
+    add_val_rows(p)
     p.add_argument("--no-umap", action="store_true", help="skip UMAP (saves its ~10 s JIT)")
     p.add_argument("--seed", type=int, default=0, help="seed of UMAP and the probes (default 0)")
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
@@ -48,7 +45,7 @@ def register(subparsers) -> None:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from ..cli.args import UsageError, check_json_arg, check_threads
+    from ..cli.args import UsageError, check_json_arg, check_threads, check_val_rows_arg
     from .run import format_summary, parse_only
 
     parse_only(args.only)  # unknown names fail before anything loads
@@ -56,8 +53,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     check_threads(args.threads)
     if args.seed < 0:
         raise UsageError(f"--seed {args.seed}: must be >= 0")
-    if args.val_rows is not None and args.val_rows < 1:
-        raise UsageError(f"--val-rows {args.val_rows}: must be >= 1")
+    check_val_rows_arg(args.val_rows)
     if not 0 <= args.tolerance < math.inf:
         raise UsageError(f"--tolerance {args.tolerance}: must be a finite number >= 0")
     import torch

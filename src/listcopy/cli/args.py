@@ -59,6 +59,19 @@ def limits(args: argparse.Namespace):
     return Limits.of(getattr(args, "allow_large", False))
 
 
+def add_val_rows(p: argparse.ArgumentParser, scope: str = "") -> None:
+    """``--val-rows N`` (analyze, report): analyses on the first N validation lists only."""
+    p.add_argument("--val-rows", type=int, metavar="N",
+                   help=f"{scope}only the first N validation lists (a uniform sample: the split "
+                        "is shuffled); every ablation is a pass over them (default all)")
+
+
+def check_val_rows_arg(val_rows: int | None) -> None:
+    """``--val-rows N``: absent, or at least 1."""
+    if val_rows is not None and val_rows < 1:
+        raise UsageError(f"--val-rows {val_rows}: must be >= 1")
+
+
 THREADS_PER_CPU = 4  # --threads above this many per usable CPU is refused
 
 

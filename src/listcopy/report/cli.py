@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli.args import add_command
+from ..cli.args import add_command, add_val_rows
 
 
 def is_sweep_dir(path: Path) -> bool:
@@ -26,7 +26,7 @@ def default_out(path: Path) -> Path:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from ..cli.args import UsageError, check_output_file
+    from ..cli.args import UsageError, check_output_file, check_val_rows_arg
 
     path = Path(args.path)
     out = check_output_file(args.out or default_out(path), "--out")
@@ -47,8 +47,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         if args.axes is not None:
             raise UsageError(f"--axes applies to a sweep directory (one with sweep.db), "
                               f"and {path} is not one")
-        if args.val_rows is not None and args.val_rows < 1:
-            raise UsageError(f"--val-rows {args.val_rows}: must be >= 1")
+        check_val_rows_arg(args.val_rows)
         from ..cli.args import print_notice
         from .model_report import model_report
 
@@ -82,9 +81,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-umap", action="store_true", help="model: skip UMAP (saves ~10-30 s)")
     p.add_argument("--example", type=int, metavar="N",
                    help="model: the validation list shown in the attention and flow figures")
-    p.add_argument("--val-rows", type=int, metavar="N",
-                   help="model: only the first N validation lists (a uniform sample: the split "
-                        "is shuffled); every ablation is a pass over them (default all)")
+    add_val_rows(p, "model: ")
     p.add_argument("--sae", metavar="DIR",
                    help="model: add a section on this SAE (a listcopy sae train directory or "
                         "the research line's .pt) read on the model")
