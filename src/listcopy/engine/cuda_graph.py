@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from .backend import Stretch
+from .kernel_build import reason
 from .optim import BETAS, EPS, AdamW, clip_grad_norm_
 from .params import Params
 from .torch_backend import TorchBackend
@@ -130,8 +131,7 @@ class GraphedTorch:
             graph, buf = self._captured(params, optim, s, const)
         except RuntimeError as err:  # capture refused: eager steps from now on
             self.failed, self._graph = True, None
-            log.warning("listcopy: CUDA graph capture failed (%s); eager steps",
-                        str(err).splitlines()[0] if str(err) else type(err).__name__)
+            log.warning("listcopy: CUDA graph capture failed (%s); eager steps", reason(err))
             return self.inner.train_steps(params, optim, s)
         buf.load(s, optim.step)
         for _ in range(s.n_steps):
