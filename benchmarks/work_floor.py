@@ -1,5 +1,6 @@
-"""The floor of a sweep's training work: every model-step it took, at the engine's FLOP count (the
-kernel's, rows no output needs pruned), at this machine's one-core matrix-product rate, on N cores.
+"""The floor of a sweep's training work, its evaluations included: every model-step it took,
+at the engine's FLOP count (the kernel's, rows no output needs pruned), at this machine's
+one-core matrix-product rate, on N cores.
 
     python benchmarks/work_floor.py SWEEP_DIR [SWEEP_DIR ...] [--cores 2]
     python benchmarks/work_floor.py --sort-frontier [--cores 2]

@@ -11,7 +11,8 @@ constraints, LayerNorm + biases, learned W_V / W_O, all of them, two heads; ``--
 each for the same number of steps (evaluation every 100 included), chosen per shape so that a
 run does about ``WORK_FLOP`` of arithmetic. Per run: ms per step, ms per model-step, the speed-up
 over the notebook loop, the FLOPs of one model-step of the work the run does (the engine's:
-masked rows pruned, kernel.py's count; the notebook's: every row, every product), the floor
+masked rows pruned, kernel.py's count; the notebook's: every row, every product; each with its
+evaluation, the validation split's forward pass every 100 steps, amortised over them), the floor
 (those FLOPs at this machine's one-core matrix-product rate, measured in the same run) and the
 run's ratio to it. Wall and CPU time (getrusage) are both kept.
 
@@ -131,14 +132,20 @@ def floor_rate(probe: Callable[[int, int], float] | None = None) -> float:
     return fastest(rates.values())["wall"] * 1e9
 
 
+def with_evaluation(config: Config, step: float, forward: float) -> float:
+    """A model-step's FLOPs (``step``) and its share of the run's evaluation: the validation
+    split's forward pass (``forward`` per sequence) every ``eval_every`` steps."""
+    return step + config.task.n_val * forward / config.train.eval_every
+
+
 def notebook_flops_per_step(config: Config) -> float:
     """One step of the notebook's hooked model: every position through every product (Q, K, V,
     O, attention over all T x T scores, the unembedding at every position), forward and backward
-    (twice the forward)."""
+    (twice the forward), and its share of the evaluation."""
     T, D, V = config.task.seq_len, config.model.d_model, config.task.vocab
     per_layer = 4 * 2.0 * T * D * D + 2 * 2.0 * T * T * D
     forward = config.model.n_layers * per_layer + 2.0 * T * D * V
-    return 3.0 * forward * config.batch_size
+    return with_evaluation(config, 3.0 * forward * config.batch_size, forward)
 
 
 @dataclass(frozen=True)
@@ -165,13 +172,14 @@ def shape_config(d_model: int, flags: dict[str, Any], n_layers: int = 3) -> Conf
 
 
 def engine_flops_per_step(config: Config) -> tuple[float, str]:
-    """One model-step of the engine's work on ``config`` (the kernel's pruned count), and the
-    backend "auto" picks on the CPU."""
+    """One model-step of the engine's work on ``config`` (the kernel's pruned count, its share of
+    the evaluation included), and the backend "auto" picks on the CPU."""
     ens = Ensemble(config, [build_model(config, hooks=False).state_dict()], "cpu")
     shape = ens.kernel_shape()
     if shape is None:
         return notebook_flops_per_step(config), ens.backend
-    return shape.flops_per_step(config.batch_size), ens.backend
+    return (with_evaluation(config, shape.flops_per_step(config.batch_size),
+                            shape.flops_per_sequence()), ens.backend)
 
 
 def bench_shape(config: Config, sizes: tuple[int, ...], rate: dict[str, float],

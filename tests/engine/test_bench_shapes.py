@@ -8,7 +8,9 @@ import pytest
 
 from listcopy import bench_shapes
 from listcopy.config import Config
+from listcopy.engine import Ensemble
 from listcopy.engine.matmul_probe import load_probe
+from listcopy.model import build_model
 from tests.conftest import run_cli
 
 
@@ -23,11 +25,26 @@ def test_all_flag_sets_are_the_32_combinations():
 
 def test_the_notebook_flops_by_hand():
     """The default model: T = 5, D = 8, V = 101, 3 layers, batch 128: Q, K, V, O products, scores
-    and pattern @ V, the unembedding; backward twice the forward."""
+    and pattern @ V, the unembedding; backward twice the forward; the 2,000 validation lists'
+    forward every 100 steps."""
     config = Config()
     assert (config.task.seq_len, config.task.vocab, config.batch_size) == (5, 101, 128)
-    layer = 4 * 2 * 5 * 8 * 8 + 2 * 2 * 5 * 5 * 8
-    assert bench_shapes.notebook_flops_per_step(config) == 3 * (3 * layer + 2 * 5 * 8 * 101) * 128
+    assert (config.task.n_val, config.train.eval_every) == (2000, 100)
+    forward = 3 * (4 * 2 * 5 * 8 * 8 + 2 * 2 * 5 * 5 * 8) + 2 * 5 * 8 * 101
+    assert bench_shapes.notebook_flops_per_step(config) == 3 * forward * 128 + 20 * forward
+    sparse = config.override(["train.eval_every=1000"])
+    assert bench_shapes.notebook_flops_per_step(sparse) == 3 * forward * 128 + 2 * forward
+
+
+def test_the_engines_flops_are_the_kernels_step_and_its_share_of_the_evaluation():
+    """d_model 32 (the kernel): a step of 128 sequences plus 2,000 sequences' forward pass (the
+    kernel's pruned count, not the notebook's) every 100 steps."""
+    config = bench_shapes.shape_config(32, bench_shapes.FLAG_SETS["seed"])
+    shape = Ensemble(config, [build_model(config, hooks=False).state_dict()], "cpu").kernel_shape()
+    flops, backend = bench_shapes.engine_flops_per_step(config)
+    assert backend == "kernel"
+    assert flops == shape.flops_per_step(128) + 20 * shape.flops_per_sequence()
+    assert shape.flops_per_sequence() < bench_shapes.notebook_flops_per_step(config) / 128 / 3
 
 
 def test_steps_for_is_a_multiple_of_the_evaluation_interval_within_bounds():
