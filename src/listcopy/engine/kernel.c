@@ -16,7 +16,7 @@
    or -1 (absent: identity W_V / W_O, zero biases, no LayerNorm); OFF_x its offset there.
    Variant knobs: LN (LayerNorm before each layer and the unembedding), DW_LANES (1: weight
    gradients accumulated lane by lane and summed once per step, for narrow models; 0: each group's
-   rows transposed and multiplied, for wide ones), FOLD (one head, W_V and W_O both present,
+   rows multiplied, one side transposed into samples, for wide ones), FOLD (one head, W_V and W_O both present,
    learned or given: the rows multiply by W_VO = W_V W_O, formed once per step, instead of by W_V
    and then W_O; z is then the pattern times the layer's input, the bias b_V W_O + b_O on rows that
    receive something, and W_VO's gradient G becomes W_V's (G W_O^T) and W_O's (W_V^T G) once per
@@ -57,7 +57,6 @@ static const int OFF_BV[NL] = OFF_BV_INIT, OFF_BO[NL] = OFF_BO_INIT;
 #define KEEP_Z GRAD_O                           /* z kept for that gradient */
 #define GRAD_BVO (FOLD && HAS(BV) && (TR(BV) || TR(WO)))  /* b_V W_O's gradient is needed */
 #define XL (LN ? NL : 1)
-#define MAXW (D > V ? D : V)
 #define LN_EPS 1e-5f
 /* CONST: row t of layer l's input is the same in every sequence (CROW: a constant token, and in
    later layers only constant keys); part 1 is those rows, once per step, part 0 the others */
@@ -212,22 +211,34 @@ static void gather(float *dst, const vf *const *rows, const int n, const int wid
 
 #endif
 
-/* gw[i0 + ii][j0 + v W ...] += sum_s a[s][i0 + ii] b[s][j0 + v W ...] for ii < ni, v < nv: ni * nv
+/* The broadcast operand of a weight gradient: sample s = r nw + w (r < nr, w < nw), input i at
+   row[r][w sw + i si]. Samples transposed (one buffer): nr 1, sw the row's width, si 1. Lane
+   vectors as the kernel keeps them (a row pointer per W samples): nw W, sw 1, si W, no transpose. */
+typedef struct {
+    const float *const *row;
+    int nr, nw, sw, si;
+} Bcast;
+
+/* gw[i0 + ii][j0 + v W ...] += sum_s a(s, i0 + ii) b[s][j0 + v W ...] for ii < ni, v < nv: ni * nv
    sums in registers. tail > 0: only lanes tail.. of the one vector are added (the last columns, as
    the end of a vector that overlaps columns already done). */
 static inline __attribute__((always_inline)) void dw_block(
-        float *gw, const int ld, const float *a, const int M, const float *b, const int ldb,
-        const int n, const int i0, const int j0, const int ni, const int nv, const int tail) {
+        float *gw, const int ld, const Bcast a, const float *b, const int ldb,
+        const int i0, const int j0, const int ni, const int nv, const int tail) {
     vf acc[8][4];
     for (int ii = 0; ii < ni; ++ii)
         for (int v = 0; v < nv; ++v)
             acc[ii][v] = tail ? SPLAT(0.0f) : loadu(gw + (long)(i0 + ii) * ld + j0 + v * W);
-    for (int s = 0; s < n; ++s) {
-        vf bv[4];
-        for (int v = 0; v < nv; ++v) bv[v] = loadu(b + (long)s * ldb + j0 + v * W);
-        for (int ii = 0; ii < ni; ++ii) {
-            const float ai = a[(long)s * M + i0 + ii];
-            for (int v = 0; v < nv; ++v) acc[ii][v] += ai * bv[v];
+    for (int r = 0; r < a.nr; ++r) {
+        const float *ar = a.row[r] + (long)i0 * a.si;
+        const float *br = b + (long)r * a.nw * ldb + j0;
+        for (int w = 0; w < a.nw; ++w) {
+            vf bv[4];
+            for (int v = 0; v < nv; ++v) bv[v] = loadu(br + (long)w * ldb + v * W);
+            for (int ii = 0; ii < ni; ++ii) {
+                const float ai = ar[(long)w * a.sw + (long)ii * a.si];
+                for (int v = 0; v < nv; ++v) acc[ii][v] += ai * bv[v];
+            }
         }
     }
     for (int ii = 0; ii < ni; ++ii) {
@@ -241,16 +252,16 @@ static inline __attribute__((always_inline)) void dw_block(
 
 /* every row i of the columns j0 .. j0 + nv W (or the tail's), ni rows at a time */
 static inline __attribute__((always_inline)) void dw_rows(
-        float *gw, const int ld, const float *a, const int M, const float *b, const int ldb,
-        const int n, const int j0, const int ni, const int nv, const int tail) {
+        float *gw, const int ld, const Bcast a, const int M, const float *b, const int ldb,
+        const int j0, const int ni, const int nv, const int tail) {
     int i = 0;
-    for (; i + ni <= M; i += ni) dw_block(gw, ld, a, M, b, ldb, n, i, j0, ni, nv, tail);
-    if (ni > 4) for (; i + 4 <= M; i += 4) dw_block(gw, ld, a, M, b, ldb, n, i, j0, 4, nv, tail);
-    if (ni > 2) for (; i + 2 <= M; i += 2) dw_block(gw, ld, a, M, b, ldb, n, i, j0, 2, nv, tail);
-    for (; i < M; ++i) dw_block(gw, ld, a, M, b, ldb, n, i, j0, 1, nv, tail);
+    for (; i + ni <= M; i += ni) dw_block(gw, ld, a, b, ldb, i, j0, ni, nv, tail);
+    if (ni > 4) for (; i + 4 <= M; i += 4) dw_block(gw, ld, a, b, ldb, i, j0, 4, nv, tail);
+    if (ni > 2) for (; i + 2 <= M; i += 2) dw_block(gw, ld, a, b, ldb, i, j0, 2, nv, tail);
+    for (; i < M; ++i) dw_block(gw, ld, a, b, ldb, i, j0, 1, nv, tail);
 }
 
-/* gw[i ld + j] += sum_{s < n} a[s M + i] b[s ldb + j] for i < M, j < N (samples transposed).
+/* gw[i ld + j] += sum_s a(s, i) b[s ldb + j] for i < M, j < N, s over a's samples (b transposed).
    Column blocks of DW_NV vectors (DW_NI rows), then 2, then 1, each with enough rows for 8 or
    more independent sums; the last N mod W columns as the end of a vector ending at column N.
    AVX-512: 4 x 4 vectors of its 32 registers; AVX2: 6 x 2 of 16 (4 x 3 left the compiler one
@@ -258,22 +269,39 @@ static inline __attribute__((always_inline)) void dw_rows(
    from 60-65 to 78-81 GFLOP/s on a Zen 3 core, sgemm there 94). */
 #define DW_NV (W >= 16 ? 4 : 2)
 #define DW_NI (W >= 16 ? 4 : 6)
-static __attribute__((unused)) void dw_gemm(float *gw, const int ld, const float *a, const int M,
-                                            const float *b, const int ldb, const int N, const int n) {
+static inline __attribute__((always_inline)) void dw_core(
+        float *gw, const int ld, const Bcast a, const int M, const float *b, const int ldb,
+        const int N) {
     int j = 0;
-    for (; j + DW_NV * W <= N; j += DW_NV * W) dw_rows(gw, ld, a, M, b, ldb, n, j, DW_NI, DW_NV, 0);
-    for (; j + 2 * W <= N; j += 2 * W) dw_rows(gw, ld, a, M, b, ldb, n, j, 4, 2, 0);
-    for (; j + W <= N; j += W) dw_rows(gw, ld, a, M, b, ldb, n, j, 8, 1, 0);
+    for (; j + DW_NV * W <= N; j += DW_NV * W) dw_rows(gw, ld, a, M, b, ldb, j, DW_NI, DW_NV, 0);
+    for (; j + 2 * W <= N; j += 2 * W) dw_rows(gw, ld, a, M, b, ldb, j, 4, 2, 0);
+    for (; j + W <= N; j += W) dw_rows(gw, ld, a, M, b, ldb, j, 8, 1, 0);
     if (j < N && N >= W) {
-        dw_rows(gw, ld, a, M, b, ldb, n, N - W, 8, 1, j - (N - W));
+        dw_rows(gw, ld, a, M, b, ldb, N - W, 8, 1, j - (N - W));
         j = N;
     }
     for (; j < N; ++j)
         for (int i = 0; i < M; ++i) {
             float acc = 0.0f;
-            for (int s = 0; s < n; ++s) acc += a[(long)s * M + i] * b[(long)s * ldb + j];
+            for (int r = 0; r < a.nr; ++r)
+                for (int w = 0; w < a.nw; ++w)
+                    acc += a.row[r][(long)w * a.sw + (long)i * a.si] *
+                           b[(long)(r * a.nw + w) * ldb + j];
             gw[(long)i * ld + j] += acc;
         }
+}
+
+/* dw_core on n samples transposed: a[s M + i] */
+static __attribute__((unused)) void dw_gemm(float *gw, const int ld, const float *a, const int M,
+                                            const float *b, const int ldb, const int N, const int n) {
+    dw_core(gw, ld, (Bcast){&a, 1, n, M, 1}, M, b, ldb, N);
+}
+
+/* dw_core on nr rows of M lane vectors (W samples each) as the kernel keeps them: no transpose */
+static __attribute__((unused)) void dw_lanes(float *gw, const int ld, const vf *const *rows,
+                                             const int nr, const int M, const float *b,
+                                             const int ldb, const int N) {
+    dw_core(gw, ld, (Bcast){(const float *const *)rows, nr, W, 1, W}, M, b, ldb, N);
 }
 
 
@@ -349,8 +377,9 @@ typedef struct {
     vf gwq[N1(TR(WQ), NL)][D * D], gwk[N1(TR(WK), NL)][D * D];
     vf gwv[N1(TR(WV) && !FOLD, NL)][D * D], gwo[N1(GRAD_O, NL)][D * D], gwu[D * V];
 #else
-    float xs[T * W * D], gs[T * W * MAXW];  /* rows transposed into samples */
+    float xs[L * W * D], gs[T * W * D];  /* rows transposed into samples */
     const vf *rows_a[T], *rows_b[T];
+    float gwut[V * D];  /* W_U's gradient transposed, summed over the step's groups */
 #endif
     /* FOLD: W_VO, its bias (b_V W_O + b_O) and their gradients, per member and step */
     float wvo[N1(FOLD, NL)][N1(FOLD, D * D)], bvo[N1(FOLD, NL)][D], gvo[N1(FOLD, NL)][N1(FOLD, D * D)];
@@ -619,14 +648,11 @@ static void ce_backward(Work *k, const Net *n, const Net *gn, float g_scale) {
         }
     }
 #if !DW_LANES
-    const int nr = L * W;
     for (int o = 0; o < L; ++o) k->rows_a[o] = XFIN(k, o), k->rows_b[o] = k->prob[o];
-    gather(k->xs, k->rows_a, L, D);
-    gather(k->gs, k->rows_b, L, V);
-    dw_gemm(gn->wu, V, k->xs, D, k->gs, V, V, nr);
-#else
-    (void)gn;
+    gather(k->xs, k->rows_a, L, D);  /* the inputs transposed, not the V-wide gradients */
+    dw_lanes(k->gwut, D, k->rows_b, L, V, k->xs, D, D);  /* summed into W_U's by reduce */
 #endif
+    (void)gn;
 }
 
 /* d / d z of row i in layer l from gout (d / d its attention output): through W_O or W_VO (whose
@@ -731,12 +757,13 @@ static void back_project(Work *k, const Net *n, int l, int part) {
 }
 
 #if !DW_LANES
-/* rows_a / rows_b (nr rows each) transposed, then gw (H heads of D x DH) += a^T b per head */
+/* gw (H heads of D x DH) += a^T b per head, for rows_a (as they are) and rows_b (transposed),
+   nr rows each */
 static void dw_heads(Work *k, float *gw, int nr) {
     if (!nr) return;
-    gather(k->xs, k->rows_a, nr, D);
     gather(k->gs, k->rows_b, nr, D);
-    for (int h = 0; h < H; ++h) dw_gemm(gw + h * D * DH, DH, k->xs, D, k->gs + h * DH, D, DH, nr * W);
+    for (int h = 0; h < H; ++h)
+        dw_lanes(gw + h * D * DH, DH, k->rows_a, nr, D, k->gs + h * DH, D, DH);
 }
 
 /* layer l's weight gradients from this group (part 0) or the constant rows (part 1): the rows'
@@ -762,9 +789,8 @@ static void dw_layer(Work *k, const Net *gn, int l, int part) {
         k->rows_b[nr++] = k->GR[i];
     }
     if (!nr) return;
-    gather(k->xs, k->rows_a, nr, D);
     gather(k->gs, k->rows_b, nr, D);
-    dw_gemm(FOLD ? k->gvo[l] : gn->wo[l], D, k->xs, D, k->gs, D, D, nr * W);
+    dw_lanes(FOLD ? k->gvo[l] : gn->wo[l], D, k->rows_a, nr, D, k->gs, D, D);
 }
 #endif
 
@@ -851,6 +877,8 @@ static void zero_accumulators(Work *k) {
     memset(k->gwq, 0, sizeof k->gwq), memset(k->gwk, 0, sizeof k->gwk);
     memset(k->gwv, 0, sizeof k->gwv), memset(k->gwo, 0, sizeof k->gwo);
     memset(k->gwu, 0, sizeof k->gwu);
+#else
+    memset(k->gwut, 0, sizeof k->gwut);
 #endif
     if (FOLD) memset(k->gvo, 0, sizeof k->gvo);
     if (GRAD_BVO) memset(k->gbvo, 0, sizeof k->gbvo);
@@ -892,6 +920,9 @@ static void reduce(Work *k, const Net *gn) {
     }
 #if DW_LANES
     reduce_into(gn->wu, k->gwu, D * V);
+#else
+    for (int m = 0; m < D; ++m)
+        for (int v = 0; v < V; ++v) gn->wu[m * V + v] += k->gwut[v * D + m];
 #endif
 }
 
