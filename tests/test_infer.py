@@ -56,6 +56,23 @@ def test_the_tensors_say_the_model_and_the_name_the_digits(tmp_path, extra):
     assert torch.equal(model(tokens), reference(tokens))
 
 
+@pytest.mark.parametrize("name,extra", [
+    ("2layer_10dig_16d", ["task.list_len=3", "task.n_digits=10", "model.n_layers=2",
+                          "model.d_model=16"]),
+    ("3layer_100dig_8d_l0mask_mask", ["task.list_len=4", *LINE]),
+    ("L1_H1_D8_V100_ln", ["task.list_len=3", "model.n_layers=1", "model.ln=true", *LINE]),
+])
+def test_a_name_without_a_length_leaves_it_to_the_tensors(tmp_path, name, extra):
+    """The seed's and the paper's names never give the list length (the line's only as len3):
+    lists of 3 or 4 under such a name load as they are, and eval runs (exit 0)."""
+    config = Config().override(extra)
+    path = save(tmp_path, name, config)
+    _, got = load(path)
+    assert got.task == config.task and got.model == config.model
+    done = run_cli("eval", str(path))
+    assert done.returncode == 0 and "acc" in done.stdout, done.stderr
+
+
 def test_the_seeds_variant_and_the_mixed_ones(tmp_path):
     seed = Config().override(["model.d_model=16"])
     _, got = load(save(tmp_path, "3layer_100dig_16d", seed))

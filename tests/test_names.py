@@ -67,11 +67,12 @@ def test_the_lines_checkpoint_names_parse():
     assert got["model"] == {"n_layers": 3, "d_model": 64, "n_heads": 1, "ln": False,
                             "use_bias": False, "freeze_wv": True, "freeze_wo": True,
                             "layer0_mask": True}
-    paper = parse_model_name("3layer_100dig_64d")
-    assert paper == {"task": {"n_digits": 100, "list_len": 2},
-                     "model": {"n_layers": 3, "d_model": 64}}  # the variant: from the vocab
+    paper = parse_model_name("3layer_100dig_64d")  # the variant and the length: the tensors'
+    assert paper == {"task": {"n_digits": 100}, "model": {"n_layers": 3, "d_model": 64}}
     assert parse_model_name("2layer_100dig_64d_20241014-153012") == {
-        "task": {"n_digits": 100, "list_len": 2}, "model": {"n_layers": 2, "d_model": 64}}
+        "task": {"n_digits": 100}, "model": {"n_layers": 2, "d_model": 64}}
+    assert "list_len" not in parse_model_name("L2_H1_D64_V100_ln")["task"]
+    assert parse_model_name("2layer_10dig_16d_4len")["task"]["list_len"] == 4
 
 
 def test_flags_as_separate_parts_and_anything_after_them():

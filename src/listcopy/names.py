@@ -14,7 +14,10 @@ after the parts below ignored (a time stamp, ``_acc0.9962``):
                    then flags joined by "-" (its train.py puts ``len{L}`` first; flags may also come
                    as separate parts); always the line's variant (MASK token and layer-0 mask); a
                    flag that is absent means the line's default (frozen identity W_V / W_O, no bias,
-                   no LayerNorm, lists of 2)
+                   no LayerNorm)
+
+A name without a length says nothing about it (in either format): a checkpoint's tensors give it
+(W_pos), a new config takes the default (2), as the line's own loader does.
 
 listcopy names a config with both switches in the line's format and every other config in the
 seed's, so ``parse_model_name(model_name(c))`` gives back the task and model keys a name carries.
@@ -92,7 +95,7 @@ def name_settings(name: str) -> dict[str, dict[str, Any]] | None:
 
 
 def _base(kind: str | None, layers: str, digits: str, d_model: str) -> dict[str, dict[str, Any]]:
-    task: dict[str, Any] = {"n_digits": int(digits), "list_len": 2}
+    task: dict[str, Any] = {"n_digits": int(digits)}  # list_len: only where a flag says it
     if kind:
         task["kind"] = kind
     return {"task": task, "model": {"n_layers": int(layers), "d_model": int(d_model)}}
