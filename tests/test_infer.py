@@ -190,3 +190,35 @@ def test_export_of_an_inferred_model_loads_back_the_same(tmp_path):
     original, _ = load(path)
     tokens = torch.randint(0, config.task.vocab, (4, config.task.seq_len))
     assert torch.equal(model(tokens), original(tokens))
+
+
+@pytest.mark.parametrize("sets,out,lost", [
+    ([], "plain.pt", []),
+    (["model.layer0_mask=true"], "plain.pt", ["model.layer0_mask=true"]),
+    (["model.layer0_mask=true"], "3layer_100dig_8d_l0mask.pt", []),
+])
+def test_export_says_what_its_name_loses_and_how_to_load_it_back(tmp_path, sets, out, lost):
+    """A .pt holds tensors only: a setting they do not show (the layer-0 mask here) survives only
+    in the file's name. export says so in one line, with the --set and the name that keep it;
+    loaded back that way, the export evaluates as the original did."""
+    target = tmp_path / out
+    seed = str(FIXTURES / "3layer_100dig_8d.pt")
+    result = run_cli("export", seed, "--out", str(target), *[f"--set={s}" for s in sets])
+    assert result.returncode == 0, result.stderr
+    notices = [line for line in result.stderr.splitlines() if "holds tensors only" in line]
+    assert len(notices) == bool(lost)
+    for s in lost:
+        assert f"--set {s}" in notices[0] and "3layer_100dig_8d_l0mask.pt" in notices[0]
+    _, want = load(FIXTURES / "3layer_100dig_8d.pt", sets)
+    _, got = load(target, lost)
+    assert got.task == want.task and got.model == want.model
+
+
+def test_export_of_a_ten_digit_model_names_the_digits(tmp_path):
+    config = Config().override(["task.n_digits=10", "model.d_model=16"])
+    path = save(tmp_path, config.name, config)
+    result = run_cli("export", str(path), "--out", str(tmp_path / "x.pt"))
+    assert result.returncode == 0, result.stderr
+    assert "--set task.n_digits=10" in result.stderr and f"{config.name}.pt" in result.stderr
+    _, got = load(tmp_path / "x.pt", ["task.n_digits=10"])
+    assert got.task == config.task and got.model == config.model

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 import torch
@@ -134,6 +135,21 @@ def infer_config(state: Mapping[str, Any], stem: str, source: str,
     if overrides:
         notice += "; --set " + " ".join(overrides)
     return Inferred(config, notice)
+
+
+def settings_lost(state: Mapping[str, Any], config: Config, path: str) -> list[str]:
+    """The ``--set`` assignments the file ``path`` holding ``state`` needs to load back as
+    ``config`` (its tensors and its name say the rest); empty when it loads back as it is."""
+    stem = Path(path).stem
+    sets: list[str] = []
+    try:
+        back = infer_config(state, stem, path).config
+    except CheckpointError:  # a vocab the name does not settle: the digits do
+        sets = [f"task.n_digits={config.task.n_digits}"]
+        back = infer_config(state, stem, path, sets).config
+    want, got = config.to_dict(), back.to_dict()
+    return sets + [f"{section}.{key}={_toml(value)}" for section in ("task", "model")
+                   for key, value in want[section].items() if got[section][key] != value]
 
 
 def _flat(nested: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
