@@ -44,6 +44,24 @@ def test_seed_checkpoint_evaluates_to_the_seeds_number(fixtures):
         assert evaluate(model, dataset(config))["acc"] == pytest.approx(0.75775, abs=1e-6)
 
 
+@pytest.mark.parametrize("ignore,accepted", [(-1e5, True), (-float("inf"), True),
+                                               (0.0, False), (-10.0, False)])
+def test_a_saved_ignore_of_tl1_is_taken_and_a_small_one_refused(tmp_path, fixtures, ignore,
+                                                                accepted):
+    """TransformerLens 1.x saved IGNORE = -1e5 (2.x on: -inf): the seed's model with it evaluates
+    to the seed's number; an IGNORE that would let a masked key through is refused."""
+    state = torch.load(fixtures / "3layer_100dig_8d.pt", weights_only=True)
+    state = {k: torch.tensor(ignore) if k.endswith(".IGNORE") else v for k, v in state.items()}
+    path = tmp_path / "3layer_100dig_8d.pt"
+    torch.save(state, path)
+    if not accepted:
+        with pytest.raises(CheckpointError, match=r"'blocks\.0\.attn\.IGNORE' must be -inf"):
+            load(path)
+        return
+    model, config = load(path)
+    assert evaluate(model, dataset(config))["acc"] == pytest.approx(0.75775, abs=1e-6)
+
+
 def test_config_of_a_seed_file_comes_from_its_name_then_set(tmp_path, fixtures):
     state = torch.load(fixtures / "seed_default_1000.pt", weights_only=True)
     renamed = tmp_path / "2layer_100dig_8d.pt"

@@ -38,6 +38,7 @@ MODEL_FILE = "model.safetensors"
 RUN_FILE = "run.json"
 STATE_FILE = "train_state.safetensors"
 RUN_FILES = (STATE_FILE, MODEL_FILE, RUN_FILE)  # the order write_run writes them: run.json last
+IGNORE_AT_MOST = -1e4  # a saved attention IGNORE value: -inf (TransformerLens 2.x+) or -1e5 (1.x)
 LOCK_FILE = "run.lock"  # held by the process training into the directory (locks.py)
 
 
@@ -166,8 +167,10 @@ def check_state_dict(state: dict[str, Tensor], config: Config, source: str) -> N
             if not is_saved_causal_mask(value, shape[0]):
                 raise CheckpointError(f"{source}: {key!r} is not a causal mask")
             continue
-        if key.endswith(".IGNORE") and not (value.numel() == 1 and float(value) == float("-inf")):
-            raise CheckpointError(f"{source}: {key!r} must be -inf")
+        ignore = key.endswith(".IGNORE")
+        if ignore and not (value.numel() == 1 and float(value) <= IGNORE_AT_MOST):
+            raise CheckpointError(f"{source}: {key!r} must be -inf (or at most {IGNORE_AT_MOST:g},"
+                                  " as TransformerLens 1.x saved -1e5)")
         if tuple(value.shape) != shape:
             raise CheckpointError(f"{source}: {key!r} has shape {tuple(value.shape)}, expected"
                                   f" {shape} for {config.name}")
