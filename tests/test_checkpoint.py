@@ -184,6 +184,10 @@ def test_bad_run_json(run_dir, tmp_path):
     (copy / RUN_FILE).unlink()
     with pytest.raises(CheckpointError, match="no such run directory|not found"):
         load(copy)
+    empty = tmp_path / "3layer_100dig_8d.pt"  # a directory, whatever its name
+    empty.mkdir()
+    with pytest.raises(CheckpointError, match=r"3layer_100dig_8d\.pt: a directory with no run"):
+        load(empty)
 
 
 def test_atomic_write_leaves_the_previous_file_when_the_writer_dies(tmp_path):

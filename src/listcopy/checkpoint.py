@@ -278,6 +278,9 @@ def load(path: str | Path, overrides: tuple[str, ...] | list[str] = (),
 
     path = Path(path)
     if path.is_dir():
+        if not holds_run(path):
+            raise CheckpointError(f"{path}: a directory with no run in it (no {RUN_FILE}):"
+                                  " give a run directory or a checkpoint file")
         config = run_config(path, overrides)
         state, _ = load_tensors(path / MODEL_FILE)
         return model_from_state(state, config, str(path / MODEL_FILE), hooks), config

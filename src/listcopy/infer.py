@@ -56,7 +56,8 @@ class TensorFacts:
         heads = s["model.n_heads"]
         frozen = [w for w, key in (("W_V", "model.freeze_wv"), ("W_O", "model.freeze_wo"))
                   if s[key]]
-        return (f"{s['model.n_layers']} layers, {heads} head{'s' * (heads > 1)}, d_model "
+        layers = s["model.n_layers"]
+        return (f"{layers} layer{'s' * (layers > 1)}, {heads} head{'s' * (heads > 1)}, d_model "
                 f"{s['model.d_model']}, list_len {s['task.list_len']}, vocab {self.vocab}, "
                 + (f"identity {'/'.join(frozen)}" if frozen else "learned W_V/W_O")
                 + (", biases" if s["model.use_bias"] else ", no bias")

@@ -332,7 +332,8 @@ def build_page(result: dict[str, Any], config: Config, history: Sequence[dict[st
 
 def subtitle(ctx: PageContext) -> str:
     m, task, base = ctx.config.model, ctx.config.task, ctx.base
-    return (f"{m.n_layers} layers, {m.n_heads} head{'s' if m.n_heads > 1 else ''}, d_model "
+    return (f"{m.n_layers} layer{'s' if m.n_layers > 1 else ''}, {m.n_heads} head"
+            f"{'s' if m.n_heads > 1 else ''}, d_model "
             f"{m.d_model}, {task.n_digits} digits, lists of {task.list_len} ({task.kind}); "
             f"validation {metrics_text(base)} on {base['n_val']} lists")
 
