@@ -62,7 +62,7 @@ def test_bad_input_is_refused_before_training(tmp_path, fixtures, capsys):
     one = tmp_path / "one_layer"
     train(Config().override(["task.n_digits=5", "model.n_layers=1", "model.d_model=4",
                              "train.max_steps=10", "train.device=cpu"]), one, progress=False)
-    _refused(capsys, "1 layers; the paper's models have 2 and 3", "--out", str(tmp_path / "p"),
+    _refused(capsys, "a 1-layer model; the paper's have 2 and 3 layers", "--out", str(tmp_path / "p"),
              "--model", str(one), "--quiet")
     seed = str(fixtures / "seed_default_1000.pt")  # 3 layers
     _refused(capsys, "a second 3-layer model", "--out", str(tmp_path / "p"), "--model", seed,

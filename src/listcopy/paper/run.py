@@ -74,8 +74,8 @@ def _given_models(paths: Iterable[str | Path], overrides: Sequence[str]) -> dict
         model, config = load(path, list(overrides))
         name = f"{config.model.n_layers}layer"
         if name not in MODELS:
-            raise ConfigError(f"--model {path}: {config.model.n_layers} layers; the paper's "
-                              f"models have 2 and 3")
+            raise ConfigError(f"--model {path}: a {config.model.n_layers}-layer model; the "
+                              "paper's have 2 and 3 layers")
         if name in given:
             raise ConfigError(f"--model {path}: a second {config.model.n_layers}-layer model")
         given[name] = (model, config)
