@@ -36,7 +36,7 @@ def test_run_directory_report_has_header_and_training_curve(tiny_run, tmp_path):
     history = json.loads((tiny_run / "run.json").read_text())["history"]
     curve = figs["training_curve"]["data"]
     assert curve[0]["x"] == [h["step"] for h in history]
-    assert "Parameters: " in text and "task.n_digits" in text
+    assert "Parameters: " in text and "task.n_digits" in text and "train.lr" in text
     for section in SECTIONS:
         assert f'<section id="{section}"' in text
     assert external_sources(text) == []
@@ -53,6 +53,9 @@ def test_precomputed_analysis_and_model_pair(default_model, default_analysis, tm
     assert heat[0]["z"][2][:2] == pytest.approx(default_analysis["attention"]["mean"][0][0][2][:2],
                                                 abs=1e-3)
     assert "training_curve" not in figs  # a seed .pt has no history
+    text = out.read_text()  # nor training settings: none shown, rather than listcopy's defaults
+    assert "task.n_digits" in text and "train.lr" not in text
+    assert "a checkpoint file records no training settings" in text
 
 
 def test_only_some_analyses(default_model, tmp_path):

@@ -78,7 +78,7 @@ class SectionRow:
 
 def overview(result: dict[str, Any], ctx: PageContext, s: Section) -> None:
     s.numbers = "No training history (a seed checkpoint or a model passed in)."
-    s.tables.append(config_table(ctx.config))
+    s.tables.append(config_table(ctx.config, trained_here=bool(ctx.run)))
     if "parameters" in result:
         s.tables.append(parameter_table(result["parameters"]))
     if ctx.run:
@@ -89,10 +89,16 @@ def overview(result: dict[str, Any], ctx: PageContext, s: Section) -> None:
         s.numbers = f"{len(ctx.history)} evaluations, last at step {ctx.history[-1].get('step')}."
 
 
-def config_table(config: Config) -> Table:
+def config_table(config: Config, trained_here: bool = True) -> Table:
+    """The config's settings; a checkpoint file's (``trained_here`` False) without the train
+    section, which such a file does not record (it would show listcopy's defaults)."""
     rows = [{"setting": f"{section}.{k}", "value": v}
-            for section, values in config.to_dict().items() for k, v in values.items()]
-    return Table(["setting", "value"], rows, caption=f"Config ({config.name})")
+            for section, values in config.to_dict().items() for k, v in values.items()
+            if trained_here or section != "train"]
+    caption = f"Config ({config.name})"
+    if not trained_here:
+        caption += "; a checkpoint file records no training settings"
+    return Table(["setting", "value"], rows, caption=caption)
 
 
 def parameter_table(params: dict[str, Any]) -> Table:
