@@ -222,3 +222,13 @@ def test_export_of_a_ten_digit_model_names_the_digits(tmp_path):
     assert "--set task.n_digits=10" in result.stderr and f"{config.name}.pt" in result.stderr
     _, got = load(tmp_path / "x.pt", ["task.n_digits=10"])
     assert got.task == config.task and got.model == config.model
+
+
+def test_export_under_a_name_that_contradicts_the_tensors_is_written_and_says_so(tmp_path):
+    """The file is written (exit 0), and one line says it will not load under that name."""
+    out = tmp_path / "2layer_100dig_8d.pt"
+    result = run_cli("export", str(FIXTURES / "3layer_100dig_8d.pt"), "--out", str(out))
+    assert result.returncode == 0 and out.is_file(), result.stderr
+    assert "will not load under its name" in result.stderr and "3layer_100dig_8d.pt" in result.stderr
+    with pytest.raises(CheckpointError, match="the name says 2 layers"):
+        load(out)

@@ -59,14 +59,19 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ..checkpoint import export_seed, load
+    from ..checkpoint import CheckpointError, export_seed, load
     from ..infer import settings_lost
 
     check_output_file(args.out, "--out")  # before the checkpoint is read
     model, config = load(args.path, args.set, notice=print_notice, hooks=False)
-    export_seed(model.state_dict(), Path(args.out))
-    print(f"wrote {args.out} ({config.name}, {len(model.state_dict())} tensors)")
-    lost = settings_lost(model.state_dict(), config, args.out)
+    state = model.state_dict()
+    export_seed(state, Path(args.out))
+    print(f"wrote {args.out} ({config.name}, {len(state)} tensors)")
+    try:
+        lost = settings_lost(state, config, args.out)
+    except CheckpointError as err:  # the --out name contradicts the tensors: the file is written
+        print_notice(f"{args.out} will not load under its name ({err}): name it {config.name}.pt")
+        return 0
     if lost:
         print_notice(f"{args.out} holds tensors only, and its name does not say "
                      f"{', '.join(lost)}: load it with " + " ".join(f"--set {s}" for s in lost)

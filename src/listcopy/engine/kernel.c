@@ -16,8 +16,8 @@
    or -1 (absent: identity W_V / W_O, zero biases, no LayerNorm); OFF_x its offset there.
    Variant knobs: LN (LayerNorm before each layer and the unembedding), DW_LANES (1: weight
    gradients accumulated lane by lane and summed once per step, for narrow models; 0: each group's
-   rows multiplied, one side transposed into samples, for wide ones), FOLD (one head, W_V and W_O both present,
-   learned or given: the rows multiply by W_VO = W_V W_O, formed once per step, instead of by W_V
+   rows multiplied, one side transposed into samples, for wide ones), FOLD (one head, W_V and W_O
+   both present, learned or given: the rows multiply by W_VO = W_V W_O, formed once per step, instead of by W_V
    and then W_O; z is then the pattern times the layer's input, the bias b_V W_O + b_O on rows that
    receive something, and W_VO's gradient G becomes W_V's (G W_O^T) and W_O's (W_V^T G) once per
    step), NCONST (how many rows are the same in every sequence, CROW: constant tokens, and rows
