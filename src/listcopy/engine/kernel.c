@@ -75,13 +75,12 @@ static inline vf vmax(vf a, vf b) { return vsel(a > b, a, b); }
 static inline vf loadu(const float *p) { vf x; memcpy(&x, p, sizeof x); return x; }
 static inline void storeu(float *p, vf x) { memcpy(p, &x, sizeof x); }
 
-/* exp: Cephes' expf polynomial on W lanes; NaN stays NaN, below -87 gives 0 */
+/* exp: Cephes' expf polynomial on W lanes for x <= 0 (every caller subtracts a maximum first);
+   NaN stays NaN, below -87 gives 0 */
 static inline vf vexp(vf x) {
     const vi low = x < SPLAT(-87.0f);
-    vf xc = vsel(low, SPLAT(-87.0f), x);
-    xc = vsel(xc > SPLAT(88.0f), SPLAT(88.0f), xc);
-    vf fx = xc * 1.44269504088896341f;
-    fx = fx + vsel(fx < SPLAT(0.0f), SPLAT(-0.5f), SPLAT(0.5f));
+    const vf xc = vsel(low, SPLAT(-87.0f), x);
+    const vf fx = xc * 1.44269504088896341f - 0.5f;  /* <= 0: truncation rounds it to nearest */
     const vi n = __builtin_convertvector(fx, vi);
     const vf nf = __builtin_convertvector(n, vf);
     vf r = xc - nf * 0.693359375f;
@@ -580,10 +579,9 @@ static double softmax_ce(Work *k, int o, int64_t *hits, uint8_t *right) {
     const vi tgt = k->tgt[o];
     vf *logit = k->prob[o];
     vf mx = SPLAT(-INFINITY), tl = SPLAT(0.0f), sum = SPLAT(0.0f);
-    for (int v = 0; v < V; ++v) {
-        mx = vmax(logit[v], mx);
-        tl = vsel(tgt == v, logit[v], tl);
-    }
+    for (int v = 0; v < V; ++v) mx = vmax(logit[v], mx);
+    for (int w = 0; w < W; ++w)  /* the target's logit (0 for a target outside the vocabulary) */
+        if ((uint32_t)tgt[w] < (uint32_t)V) tl[w] = logit[tgt[w]][w];
     if (hits) {
         vi arg = tgt - tgt;
         vf best = SPLAT(-INFINITY);
@@ -632,9 +630,16 @@ static void ce_backward(Work *k, const Net *n, const Net *gn, float g_scale) {
     const vf hit = g_scale * k->valid;
     for (int o = 0; o < L; ++o) {
         const vf scale = hit * k->inv_sum[o];
+        vf *p = k->prob[o];
         for (int v = 0; v < V; ++v) {
-            k->prob[o][v] = k->prob[o][v] * scale - vsel(k->tgt[o] == v, hit, SPLAT(0.0f));
-            if (TR(BU)) k->gbu[v] += k->prob[o][v];
+            p[v] *= scale;
+            if (TR(BU)) k->gbu[v] += p[v];
+        }
+        for (int w = 0; w < W; ++w) {  /* minus the one-hot target, lane by lane */
+            const int32_t t = k->tgt[o][w];
+            if ((uint32_t)t >= (uint32_t)V) continue;
+            p[t][w] -= hit[w];
+            if (TR(BU)) k->gbu[t][w] -= hit[w];
         }
         vf *gr = k->GR[L + 1 + o];
         lmm(LN ? k->GF[o] : gr, k->prob[o], n->wu, V, D, 1, V, 0, 0);
