@@ -142,6 +142,55 @@ static inline __attribute__((always_inline)) void lmm(
     for (; j < N; ++j) lmm_block(y + j, x, w + (long)j * sj, M, 1, si, sj, bias ? bias + j : 0, add);
 }
 
+/* ---- W x W transposes in registers (GCC's vector shuffles) ------------------------------------- */
+#if defined(__GNUC__) && !defined(__clang__)
+#define SHUFFLE_TRANSPOSE 1
+#define LOG2W (W == 16 ? 4 : W == 8 ? 3 : W == 4 ? 2 : 1)
+/* the two masks of each stage b = W/2, W/4, .. 1 of transpose_block, as constants (masks the
+   compiler cannot see took a step at d_model 32 with AVX2 lanes 11% longer) */
+#define TM0(b, w) (((w) & (b)) ? W + (w) - (b) : (w))
+#define TM1(b, w) (((w) & (b)) ? W + (w) : (w) + (b))
+#define TV4(F, b, o) F(b, o + 0), F(b, o + 1), F(b, o + 2), F(b, o + 3)
+#if W == 16
+#define TV(F, b) {TV4(F, b, 0), TV4(F, b, 4), TV4(F, b, 8), TV4(F, b, 12)}
+#elif W == 8
+#define TV(F, b) {TV4(F, b, 0), TV4(F, b, 4)}
+#elif W == 4
+#define TV(F, b) {TV4(F, b, 0)}
+#else
+#define TV(F, b) {F(b, 0), F(b, 1)}
+#endif
+#define TS(b) {TV(TM0, b), TV(TM1, b)}
+static const vi TMASK[LOG2W][2] = {
+#if W >= 16
+    TS(8),
+#endif
+#if W >= 8
+    TS(4),
+#endif
+#if W >= 4
+    TS(2),
+#endif
+    TS(1)};
+
+/* x[c][w] -> x[w][c] for a W x W block, in registers: log2(W) stages, each swapping the upper
+   half of every b-block of row c with the lower half of row c + b's */
+static inline __attribute__((always_inline)) void transpose_block(vf *x) {
+#pragma GCC unroll 8
+    for (int s = 0; s < LOG2W; ++s)
+#pragma GCC unroll 16
+        for (int c = 0; c < W; ++c) {
+            const int b = W >> (s + 1);
+            if (c & b) continue;
+            const vf x0 = x[c], x1 = x[c + b];
+            x[c] = __builtin_shuffle(x0, x1, TMASK[s][0]);
+            x[c + b] = __builtin_shuffle(x0, x1, TMASK[s][1]);
+        }
+}
+#else
+#define SHUFFLE_TRANSPOSE 0
+#endif
+
 /* ---- weight gradients ---------------------------------------------------------------------- */
 #if DW_LANES
 /* lane-expanded: gw[i * si + j * sj] += x[i] * g[j]; summed over lanes once per step */
@@ -153,43 +202,9 @@ static inline void dw_lane(vf *gw, const vf *x, const vf *g, const int M, const 
     }
 }
 #else
-#if defined(__GNUC__) && !defined(__clang__)
-#define SHUFFLE_TRANSPOSE 1
-#define LOG2W (W == 16 ? 4 : W == 8 ? 3 : W == 4 ? 2 : 1)
-/* the two masks of each stage b = W/2, W/4, .. 1 of transpose_block */
-static void transpose_masks(vi m[LOG2W][2]) {
-    for (int s = 0, b = W / 2; b > 0; ++s, b /= 2)
-        for (int w = 0; w < W; ++w) {
-            m[s][0][w] = (w & b) ? W + w - b : w;
-            m[s][1][w] = (w & b) ? W + w : w + b;
-        }
-}
-
-/* x[c][w] -> x[w][c] for a W x W block, in registers: log2(W) stages, each swapping the upper
-   half of every b-block of row c with the lower half of row c + b's */
-static inline __attribute__((always_inline)) void transpose_block(vf *x, vi m[LOG2W][2]) {
-#pragma GCC unroll 8
-    for (int s = 0; s < LOG2W; ++s)
-#pragma GCC unroll 16
-        for (int c = 0; c < W; ++c) {
-            const int b = W >> (s + 1);
-            if (c & b) continue;
-            const vf x0 = x[c], x1 = x[c + b];
-            x[c] = __builtin_shuffle(x0, x1, m[s][0]);
-            x[c + b] = __builtin_shuffle(x0, x1, m[s][1]);
-        }
-}
-#else
-#define SHUFFLE_TRANSPOSE 0
-#endif
-
 /* rows of lane vectors (n rows of `width`) transposed into samples: dst[(r W + w) width + c];
    W columns at a time in registers where the compiler has vector shuffles, the rest one by one */
 static void gather(float *dst, const vf *const *rows, const int n, const int width) {
-#if SHUFFLE_TRANSPOSE
-    vi m[LOG2W][2];
-    transpose_masks(m);
-#endif
     for (int r = 0; r < n; ++r) {
         float *out = dst + (int64_t)r * W * width;
         int c = 0;
@@ -197,7 +212,7 @@ static void gather(float *dst, const vf *const *rows, const int n, const int wid
         for (; c + W <= width; c += W) {
             vf x[W];
             for (int i = 0; i < W; ++i) x[i] = rows[r][c + i];
-            transpose_block(x, m);
+            transpose_block(x);
             for (int w = 0; w < W; ++w) storeu(out + (int64_t)w * width + c, x[w]);
         }
 #endif
@@ -261,19 +276,21 @@ static inline __attribute__((always_inline)) void dw_rows(
 }
 
 /* gw[i ld + j] += sum_s a(s, i) b[s ldb + j] for i < M, j < N, s over a's samples (b transposed).
-   Column blocks of DW_NV vectors (DW_NI rows), then 2, then 1, each with enough rows for 8 or
-   more independent sums; the last N mod W columns as the end of a vector ending at column N.
-   AVX-512: 4 x 4 vectors of its 32 registers; AVX2: 6 x 2 of 16 (4 x 3 left the compiler one
-   register short, and it reloaded b's vectors for every row: 6 x 2 took dw_gemm at d_model 64
-   from 60-65 to 78-81 GFLOP/s on a Zen 3 core, sgemm there 94). */
+   Column blocks of DW_NV vectors (6 rows), then 2 (DW_N2 rows), then 1 (8 rows), each with enough
+   independent sums to hide the FMA latency; the last N mod W columns as the end of a vector ending
+   at column N. AVX-512: 6 x 4 vectors of its 32 registers (4 x 4 was 1-10% slower a step at
+   d_model 64-128 on a Zen 4 core), 8 x 2 where only 2 vectors remain (d_model 32: 4 x 2 made a
+   step 8% slower); AVX2: 6 x 2 of 16 (4 x 3 left the compiler one register short, and it reloaded
+   b's vectors for every row: 6 x 2 took dw_gemm at d_model 64 from 60-65 to 78-81 GFLOP/s on a
+   Zen 3 core, sgemm there 94). */
 #define DW_NV (W >= 16 ? 4 : 2)
-#define DW_NI (W >= 16 ? 4 : 6)
+#define DW_N2 (W >= 16 ? 8 : 4)
 static inline __attribute__((always_inline)) void dw_core(
         float *gw, const int ld, const Bcast a, const int M, const float *b, const int ldb,
         const int N) {
     int j = 0;
-    for (; j + DW_NV * W <= N; j += DW_NV * W) dw_rows(gw, ld, a, M, b, ldb, j, DW_NI, DW_NV, 0);
-    for (; j + 2 * W <= N; j += 2 * W) dw_rows(gw, ld, a, M, b, ldb, j, 4, 2, 0);
+    for (; j + DW_NV * W <= N; j += DW_NV * W) dw_rows(gw, ld, a, M, b, ldb, j, 6, DW_NV, 0);
+    for (; j + 2 * W <= N; j += 2 * W) dw_rows(gw, ld, a, M, b, ldb, j, DW_N2, 2, 0);
     for (; j + W <= N; j += W) dw_rows(gw, ld, a, M, b, ldb, j, 8, 1, 0);
     if (j < N && N >= W) {
         dw_rows(gw, ld, a, M, b, ldb, N - W, 8, 1, j - (N - W));
@@ -436,10 +453,20 @@ static __attribute__((noinline)) void heads_in(vf *y, const vf *x, const float *
 static void embed(Work *k, const Net *n, int part) {
     for (int t = 0; t < T; ++t) {
         if (!NEED[0][t] || !PART(0, t, part)) continue;
-        for (int m = 0; m < D; ++m) {
+        const float *pos = n->wpos + t * D;
+        int m = 0;
+#if SHUFFLE_TRANSPOSE
+        for (; m + W <= D; m += W) {  /* W lanes' embedding rows, W columns, transposed */
+            vf x[W];
+            for (int w = 0; w < W; ++w) x[w] = loadu(n->we + k->tok[t][w] * D + m);
+            transpose_block(x);
+            for (int c = 0; c < W; ++c) k->R[0][t][m + c] = x[c] + pos[m + c];
+        }
+#endif
+        for (; m < D; ++m) {
             vf e;
             for (int w = 0; w < W; ++w) e[w] = n->we[k->tok[t][w] * D + m];
-            k->R[0][t][m] = e + n->wpos[t * D + m];
+            k->R[0][t][m] = e + pos[m];
         }
     }
 }
@@ -863,10 +890,23 @@ static void embed_back(Work *k, const Net *gn, int part) {
     for (int t = 0; t < T; ++t) {
         if (!NEED[0][t] || !PART(0, t, part)) continue;
         add_rows(k->gpos[t], k->GR[t], D);
+        int m = 0;
+#if SHUFFLE_TRANSPOSE
+        for (; m + W <= D; m += W) {  /* W columns transposed into the lanes' rows, lane by lane */
+            vf x[W];
+            memcpy(x, k->GR[t] + m, sizeof x);
+            transpose_block(x);
+            for (int w = 0; w < W; ++w) {
+                if (k->valid[w] == 0.0f) continue;
+                float *g = gn->we + k->tok[t][w] * D + m;
+                storeu(g, loadu(g) + x[w]);
+            }
+        }
+#endif
         for (int w = 0; w < W; ++w) {
             if (k->valid[w] == 0.0f) continue;
             float *g = gn->we + k->tok[t][w] * D;
-            for (int m = 0; m < D; ++m) g[m] += k->GR[t][m][w];
+            for (int c = m; c < D; ++c) g[c] += k->GR[t][c][w];
         }
     }
 }
