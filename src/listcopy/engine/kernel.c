@@ -940,9 +940,38 @@ static void zero_accumulators(Work *k) {
 #endif
 }
 
+#if SHUFFLE_TRANSPOSE
+/* lane_sum of W vectors at once, in the same order (bit for bit): each stage of transpose_block's
+   shuffles pairs the vectors and adds the upper half of every block to its lower half, so that the
+   result's lane j holds the sum of x[bit-reversed j] */
+static inline __attribute__((always_inline)) vf lane_sums(vf *x) {
+#pragma GCC unroll 8
+    for (int s = 0, n = W / 2; s < LOG2W; ++s, n /= 2)
+#pragma GCC unroll 16
+        for (int i = 0; i < n; ++i)
+            x[i] = __builtin_shuffle(x[2 * i], x[2 * i + 1], TMASK[s][0]) +
+                   __builtin_shuffle(x[2 * i], x[2 * i + 1], TMASK[s][1]);
+    return x[0];
+}
+
+static int bit_reversed(int j) {
+    int r = 0;
+    for (int b = 1; b < W; b *= 2) r = r * 2 + !!(j & b);
+    return r;
+}
+#endif
+
 static void reduce_into(float *g, const vf *acc, int n) {
-    if (g)
-        for (int p = 0; p < n; ++p) g[p] += lane_sum(acc[p]);
+    if (!g) return;
+    int p = 0;
+#if SHUFFLE_TRANSPOSE
+    for (; p + W <= n; p += W) {
+        vf x[W];
+        for (int j = 0; j < W; ++j) x[j] = acc[p + bit_reversed(j)];
+        storeu(g + p, loadu(g + p) + lane_sums(x));
+    }
+#endif
+    for (; p < n; ++p) g[p] += lane_sum(acc[p]);
 }
 
 /* the lane-expanded accumulators summed over lanes into the gradient */
