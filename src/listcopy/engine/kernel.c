@@ -735,9 +735,11 @@ static void back_attention(Work *k, int l, int i, const vf *gz) {
     }
 }
 
-/* gx += g (H heads of DH) @ w^T (w: H, D, DH); lane by lane, w's gradient += x g */
-static __attribute__((noinline)) void heads_back(vf *gx, const vf *g, const float *w, const vf *x, vf *gw) {
-    for (int h = 0; h < H; ++h) lmm(gx, g + h * DH, w + h * D * DH, DH, D, 1, DH, 0, 1);
+/* gx (+)= g (H heads of DH) @ w^T (w: H, D, DH), added to gx where add; lane by lane, w's
+   gradient += x g */
+static __attribute__((noinline)) void heads_back(vf *gx, const vf *g, const float *w, const vf *x, vf *gw,
+                                                 int add) {
+    for (int h = 0; h < H; ++h) lmm(gx, g + h * DH, w + h * D * DH, DH, D, 1, DH, 0, add || h);
 #if DW_LANES
     if (gw)
         for (int h = 0; h < H; ++h) dw_lane(gw + h * D * DH, x, g + h * DH, D, DH, DH, 1);
@@ -765,22 +767,26 @@ static void back_project(Work *k, const Net *n, int l, int part) {
         if (!PART(l, t, part)) continue;
 #endif
         vf *gx = LN ? k->GX[t] : k->GN[t];
+        int add = !LN;  /* GX[t] is written by the first product, GN[t] (the residual's) added to */
         const vf *x = XIN(k, l, t);
         if (VROW[l][t]) {
             if (TR(BV) && !FOLD) add_rows(k->gbv[l], k->GV[t], D);
             if (HAS(WV) && !FOLD) {
-                heads_back(gx, k->GV[t], n->wv[l], x, LANES(WV, gwv, l));
+                heads_back(gx, k->GV[t], n->wv[l], x, LANES(WV, gwv, l), add);
             } else {
+                if (!add) memset(gx, 0, sizeof k->GX[t]);
                 for (int h = 0; h < H; ++h) add_rows(gx, k->GV[t] + h * DH, DH);
             }
+            add = 1;
         }
         if (QROW[l][t]) {
             if (TR(BQ)) add_rows(k->gbq[l], k->GQ[t], D);
-            heads_back(gx, k->GQ[t], n->wq[l], x, LANES(WQ, gwq, l));
+            heads_back(gx, k->GQ[t], n->wq[l], x, LANES(WQ, gwq, l), add);
+            add = 1;
         }
         if (KROW[l][t]) {
             if (TR(BK)) add_rows(k->gbk[l], k->GK[t], D);
-            heads_back(gx, k->GK[t], n->wk[l], x, LANES(WK, gwk, l));
+            heads_back(gx, k->GK[t], n->wk[l], x, LANES(WK, gwk, l), add);
         }
         if (LN)
             layer_norm_back(k->GN[t], k->GX[t], k->R[l][t], k->mu[l][t], k->rs[l][t], n->lnw[l],
@@ -826,6 +832,9 @@ static void dw_layer(Work *k, const Net *gn, int l, int part) {
 }
 #endif
 
+/* row t's gradient in layer l's input starts as its output's (the residual), in this part */
+#define RESIDUAL(l, t, part) (NEED[(l) + 1][t] && PART((l) + 1, t, part))
+
 /* layer l backward: k->GR holds d loss / d R[l + 1] at NEED[l + 1]; leaves d loss / d R[l].
    Part 0 (a group) sends whatever reaches a constant row to the step's sums; part 1 (the constant
    rows, once per step) starts from those sums: the backward is linear in them, and a constant row's
@@ -833,8 +842,8 @@ static void dw_layer(Work *k, const Net *gn, int l, int part) {
 static void backward_layer(Work *k, const Net *n, const Net *gn, int l, int part) {
     for (int t = 0; t < T; ++t) {
         if (!NEED[l][t]) continue;
-        memset(k->GN[t], 0, sizeof k->GN[t]);  /* only the rows that will be added to */
-        if (LN) memset(k->GX[t], 0, sizeof k->GX[t]);
+        if (!RESIDUAL(l, t, part))  /* those take their output's gradient, the rest are added to */
+            memset(k->GN[t], 0, sizeof k->GN[t]);
         if (QROW[l][t]) memset(k->GQ[t], 0, sizeof k->GQ[t]);
         if (KROW[l][t]) memset(k->GK[t], 0, sizeof k->GK[t]);
         if (VROW[l][t]) memset(k->GV[t], 0, sizeof k->GV[t]);
@@ -860,7 +869,7 @@ static void backward_layer(Work *k, const Net *n, const Net *gn, int l, int part
         }
 #endif
         const vf *gout = k->GR[i];
-        add_rows(k->GN[i], gout, D);  /* the residual */
+        memcpy(k->GN[i], gout, sizeof k->GN[i]);  /* the residual (RESIDUAL: not zeroed) */
         if (TR(BO)) add_rows(k->gbo[l], gout, D);
         if (!NKEY[l][i]) continue;  /* z = 0 */
         if (GRAD_BVO) add_rows(k->gbvo[l], gout, D);
