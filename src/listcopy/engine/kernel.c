@@ -386,6 +386,7 @@ typedef struct {
     vf G2[2][T][D];                /* d R into and out of a layer, GR and GN: swapped per layer */
     vf (*GR)[D], (*GN)[D];
     vf GX[T][D], GQ[T][D], GK[T][D], GV[T][D], GZ[D], GF[L][D];
+    unsigned char fresh[3][T][H];  /* GQ, GK, GV's heads not written yet in this layer (not zeroed) */
     /* lane-expanded gradients of the small parameters, summed over lanes once per step */
     vf gpos[T][D], gbu[N1(TR(BU), V)], glnf[N1(TR(LNFW), 2)][D], gln[N1(TR(LN1W), NL)][2][D];
     vf gbq[N1(TR(BQ), NL)][D], gbk[N1(TR(BK), NL)][D], gbv[N1(TR(BV), NL)][D], gbo[N1(TR(BO), NL)][D];
@@ -538,8 +539,10 @@ static void unfold_grad(Work *k, const Net *n, const Net *gn) {
 
 /* z (H heads of DH) of row i in layer l: the pattern (kept in k->A) times the values */
 static void attend_row(Work *k, int l, int i, vf *z) {
-    for (int c = 0; c < D; ++c) z[c] = SPLAT(0.0f);
-    if (NKEY[l][i] == 0) return;  /* receives nothing */
+    if (NKEY[l][i] == 0) {  /* receives nothing */
+        for (int c = 0; c < D; ++c) z[c] = SPLAT(0.0f);
+        return;
+    }
     for (int h = 0; h < H; ++h) {
         vf s[T], mx = SPLAT(-INFINITY), sum = SPLAT(0.0f);
         if (NKEY[l][i] == 1) {  /* the pattern is exactly 1 on the one key */
@@ -559,11 +562,15 @@ static void attend_row(Work *k, int l, int i, vf *z) {
                 sum += s[j];
             }
         }
-        for (int j = 0; j < T; ++j) {
+        for (int j = 0, first = 1; j < T; ++j) {
             if (!ALLOW[l][i][j]) continue;
             const vf p = s[j] / sum;
             k->A[l][i][j][h] = p;
-            for (int c = 0; c < DH; ++c) z[h * DH + c] += p * VAL(k, l, j, h, c);
+            if (first)  /* the first key's written, the others' added */
+                for (int c = 0; c < DH; ++c) z[h * DH + c] = p * VAL(k, l, j, h, c);
+            else
+                for (int c = 0; c < DH; ++c) z[h * DH + c] += p * VAL(k, l, j, h, c);
+            first = 0;
         }
     }
 }
@@ -703,13 +710,35 @@ static void back_mix(Work *k, const Net *n, int l, int i, const vf *gout, vf *gz
 #endif
 }
 
+/* dst (DH) = a b + 0 (as if added to zero: a -0 product becomes +0); not inlined, so that the
+   compiler does not take a b out of it and axpy_head's, unfusing the latter's multiply-add */
+static __attribute__((noinline)) void mul_head(vf *dst, const vf a, const vf *b) {
+    for (int c = 0; c < DH; ++c) dst[c] = a * b[c] + SPLAT(0.0f);
+}
+
+/* dst (DH) += a b, or = a b where *fresh (then no longer) */
+static inline void axpy_head(vf *dst, unsigned char *fresh, const vf a, const vf *b) {
+    if (*fresh)
+        mul_head(dst, a, b);
+    else
+        for (int c = 0; c < DH; ++c) dst[c] += a * b[c];
+    *fresh = 0;
+}
+
+/* row t's head slices that nothing has written in this layer, zeroed (g: GQ, GK or GV's row) */
+static void settle(vf *g, unsigned char *fresh) {
+    for (int h = 0; h < H; ++h)
+        if (fresh[h]) memset(g + h * DH, 0, sizeof(vf) * DH), fresh[h] = 0;
+}
+
 /* row i's attention backward in layer l, from gz: into GV (values), GQ and GK */
 static void back_attention(Work *k, int l, int i, const vf *gz) {
+    unsigned char(*const fq)[H] = k->fresh[0], (*const fk)[H] = k->fresh[1];
+    unsigned char(*const fv)[H] = k->fresh[2];
     for (int h = 0; h < H; ++h) {
         if (NKEY[l][i] == 1) {
             for (int j = 0; j < T; ++j)
-                if (ALLOW[l][i][j])
-                    for (int c = 0; c < DH; ++c) k->GV[j][h * DH + c] += gz[h * DH + c];
+                if (ALLOW[l][i][j]) axpy_head(k->GV[j] + h * DH, &fv[j][h], SPLAT(1.0f), gz + h * DH);
             continue;
         }
         vf gp[T], dot = SPLAT(0.0f);
@@ -717,20 +746,16 @@ static void back_attention(Work *k, int l, int i, const vf *gz) {
             if (!ALLOW[l][i][j]) continue;
             const vf p = k->A[l][i][j][h];
             vf acc = SPLAT(0.0f);
-            for (int c = 0; c < DH; ++c) {
-                acc += gz[h * DH + c] * VAL(k, l, j, h, c);
-                k->GV[j][h * DH + c] += p * gz[h * DH + c];
-            }
+            for (int c = 0; c < DH; ++c) acc += gz[h * DH + c] * VAL(k, l, j, h, c);
+            axpy_head(k->GV[j] + h * DH, &fv[j][h], p, gz + h * DH);
             gp[j] = acc;
             dot += p * acc;
         }
         for (int j = 0; j < T; ++j) {
             if (!ALLOW[l][i][j]) continue;
             const vf gs = k->A[l][i][j][h] * (gp[j] - dot) / SQRT_DH;
-            for (int c = 0; c < DH; ++c) {
-                k->GQ[i][h * DH + c] += gs * k->K[l][j][h * DH + c];
-                k->GK[j][h * DH + c] += gs * k->Q[l][i][h * DH + c];
-            }
+            axpy_head(k->GQ[i] + h * DH, &fq[i][h], gs, k->K[l][j] + h * DH);
+            axpy_head(k->GK[j] + h * DH, &fk[j][h], gs, k->Q[l][i] + h * DH);
         }
     }
 }
@@ -757,6 +782,8 @@ static inline void add_rows(vf *acc, const vf *g, int n) {
 static void back_project(Work *k, const Net *n, int l, int part) {
     for (int t = 0; t < T; ++t) {
         if (!(QROW[l][t] || KROW[l][t] || VROW[l][t])) continue;
+        settle(k->GQ[t], k->fresh[0][t]), settle(k->GK[t], k->fresh[1][t]);
+        settle(k->GV[t], k->fresh[2][t]);
 #if NCONST
         if (CONST_ROW(l, t) && !part) {
             if (QROW[l][t]) add_rows(k->sQ[l][t], k->GQ[t], D);
@@ -844,11 +871,11 @@ static void backward_layer(Work *k, const Net *n, const Net *gn, int l, int part
         if (!NEED[l][t]) continue;
         if (!RESIDUAL(l, t, part))  /* those take their output's gradient, the rest are added to */
             memset(k->GN[t], 0, sizeof k->GN[t]);
-        if (QROW[l][t]) memset(k->GQ[t], 0, sizeof k->GQ[t]);
-        if (KROW[l][t]) memset(k->GK[t], 0, sizeof k->GK[t]);
-        if (VROW[l][t]) memset(k->GV[t], 0, sizeof k->GV[t]);
+        const int sums = NCONST && part && CONST_ROW(l, t);  /* start from the step's sums */
+        memset(k->fresh[0][t], QROW[l][t] && !sums, H), memset(k->fresh[1][t], KROW[l][t] && !sums, H);
+        memset(k->fresh[2][t], VROW[l][t] && !sums, H);
 #if NCONST
-        if (part && CONST_ROW(l, t)) {
+        if (sums) {
             if (QROW[l][t]) memcpy(k->GQ[t], k->sQ[l][t], sizeof k->GQ[t]);
             if (KROW[l][t]) memcpy(k->GK[t], k->sK[l][t], sizeof k->GK[t]);
             if (VROW[l][t]) memcpy(k->GV[t], k->sV[l][t], sizeof k->GV[t]);
