@@ -383,8 +383,7 @@ typedef struct {
     vf Xf[N1(LN, L)][D], muf[L], rsf[L];
     vf prob[L][V];                 /* exp(logit - max), then d loss / d logit */
     vf inv_sum[L];
-    vf G2[2][T][D];                /* d R into and out of a layer, GR and GN: swapped per layer */
-    vf (*GR)[D], (*GN)[D];
+    vf G[T][D];                    /* d loss / d R[l + 1] entering layer l's backward, d R[l] after */
     vf GX[T][D], GQ[T][D], GK[T][D], GV[T][D], GZ[D], GF[L][D];
     unsigned char fresh[3][T][H];  /* GQ, GK, GV's heads not written yet in this layer (not zeroed) */
     /* lane-expanded gradients of the small parameters, summed over lanes once per step */
@@ -659,7 +658,7 @@ static void layer_norm_back(vf *gx, const vf *gy, const vf *x, vf mu, vf rs, con
 }
 
 /* gradient of the mean cross-entropy (g_scale = 1 / (B L)) w.r.t. the logits (into k->prob), the
-   unembedding's input (into k->GR at the outputs) and the lane-expanded small parameters */
+   unembedding's input (into k->G at the outputs) and the lane-expanded small parameters */
 static void ce_backward(Work *k, const Net *n, const Net *gn, float g_scale) {
     const vf hit = g_scale * k->valid;
     for (int o = 0; o < L; ++o) {
@@ -675,7 +674,7 @@ static void ce_backward(Work *k, const Net *n, const Net *gn, float g_scale) {
             p[t][w] -= hit[w];
             if (TR(BU)) k->gbu[t][w] -= hit[w];
         }
-        vf *gr = k->GR[L + 1 + o];
+        vf *gr = k->G[L + 1 + o];
         lmm(LN ? k->GF[o] : gr, k->prob[o], n->wu, V, D, 1, V, 0, 0);
 #if DW_LANES
         dw_lane(k->gwu, XFIN(k, o), k->prob[o], D, V, V, 1);
@@ -777,7 +776,7 @@ static inline void add_rows(vf *acc, const vf *g, int n) {
     for (int c = 0; c < n; ++c) acc[c] += g[c];
 }
 
-/* layer l's values, queries and keys back to its input (through LayerNorm) into k->GN; in part 0
+/* layer l's values, queries and keys back to its input (through LayerNorm), added to k->G; in part 0
    a constant row's are summed for part 1 instead */
 static void back_project(Work *k, const Net *n, int l, int part) {
     for (int t = 0; t < T; ++t) {
@@ -793,16 +792,21 @@ static void back_project(Work *k, const Net *n, int l, int part) {
         }
         if (!PART(l, t, part)) continue;
 #endif
-        vf *gx = LN ? k->GX[t] : k->GN[t];
-        int add = !LN;  /* GX[t] is written by the first product, GN[t] (the residual's) added to */
+        vf *gx = LN ? k->GX[t] : k->G[t];
+        int add = !LN;  /* GX[t] is written by the first product, G[t] (the residual's) added to */
         const vf *x = XIN(k, l, t);
         if (VROW[l][t]) {
             if (TR(BV) && !FOLD) add_rows(k->gbv[l], k->GV[t], D);
             if (HAS(WV) && !FOLD) {
                 heads_back(gx, k->GV[t], n->wv[l], x, LANES(WV, gwv, l), add);
-            } else {
-                if (!add) memset(gx, 0, sizeof k->GX[t]);
-                for (int h = 0; h < H; ++h) add_rows(gx, k->GV[t] + h * DH, DH);
+            } else {  /* W_V = eye(D, DH) per head: the heads' gradients into the first DH dims */
+                if (add) {
+                    add_rows(gx, k->GV[t], DH);
+                } else {
+                    memcpy(gx, k->GV[t], sizeof(vf) * DH);
+                    if (D > DH) memset(gx + DH, 0, sizeof(vf) * (D - DH));
+                }
+                for (int h = 1; h < H; ++h) add_rows(gx, k->GV[t] + h * DH, DH);
             }
             add = 1;
         }
@@ -816,7 +820,7 @@ static void back_project(Work *k, const Net *n, int l, int part) {
             heads_back(gx, k->GK[t], n->wk[l], x, LANES(WK, gwk, l), add);
         }
         if (LN)
-            layer_norm_back(k->GN[t], k->GX[t], k->R[l][t], k->mu[l][t], k->rs[l][t], n->lnw[l],
+            layer_norm_back(k->G[t], k->GX[t], k->R[l][t], k->mu[l][t], k->rs[l][t], n->lnw[l],
                             TR(LN1W) ? k->gln[l][0] : 0, TR(LN1W) ? k->gln[l][1] : 0);
     }
 }
@@ -846,12 +850,17 @@ static void dw_layer(Work *k, const Net *gn, int l, int part) {
         }
         dw_heads(k, gw, nr);
     }
+}
+
+/* W_O's (or W_VO's) gradient from this group or the constant rows: z times the gradient of the
+   layer's output, read from k->G before back_project adds to it */
+static void dw_out(Work *k, const Net *gn, int l, int part) {
     if (!GRAD_O) return;
     int nr = 0;
     for (int i = 0; i < T; ++i) {
         if (!NEED[l + 1][i] || !NKEY[l][i] || !PART(l + 1, i, part)) continue;
         k->rows_a[nr] = k->Z[l][i];
-        k->rows_b[nr++] = k->GR[i];
+        k->rows_b[nr++] = k->G[i];
     }
     if (!nr) return;
     gather(k->gs, k->rows_b, nr, D);
@@ -859,18 +868,14 @@ static void dw_layer(Work *k, const Net *gn, int l, int part) {
 }
 #endif
 
-/* row t's gradient in layer l's input starts as its output's (the residual), in this part */
-#define RESIDUAL(l, t, part) (NEED[(l) + 1][t] && PART((l) + 1, t, part))
-
-/* layer l backward: k->GR holds d loss / d R[l + 1] at NEED[l + 1]; leaves d loss / d R[l].
-   Part 0 (a group) sends whatever reaches a constant row to the step's sums; part 1 (the constant
+/* layer l backward: k->G holds d loss / d R[l + 1] at NEED[l + 1]; leaves d loss / d R[l] there
+   (in place: a row's starts as its output's, the residual, and the rest is added to it). Part 0 (a group) sends whatever reaches a constant row to the step's sums; part 1 (the constant
    rows, once per step) starts from those sums: the backward is linear in them, and a constant row's
    activations are the same in every sequence. */
 static void backward_layer(Work *k, const Net *n, const Net *gn, int l, int part) {
     for (int t = 0; t < T; ++t) {
         if (!NEED[l][t]) continue;
-        if (!RESIDUAL(l, t, part))  /* those take their output's gradient, the rest are added to */
-            memset(k->GN[t], 0, sizeof k->GN[t]);
+        if (!NEED[l + 1][t]) memset(k->G[t], 0, sizeof k->G[t]);  /* nothing from above */
         const int sums = NCONST && part && CONST_ROW(l, t);  /* start from the step's sums */
         memset(k->fresh[0][t], QROW[l][t] && !sums, H), memset(k->fresh[1][t], KROW[l][t] && !sums, H);
         memset(k->fresh[2][t], VROW[l][t] && !sums, H);
@@ -886,17 +891,18 @@ static void backward_layer(Work *k, const Net *n, const Net *gn, int l, int part
         if (!NEED[l + 1][i]) continue;
 #if NCONST
         if (CONST_ROW(l + 1, i)) {
-            if (!part) {
-                add_rows(k->sR[l + 1][i], k->GR[i], D);
+            if (!part) {  /* sent to the sums, not to this part's input */
+                add_rows(k->sR[l + 1][i], k->G[i], D);
+                memset(k->G[i], 0, sizeof k->G[i]);
                 continue;
             }
-            add_rows(k->GR[i], k->sR[l + 1][i], D);
+            add_rows(k->G[i], k->sR[l + 1][i], D);
         } else if (part) {
+            memset(k->G[i], 0, sizeof k->G[i]);
             continue;
         }
 #endif
-        const vf *gout = k->GR[i];
-        memcpy(k->GN[i], gout, sizeof k->GN[i]);  /* the residual (RESIDUAL: not zeroed) */
+        const vf *gout = k->G[i];  /* also the residual's share of d R[l][i], left in place */
         if (TR(BO)) add_rows(k->gbo[l], gout, D);
         if (!NKEY[l][i]) continue;  /* z = 0 */
         if (GRAD_BVO) add_rows(k->gbvo[l], gout, D);
@@ -904,12 +910,15 @@ static void backward_layer(Work *k, const Net *n, const Net *gn, int l, int part
         back_mix(k, n, l, i, gout, gz);
         back_attention(k, l, i, gz);
     }
+#if !DW_LANES
+    dw_out(k, gn, l, part);
+#endif
     back_project(k, n, l, part);
 #if NCONST
     for (int t = 0; t < T; ++t)  /* the residual a varying row sends its constant input */
         if (!part && NEED[l][t] && CONST_ROW(l, t)) {
-            add_rows(k->sR[l][t], k->GN[t], D);
-            memset(k->GN[t], 0, sizeof k->GN[t]);
+            add_rows(k->sR[l][t], k->G[t], D);
+            memset(k->G[t], 0, sizeof k->G[t]);
         }
 #endif
 #if !DW_LANES
@@ -917,20 +926,17 @@ static void backward_layer(Work *k, const Net *n, const Net *gn, int l, int part
 #else
     (void)gn;
 #endif
-    vf(*const out)[D] = k->GN;  /* d R[l] becomes the next layer's input gradient */
-    k->GN = k->GR;
-    k->GR = out;
 }
 
 static void embed_back(Work *k, const Net *gn, int part) {
     for (int t = 0; t < T; ++t) {
         if (!NEED[0][t] || !PART(0, t, part)) continue;
-        add_rows(k->gpos[t], k->GR[t], D);
+        add_rows(k->gpos[t], k->G[t], D);
         int m = 0;
 #if SHUFFLE_TRANSPOSE
         for (; m + W <= D; m += W) {  /* W columns transposed into the lanes' rows, lane by lane */
             vf x[W];
-            memcpy(x, k->GR[t] + m, sizeof x);
+            memcpy(x, k->G[t] + m, sizeof x);
             transpose_block(x);
             for (int w = 0; w < W; ++w) {
                 if (k->valid[w] == 0.0f) continue;
@@ -942,7 +948,7 @@ static void embed_back(Work *k, const Net *gn, int part) {
         for (int w = 0; w < W; ++w) {
             if (k->valid[w] == 0.0f) continue;
             float *g = gn->we + k->tok[t][w] * D;
-            for (int c = m; c < D; ++c) g[c] += k->GR[t][c][w];
+            for (int c = m; c < D; ++c) g[c] += k->G[t][c][w];
         }
     }
 }
@@ -1051,10 +1057,10 @@ static void const_forward(Work *k, const Args *a, const Net *n, const int64_t *r
 /* CONST: the constant rows' backward, once per step, from what every group sent them */
 static void const_backward(Work *k, const Net *n, const Net *gn) {
     k->valid = SPLAT(1.0f);  /* every lane holds a share of the sums */
-    memset(k->GR, 0, sizeof k->G2[0]);
+    memset(k->G, 0, sizeof k->G);
     for (int l = NL - 1; l >= 0; --l) backward_layer(k, n, gn, l, 1);
     for (int t = 0; t < T; ++t)
-        if (NEED[0][t] && CONST_ROW(0, t)) add_rows(k->GR[t], k->sR[0][t], D);
+        if (NEED[0][t] && CONST_ROW(0, t)) add_rows(k->G[t], k->sR[0][t], D);
     embed_back(k, gn, 1);
 }
 #endif
@@ -1231,7 +1237,6 @@ static void *worker(void *arg) {
     const Args *a = job->a;
     Work *k = (Work *)aligned_alloc(64, (sizeof(Work) + 63) / 64 * 64);
     if (!k) return (void *)1;
-    k->GR = k->G2[0], k->GN = k->G2[1];
     const unsigned fp_mode = flush_denormals();
     for (;;) {
         const int64_t e = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED);
