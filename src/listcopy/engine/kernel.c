@@ -535,6 +535,22 @@ static void unfold_grad(Work *k, const Net *n, const Net *gn) {
 #endif
 
 #define VAL(k, l, j, h, c) (MAT_V ? (k)->Vv[l][j][(h) * DH + (c)] : XIN(k, l, j)[c])
+#define VALS(k, l, j, h) (MAT_V ? (k)->Vv[l][j] + (h) * DH : XIN(k, l, j))  /* &VAL(.., 0) */
+
+/* dst (DH) = a b + 0 (as if added to zero: a -0 product becomes +0); not inlined, so that the
+   compiler does not take a b out of it and axpy_head's, unfusing the latter's multiply-add */
+static __attribute__((noinline)) void mul_head(vf *dst, const vf a, const vf *b) {
+    for (int c = 0; c < DH; ++c) dst[c] = a * b[c] + SPLAT(0.0f);
+}
+
+/* dst (DH) += a b, or = a b where *fresh (then no longer) */
+static inline void axpy_head(vf *dst, unsigned char *fresh, const vf a, const vf *b) {
+    if (*fresh)
+        mul_head(dst, a, b);
+    else
+        for (int c = 0; c < DH; ++c) dst[c] += a * b[c];
+    *fresh = 0;
+}
 
 /* z (H heads of DH) of row i in layer l: the pattern (kept in k->A) times the values */
 static void attend_row(Work *k, int l, int i, vf *z) {
@@ -561,15 +577,12 @@ static void attend_row(Work *k, int l, int i, vf *z) {
                 sum += s[j];
             }
         }
-        for (int j = 0, first = 1; j < T; ++j) {
+        unsigned char first = 1;  /* the first key's written, the others' added */
+        for (int j = 0; j < T; ++j) {
             if (!ALLOW[l][i][j]) continue;
             const vf p = s[j] / sum;
             k->A[l][i][j][h] = p;
-            if (first)  /* the first key's written, the others' added */
-                for (int c = 0; c < DH; ++c) z[h * DH + c] = p * VAL(k, l, j, h, c);
-            else
-                for (int c = 0; c < DH; ++c) z[h * DH + c] += p * VAL(k, l, j, h, c);
-            first = 0;
+            axpy_head(z + h * DH, &first, p, VALS(k, l, j, h));
         }
     }
 }
@@ -707,21 +720,6 @@ static void back_mix(Work *k, const Net *n, int l, int i, const vf *gout, vf *gz
 #else
     (void)k, (void)i;
 #endif
-}
-
-/* dst (DH) = a b + 0 (as if added to zero: a -0 product becomes +0); not inlined, so that the
-   compiler does not take a b out of it and axpy_head's, unfusing the latter's multiply-add */
-static __attribute__((noinline)) void mul_head(vf *dst, const vf a, const vf *b) {
-    for (int c = 0; c < DH; ++c) dst[c] = a * b[c] + SPLAT(0.0f);
-}
-
-/* dst (DH) += a b, or = a b where *fresh (then no longer) */
-static inline void axpy_head(vf *dst, unsigned char *fresh, const vf a, const vf *b) {
-    if (*fresh)
-        mul_head(dst, a, b);
-    else
-        for (int c = 0; c < DH; ++c) dst[c] += a * b[c];
-    *fresh = 0;
 }
 
 /* row t's head slices that nothing has written in this layer, zeroed (g: GQ, GK or GV's row) */
@@ -869,8 +867,9 @@ static void dw_out(Work *k, const Net *gn, int l, int part) {
 #endif
 
 /* layer l backward: k->G holds d loss / d R[l + 1] at NEED[l + 1]; leaves d loss / d R[l] there
-   (in place: a row's starts as its output's, the residual, and the rest is added to it). Part 0 (a group) sends whatever reaches a constant row to the step's sums; part 1 (the constant
-   rows, once per step) starts from those sums: the backward is linear in them, and a constant row's
+   (in place: a row's starts as its output's, the residual, and the rest is added to it). Part 0
+   (a group) sends whatever reaches a constant row to the step's sums; part 1 (the constant rows,
+   once per step) starts from those sums: the backward is linear in them, and a constant row's
    activations are the same in every sequence. */
 static void backward_layer(Work *k, const Net *n, const Net *gn, int l, int part) {
     for (int t = 0; t < T; ++t) {
