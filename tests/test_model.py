@@ -1,6 +1,7 @@
 """The hooked model against an independent loop-based forward, TransformerLens 3.9 fixtures
 (the seed's own HookedTransformer) and the interpretability invariants of the task."""
 
+import itertools
 import json
 import math
 
@@ -102,6 +103,36 @@ def test_init_replays_the_notebooks_generator(fixtures):
     for k, v in ours.items():
         if not k.endswith(".mask"):  # TransformerLens 3.x keeps an empty (0, 0) causal-mask buffer
             assert torch.equal(v, init[k].to(v.dtype)), k
+
+
+@pytest.mark.parametrize("flags", [dict(zip(FLAGS, v)) for v in itertools.product(
+    (False, True), (False, True), (False, True), (False, True), (1, 2))])
+def test_initial_state_draws_what_a_hand_written_gpt2_init_draws(flags):
+    """InitialState (the ensemble's members are drawn by it) against the init written out: every
+    ``W_*`` from Normal(0, 0.8/sqrt(D)) in named_parameters order, then frozen W_V / W_O set to
+    identities, zero biases, unit LayerNorm weights; and the generator left in the same state."""
+    from listcopy.model import InitialState, ListCopyCore
+
+    config = config_for(**flags)
+    cfg = config.model
+    model = ListCopyCore(config)
+    g_ref, g_ours = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    expected = {}
+    for name, p in model.named_parameters():
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf.startswith("W_"):
+            expected[name] = torch.randn(p.shape, generator=g_ref) * (0.8 / math.sqrt(cfg.d_model))
+        else:
+            expected[name] = torch.zeros(p.shape) if leaf.startswith("b") else torch.ones(p.shape)
+        eye = (leaf == "W_V" and cfg.freeze_wv) or (leaf == "W_O" and cfg.freeze_wo)
+        if eye:
+            expected[name] = torch.stack([torch.eye(*p.shape[1:])] * cfg.n_heads)
+    state = InitialState(model).draw(g_ours)
+    assert list(state) == list(model.state_dict())  # the state dict's keys and order
+    for name, value in expected.items():
+        assert torch.allclose(state[name], value, rtol=1e-6, atol=0), name
+    assert torch.equal(g_ours.get_state(), g_ref.get_state())
+    assert torch.equal(state["blocks.0.attn.mask"], model.state_dict()["blocks.0.attn.mask"])
 
 
 def test_state_dict_has_the_seeds_names_shapes_and_order(fixtures):

@@ -30,7 +30,8 @@ Forward, for tokens (B, T):
 With ``freeze_wv`` / ``freeze_wo`` the value and output matrices are identity slices
 (``eye(D, d)``, ``eye(d, D)`` per head) and frozen; without ``use_bias`` every ``b_*`` is zero and
 frozen. Weights are initialised by :func:`init_weights` (TransformerLens' "gpt2" init, drawing from
-a given generator in ``named_parameters()`` order).
+a given generator in ``named_parameters()`` order); :class:`InitialState` draws the same values
+as a state dict, without a module per member (how an ensemble's members start).
 """
 
 from __future__ import annotations
@@ -240,29 +241,58 @@ def set_trainable(model: ListCopyCore) -> None:
         param.requires_grad_(not frozen)
 
 
+class InitialState:
+    """Draws a model's initial state dict: what :func:`init_weights` gives the model, without
+    the model (the seed's values and order of draws; buffers copied from ``model``).
+
+    TransformerLens' "gpt2" init: every parameter whose name contains ``W_`` gets
+    Normal(0, 0.8 / sqrt(d_model)) in ``named_parameters()`` order, drawn on the CPU (so a given
+    generator gives the same weights on every device); frozen W_V / W_O are identities (their
+    draws still happen, as in the seed); biases are zero, LayerNorm weights one. Built once per
+    shape, a draw costs one tensor per parameter (an ensemble's members are drawn this way).
+    """
+
+    def __init__(self, model: ListCopyCore):
+        cfg = model.config.model
+        params = dict(model.named_parameters())  # state_dict keeps their order, buffers between
+        H, D, d = cfg.n_heads, cfg.d_model, cfg.d_head
+        identity = {"W_V": torch.eye(D, d).expand(H, D, d) if cfg.freeze_wv else None,
+                    "W_O": torch.eye(d, D).expand(H, d, D) if cfg.freeze_wo else None}
+        self.std = cfg.init_std
+        self.entries: list[tuple[str, str, tuple[int, ...], Tensor | None]] = []
+        for name, value in model.state_dict().items():
+            leaf = name.rsplit(".", 1)[-1]
+            if name not in params:
+                how, fixed = "copy", value.detach()
+            elif "W_" in name:
+                fixed = identity.get(leaf)
+                how = "draw" if fixed is None else "draw, then fixed"
+            else:
+                how, fixed = ("zeros" if leaf.startswith("b_") or leaf == "b" else "ones"), None
+            self.entries.append((name, how, tuple(value.shape), fixed))
+
+    def draw(self, generator: torch.Generator) -> dict[str, Tensor]:
+        """One model's initial state dict, its draws taken from ``generator``."""
+        state = {}
+        for name, how, shape, fixed in self.entries:
+            if how.startswith("draw"):
+                value = torch.empty(shape).normal_(0.0, self.std, generator=generator)
+                state[name] = value if fixed is None else fixed.clone()
+            elif how == "copy":
+                state[name] = fixed.clone()
+            else:
+                state[name] = torch.zeros(shape) if how == "zeros" else torch.ones(shape)
+        return state
+
+
 @torch.no_grad()
 def init_weights(model: ListCopyCore, generator: torch.Generator) -> None:
-    """TransformerLens' "gpt2" init from ``generator``, then the seed's identities and zero biases.
-
-    Every parameter whose name contains ``W_`` gets Normal(0, 0.8 / sqrt(d_model)) in
-    ``named_parameters()`` order, drawn on the CPU (so a given generator gives the same weights on
-    every device); frozen W_V / W_O are then overwritten (their draws still happen, as in the seed).
-    """
-    cfg = model.config.model
+    """Set ``model``'s parameters to their initial values drawn from ``generator``
+    (:class:`InitialState`: TransformerLens' "gpt2" init, then the seed's identities and zero
+    biases)."""
+    state = InitialState(model).draw(generator)
     for name, param in model.named_parameters():
-        if "W_" in name:
-            draw = torch.empty(param.shape).normal_(0.0, cfg.init_std, generator=generator)
-            param.copy_(draw)
-        elif name.rsplit(".", 1)[-1].startswith("b_") or name.endswith(".b"):
-            param.zero_()
-        else:  # LayerNorm weights
-            param.fill_(1.0)
-    H, D, d = cfg.n_heads, cfg.d_model, cfg.d_head
-    for block in model.blocks:
-        if cfg.freeze_wv:
-            block.attn.W_V.copy_(torch.eye(D, d).expand(H, D, d))
-        if cfg.freeze_wo:
-            block.attn.W_O.copy_(torch.eye(d, D).expand(H, d, D))
+        param.copy_(state[name])
 
 
 def build_model(config: Config, generator: torch.Generator | None = None,

@@ -49,7 +49,7 @@ from .devices import choose as choose_device
 from .engine import OPTIMIZER_STATE_KEYS, Ensemble
 from .fresh import FreshLists
 from .locks import ensure_open_files
-from .model import ListCopyCore, init_weights, with_weights
+from .model import InitialState, ListCopyCore, with_weights
 from .schedule import lr_of_step, lr_table
 from .stopping import KeepRule, Patience, Quorum
 from .task import Dataset, dataset, seed_generator
@@ -149,8 +149,8 @@ def train_ensemble(configs: Sequence[Config], out_dirs: Sequence[str | Path] | N
             print(f"listcopy: {chosen.line()}", file=sys.stderr, flush=True)
         device = chosen.device
         data = dataset(configs[0]).to(device)
-        template = ListCopyCore(configs[0])  # re-initialised per member: one module, not E
-        members = [_prepare(c, d, resume, template, data) for c, d in zip(configs, dirs)]
+        initial = InitialState(ListCopyCore(configs[0]))  # one module for E members' draws
+        members = [_prepare(c, d, resume, initial, data) for c, d in zip(configs, dirs)]
         todo = [m for m in members if m.run.status == "running"]
         rule = None if quorum is None else Quorum(quorum, [m.run for m in members])
         for start in sorted({m.run.step for m in todo}):  # members resumed at one step: together
@@ -160,7 +160,7 @@ def train_ensemble(configs: Sequence[Config], out_dirs: Sequence[str | Path] | N
 
 
 def _prepare(config: Config, run_dir: Path | None, resume: bool,
-             template: ListCopyCore, data: Dataset) -> _Member:
+             initial: InitialState, data: Dataset) -> _Member:
     """A member: resumed from ``run_dir``'s train state, or new (a fresh directory only)."""
     if run_dir is not None:
         if ckpt.holds_run(run_dir) and not resume:
@@ -171,8 +171,7 @@ def _prepare(config: Config, run_dir: Path | None, resume: bool,
         if resume and ckpt.holds_run(run_dir):
             return _resumed(config, run_dir, data)
     gen = seed_generator(config.task, config.train.seed)
-    init_weights(template, gen)
-    state = {k: v.detach().clone() for k, v in template.state_dict().items()}
+    state = initial.draw(gen)
     source = _source(config, gen, data)
     if isinstance(source, BatchOrder):
         source.batches(0)  # the DataLoader iterator is created (and draws) right after make_model()

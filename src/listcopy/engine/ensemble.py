@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ..config import Config
-from ..model import ListCopyCore, build_model, with_weights
+from ..model import InitialState, ListCopyCore, with_weights
 from ..task import constant_positions
 from . import choice
 from .backend import Backend, Stretch
@@ -70,8 +70,9 @@ class Ensemble:
     @classmethod
     def init(cls, config: Config, generators: list[torch.Generator],
              device: torch.device | str = "cpu", *, backend: str = "auto") -> "Ensemble":
-        """New members, member i's weights drawn from ``generators[i]`` (see model.init_weights)."""
-        sds = [build_model(config, g, hooks=False).state_dict() for g in generators]
+        """New members, member i's weights drawn from ``generators[i]`` (see model.InitialState)."""
+        initial = InitialState(ListCopyCore(config))
+        sds = [initial.draw(g) for g in generators]
         return cls(config, sds, device, backend=backend)
 
     @property

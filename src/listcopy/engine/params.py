@@ -64,10 +64,10 @@ class Params:
     @classmethod
     def stack(cls, layout: Layout, state_dicts: Sequence[dict[str, Tensor]],
               device: torch.device) -> "Params":
-        flat = torch.empty(len(state_dicts), layout.size)
-        for i, sd in enumerate(state_dicts):
-            for name, _, start, stop in layout.spans():
-                flat[i, start:stop] = sd[name].reshape(-1)
+        names = [name for name, *_ in layout.spans()]  # in the flat order: one copy for all
+        flat = torch.cat([torch.empty(0)] + [sd[name].reshape(-1).float().cpu()
+                                             for sd in state_dicts for name in names])
+        flat = flat.view(len(state_dicts), layout.size)
         frozen = {name: torch.stack([sd[name] for sd in state_dicts]).to(device)
                   for name in layout.frozen}
         return cls(layout, flat.to(device).requires_grad_(True), frozen)
