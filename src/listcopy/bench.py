@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 import torch
 
@@ -95,24 +95,33 @@ def notebook_loop(config: Config, steps: int, device: torch.device | str = "cpu"
         return time.perf_counter() - start
 
 
+class EngineRun(NamedTuple):
+    seconds: float  # the whole call: members drawn, ensemble built, trained, weights taken back
+    model_steps: int  # the steps the members took in all
+    loop_seconds: float  # its training loop alone: steps and evaluations (the runs' wall_time_s)
+
+
 def engine_run(config: Config, steps: int, n_members: int,
                device: torch.device | str = "cpu") -> float:
     """``train_ensemble`` of seeds 0..E-1 for ``steps`` steps (no early stop); seconds."""
-    elapsed, model_steps = engine_model_steps(config, steps, n_members, device)
-    assert model_steps == steps * n_members, "a member stopped early"
-    return elapsed
+    run = engine_model_steps(config, steps, n_members, device)
+    assert run.model_steps == steps * n_members, "a member stopped early"
+    return run.seconds
 
 
 def engine_model_steps(config: Config, steps: int, n_members: int,
-                       device: torch.device | str = "cpu") -> tuple[float, int]:
+                       device: torch.device | str = "cpu") -> EngineRun:
     """``train_ensemble`` of seeds 0..E-1 for up to ``steps`` steps (stopping only at 100%
-    validation accuracy); seconds and the steps the members took in all."""
+    validation accuracy): its seconds, the steps the members took in all, and the seconds of
+    its training loop (the longest-running member's ``wall_time_s``: its steps and evaluations,
+    without the set-up before them and the weights' last copy after them)."""
     configs = [config.override([f"train.seed={s}", f"train.max_steps={steps}",
                                 "train.early_stop_acc=1.0", f"train.device={device}"])
                for s in range(n_members)]
     start = time.perf_counter()
     runs = train_ensemble(configs, progress=False)
-    return time.perf_counter() - start, sum(r.step for r in runs)
+    return EngineRun(time.perf_counter() - start, sum(r.step for r in runs),
+                     max(r.wall_time_s for r in runs))
 
 
 def kernel_build_seconds(config: Config) -> float | None:

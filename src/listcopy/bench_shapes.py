@@ -14,7 +14,11 @@ over the notebook loop, the FLOPs of one model-step of the work the run does (th
 masked rows pruned, kernel.py's count; the notebook's: every row, every product; each with its
 evaluation, the validation split's forward pass every 100 steps, amortised over them), the floor
 (those FLOPs at this machine's one-core matrix-product rate, measured in the same run) and the
-run's ratio to it. Wall and CPU time (getrusage) are both kept.
+run's ratio to it. Wall and CPU time (getrusage) are both kept, and the ratio of the run's
+training loop alone ("loop x": its steps and evaluations, the runs' ``wall_time_s``): an
+engine run's whole time also holds drawing its E models, building the ensemble and taking the
+weights back, which a short run (100 steps at E = 64) does not amortise; the notebook's loop is
+timed after its model is built, as the seed's ``train()`` is.
 
 The rate is the faster of torch's sgemm (``sgemm_rate``) and a register-tiled product compiled
 with the kernel's compiler and flags (``compiled_rate``, engine/matmul_probe.c): torch's BLAS does
@@ -191,26 +195,35 @@ def bench_shape(config: Config, sizes: tuple[int, ...], rate: dict[str, float],
 
     engine_flops, backend = engine_flops_per_step(config)
     every = config.train.eval_every
-    plan = [("notebook loop", 1, notebook_flops_per_step(config), "hooked",
-             lambda steps: (notebook_loop(config, steps, early_stop=False), steps)[1])]
-    plan += [(f"engine E={n}", n, engine_flops, backend,  # members stop only at 100% accuracy
-              lambda steps, n=n: engine_model_steps(config, steps, n)[1]) for n in sizes]
-    tries: list[list[tuple[Timed, float]]] = [[] for _ in plan]  # per run: (time, model-steps)
+    def notebook(steps: int) -> tuple[int, float]:
+        seconds = notebook_loop(config, steps, early_stop=False)  # its model built untimed
+        return steps, seconds
+
+    def engine(steps: int, n: int) -> tuple[int, float]:
+        run = engine_model_steps(config, steps, n)  # members stop only at 100% accuracy
+        return run.model_steps, run.loop_seconds
+
+    plan = [("notebook loop", 1, notebook_flops_per_step(config), "hooked", notebook)]
+    plan += [(f"engine E={n}", n, engine_flops, backend, lambda steps, n=n: engine(steps, n))
+             for n in sizes]
+    tries: list[list[tuple[Timed, int, float]]] = [[] for _ in plan]  # (time, model-steps, loop)
     for _, (i, (run, members, flops, used, fn)) in itertools.product(range(repeat),
                                                                      enumerate(plan)):
         n_steps = steps_for(engine_flops, members, every, most)  # the notebook: as many as E=1
-        t, model_steps = timed(lambda: fn(n_steps))
-        tries[i].append((t, model_steps))
+        t, (model_steps, loop) = timed(lambda: fn(n_steps))
+        tries[i].append((t, model_steps, loop))
         if log is not None:
-            r = _row(run, members, model_steps / members, used, flops, t, rate)
+            r = _row(run, members, model_steps / members, used, flops, t, loop, rate)
             print(f"{config.name} {run}: {t.wall:.2f} s, {r['steps']:g} steps, "
                   f"{r['ms_per_model_step']:.4f} ms/model-step, {r['x_floor']:.2f}x floor "
-                  f"({r['cpu_x_floor']:.2f} cpu)", file=log, flush=True)
+                  f"({r['cpu_x_floor']:.2f} cpu, loop {r['loop_x_floor']:.2f})", file=log,
+                  flush=True)
     rows = []
     for (run, members, flops, used, _), done in zip(plan, tries):
-        t, steps = min(done, key=lambda d: d[0].wall)
-        rows.append({**_row(run, members, steps / members, used, flops, t, rate),
-                     "walls_s": [d[0].wall for d in done]})
+        t, steps, _ = min(done, key=lambda d: d[0].wall)
+        loop = min(d[2] for d in done)  # (a run's steps are the same each time: seeded)
+        rows.append({**_row(run, members, steps / members, used, flops, t, loop, rate),
+                     "walls_s": [d[0].wall for d in done], "loops_s": [d[2] for d in done]})
     for row in rows:
         row["speedup"] = rows[0]["ms_per_model_step"] / row["ms_per_model_step"]
         row["cpu_speedup"] = rows[0]["cpu_ms_per_model_step"] / row["cpu_ms_per_model_step"]
@@ -218,11 +231,15 @@ def bench_shape(config: Config, sizes: tuple[int, ...], rate: dict[str, float],
 
 
 def _row(run: str, members: int, steps: float, backend: str, flops: float, t: Timed,
-         rate: dict[str, float]) -> dict[str, Any]:
+         loop: float, rate: dict[str, float]) -> dict[str, Any]:
+    """A run's figures: per model-step, wall and CPU time of the whole run and the wall time of
+    its training loop alone (``loop`` seconds)."""
     wall, cpu = t.wall / steps / members, t.cpu / steps / members
     row = {"run": run, "members": members, "steps": steps, "backend": backend,
            "ms_per_step": t.wall / steps * 1e3, "ms_per_model_step": wall * 1e3,
-           "cpu_ms_per_model_step": cpu * 1e3, "mflop_per_model_step": flops / 1e6}
+           "cpu_ms_per_model_step": cpu * 1e3,
+           "loop_ms_per_model_step": loop / steps / members * 1e3,
+           "mflop_per_model_step": flops / 1e6}
     return _set_floor(row, rate)
 
 
@@ -232,6 +249,8 @@ def _set_floor(row: dict[str, Any], rate: dict[str, float]) -> dict[str, Any]:
     row["floor_ms"] = flops / rate["wall"] * 1e3
     row["x_floor"] = row["ms_per_model_step"] / row["floor_ms"]
     row["cpu_x_floor"] = row["cpu_ms_per_model_step"] / (flops / rate["cpu"] * 1e3)
+    if "loop_ms_per_model_step" in row:
+        row["loop_x_floor"] = row["loop_ms_per_model_step"] / row["floor_ms"]
     return row
 
 
@@ -287,16 +306,17 @@ def format_shapes(result: dict[str, Any]) -> str:
              f"matrix products: torch's sgemm {measured('sgemm')}; compiled tiled product "
              f"{measured('compiled')}",
              f"floor = the run's FLOPs at the fastest, {result['floor_gflops']['wall']:.1f} "
-             "GFLOP/s; x floor: wall (cpu)"
+             "GFLOP/s; x floor: wall (cpu) of the whole run; loop x: its training loop alone"
              + (f"; each run the fastest of {result['repeat']}, interleaved"
                 if result.get("repeat", 1) > 1 else ""), "",
              f"{'d':>4} {'flags':<11}{'run':<15}{'backend':<8}{'ms/step':>9}{'ms/model-step':>15}"
-             f"{'speed-up':>10}{'MFLOP':>8}{'floor ms':>10}{'x floor':>13}"]
+             f"{'speed-up':>10}{'MFLOP':>8}{'floor ms':>10}{'x floor':>13}{'loop x':>8}"]
     for shape in result["shapes"]:
         for i, r in enumerate(shape["rows"]):
             head = f"{shape['d_model']:>4} {shape['flags']:<11}" if i == 0 else " " * 16
             lines.append(f"{head}{r['run']:<15}{r['backend']:<8}{r['ms_per_step']:>9.3f}"
                          f"{r['ms_per_model_step']:>15.4f}{r['speedup']:>9.1f}x"
                          f"{r['mflop_per_model_step']:>8.1f}{r['floor_ms']:>10.4f}"
-                         f"{r['x_floor']:>7.2f} ({r['cpu_x_floor']:.2f})")
+                         f"{r['x_floor']:>7.2f} ({r['cpu_x_floor']:.2f})"
+                         f"{r.get('loop_x_floor', float('nan')):>8.2f}")
     return "\n".join(lines)

@@ -48,3 +48,16 @@ def test_bench_refuses_bad_arguments_in_one_line(args, problem):
     result = run_cli("bench", *args)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.count("\n") == 1 and problem in result.stderr
+
+
+def test_an_engine_run_reports_its_training_loop_apart_from_its_set_up():
+    """engine_model_steps: every member's steps counted, and the loop's seconds (the runs' own
+    wall_time_s: steps and evaluations) a part of the whole call's (members drawn, ensemble
+    built, weights taken back)."""
+    from listcopy.bench import engine_model_steps
+    from listcopy.config import Config
+
+    config = Config().override(["model.n_layers=1"])
+    run = engine_model_steps(config, 200, 3)
+    assert run.model_steps == 600
+    assert 0 < run.loop_seconds < run.seconds

@@ -63,11 +63,13 @@ def test_one_small_run_has_consistent_rows(monkeypatch):
     for r in shape["rows"]:
         assert r["x_floor"] == pytest.approx(r["ms_per_model_step"] / r["floor_ms"])
         assert r["ms_per_model_step"] == pytest.approx(r["ms_per_step"] / r["members"])
+        assert r["loop_x_floor"] == pytest.approx(r["loop_ms_per_model_step"] / r["floor_ms"])
+        assert 0 < r["loop_ms_per_model_step"] < r["ms_per_model_step"]  # a part of the run
     notebook, engine = shape["rows"][0], shape["rows"][1]
     assert notebook["speedup"] == pytest.approx(1.0)
     assert engine["mflop_per_model_step"] < notebook["mflop_per_model_step"]  # rows pruned
     table = bench_shapes.format_shapes(result)
-    assert "sgemm" in table and table.count("engine E=") == 2
+    assert "sgemm" in table and table.count("engine E=") == 2 and "loop x" in table
 
 
 def test_the_floor_is_at_the_fastest_matrix_product_measurement():
