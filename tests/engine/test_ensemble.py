@@ -150,3 +150,25 @@ def test_kernel_validates_token_ranges():
         ens.train_steps(data.train_inputs, data.train_targets[:, 3:], torch.full((1, 2, 4), 10**6),
                         0, 1, torch.ones(1), torch.ones(1), torch.ones(1, dtype=torch.bool),
                         torch.zeros(1, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("kernel", marks=needs_kernel)])
+def test_one_member_off_the_identities_turns_the_shortcut_off_for_all(backend):
+    """WeightFacts over all members at once: a frozen W_V that is not the identity (a loaded
+    checkpoint's) in one member, or a frozen bias that is not zero in another, turns off the
+    slice and no-bias shortcuts for the ensemble, and each member's logits stay its model's."""
+    config = Config()
+    sds = state_dicts(config, [0, 1, 2], False)
+    assert Ensemble(config, sds, backend=backend).facts == engine.params.WeightFacts(
+        identity_v=True, identity_o=True, bias=False)
+    g = torch.Generator().manual_seed(5)
+    sds[1]["blocks.2.attn.W_V"] = sds[1]["blocks.2.attn.W_V"] + 0.1 * torch.randn(1, 8, 8, generator=g)
+    sds[2]["blocks.0.attn.b_Q"] = 0.5 * torch.randn(1, 8, generator=g)
+    ens = Ensemble(config, sds, backend=backend)
+    assert ens.facts == engine.params.WeightFacts(identity_v=False, identity_o=True, bias=True)
+    tokens = dataset(config).val_inputs[:50]
+    logits = ens.predict(tokens)
+    for i, sd in enumerate(sds):
+        model = ListCopyTransformer(config)
+        model.load_state_dict(sd)
+        assert torch.allclose(logits[i], model(tokens)[:, -2:], atol=1e-4), i

@@ -48,7 +48,7 @@ class Ensemble:
         self.layout = Layout.of(self.template)
         self.params = Params.stack(self.layout, state_dicts, self.device)
         self.optim = AdamW.zeros(len(state_dicts), self.layout.size, self.device)
-        self.facts = WeightFacts.of(config, state_dicts)
+        self.facts = WeightFacts.of(config, self.params)
         self.needs = model_row_needs(config.task.list_len, config.model.n_layers,
                                      config.model.layer0_mask)
         self.forward = PrunedForward(config, self.facts, self.needs, self.device)

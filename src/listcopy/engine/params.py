@@ -120,17 +120,21 @@ class WeightFacts:
     bias: bool
 
     @staticmethod
-    def of(config: Config, state_dicts: Sequence[dict[str, Tensor]]) -> "WeightFacts":
-        cfg = config.model
+    def of(config: Config, params: Params) -> "WeightFacts":
+        """The facts of every member of ``params`` (one comparison per tensor for all members)."""
+        cfg, frozen = config.model, params.frozen
         return WeightFacts(
-            identity_v=cfg.freeze_wv and all(_is_identity(sd, "W_V", cfg) for sd in state_dicts),
-            identity_o=cfg.freeze_wo and all(_is_identity(sd, "W_O", cfg) for sd in state_dicts),
-            bias=cfg.use_bias or any(bool(t.any()) for sd in state_dicts
-                                     for n, t in sd.items() if ".b_" in n))
+            identity_v=cfg.freeze_wv and _all_identity(frozen, "W_V", cfg),
+            identity_o=cfg.freeze_wo and _all_identity(frozen, "W_O", cfg),
+            bias=cfg.use_bias or any(bool(t.any()) for n, t in frozen.items() if ".b_" in n))
 
 
-def _is_identity(sd: dict[str, Tensor], which: str, cfg: ModelConfig) -> bool:
-    H, D, d = cfg.n_heads, cfg.d_model, cfg.d_head
-    eye = torch.eye(D, d) if which == "W_V" else torch.eye(d, D)
-    return all(torch.equal(sd[f"blocks.{i}.attn.{which}"].cpu(), eye.expand(H, *eye.shape))
-               for i in range(cfg.n_layers))
+def _all_identity(frozen: dict[str, Tensor], which: str, cfg: ModelConfig) -> bool:
+    """Whether every member's ``which`` (frozen: (E, H, D, d) or (E, H, d, D)) is eye per head."""
+    D, d = cfg.d_model, cfg.d_head
+    for i in range(cfg.n_layers):
+        w = frozen[f"blocks.{i}.attn.{which}"]
+        eye = torch.eye(D, d) if which == "W_V" else torch.eye(d, D)
+        if not torch.equal(w, eye.to(w.device, w.dtype).expand_as(w)):
+            return False
+    return True
