@@ -195,6 +195,7 @@ def bench_shape(config: Config, sizes: tuple[int, ...], rate: dict[str, float],
 
     engine_flops, backend = engine_flops_per_step(config)
     every = config.train.eval_every
+
     def notebook(steps: int) -> tuple[int, float]:
         seconds = notebook_loop(config, steps, early_stop=False)  # its model built untimed
         return steps, seconds
