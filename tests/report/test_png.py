@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import struct
 
@@ -10,7 +11,7 @@ import pytest
 
 from listcopy.config import ConfigError
 from listcopy.report import Figure, model_report, write_pngs
-from listcopy.report.png import find_browser
+from listcopy.report.png import calc_fig, find_browser
 
 
 def png_size(path) -> tuple[int, int]:
@@ -52,3 +53,36 @@ def test_missing_browser_is_one_line(tmp_path, monkeypatch):
     monkeypatch.delenv("BROWSER_PATH")
     with pytest.raises(ConfigError, match="not a directory"):
         write_pngs([Figure("f", go.Figure())], tmp_path / "file")
+
+
+class FlakyKaleido:
+    """A stand-in for a Kaleido session: its first ``stale`` figures fail as kaleido 1.x's do when
+    a tab answers from the blank page it had before the renderer loaded (seen under CPU load)."""
+
+    def __init__(self, stale: int, error: str = "ReferenceError: kaleido_scopes is not defined"):
+        self.stale, self.error, self.calls = stale, error, 0
+
+    async def calc_fig(self, figure, opts):
+        self.calls += 1
+        if self.calls <= self.stale:
+            raise RuntimeError(f"{{'result': {{'className': 'ReferenceError', "
+                               f"'description': '{self.error}'}}}}")
+        return b"png"
+
+
+@pytest.mark.parametrize("stale, calls", [(0, 1), (1, 2), (2, 3)])
+def test_a_figure_drawn_on_the_blank_page_is_drawn_again(stale, calls):
+    k = FlakyKaleido(stale)
+    assert asyncio.run(calc_fig(k, go.Figure(), {"format": "png"}, tries=3)) == b"png"
+    assert k.calls == calls
+
+
+def test_only_the_blank_page_error_is_tried_again_and_only_so_often():
+    k = FlakyKaleido(5)
+    with pytest.raises(RuntimeError, match="kaleido_scopes"):
+        asyncio.run(calc_fig(k, go.Figure(), {"format": "png"}, tries=3))
+    assert k.calls == 3
+    other = FlakyKaleido(1, error="TypeError: layout is broken")
+    with pytest.raises(RuntimeError, match="layout is broken"):
+        asyncio.run(calc_fig(other, go.Figure(), {"format": "png"}, tries=3))
+    assert other.calls == 1

@@ -29,6 +29,8 @@ DEFAULT_WIDTH = 1100
 QUIET_LOGGERS = ("choreographer", "kaleido", "chrome_wrapper")  # the browser libraries' own loggers
 START_S = 60.0               # the browser's start, at most (a slow, loaded machine starts it in ~2 s)
 FIGURE_S = 90.0              # one figure, at most (kaleido's own per-figure bound)
+STALE_PAGE = "kaleido_scopes is not defined"  # a tab answering from the page before the renderer
+STALE_PAGE_TRIES = 3
 
 
 def find_browser() -> str:
@@ -123,8 +125,25 @@ async def _render(figures: Sequence[Figure], browser: str, scale: float) -> list
             layout = f.figure.layout
             opts = {"format": "png", "scale": scale,
                     "width": layout.width or DEFAULT_WIDTH, "height": layout.height or 500}
-            images.append(await k.calc_fig(f.figure, opts=opts))
+            images.append(await calc_fig(k, f.figure, opts))
     return images
+
+
+async def calc_fig(k, figure, opts: dict, tries: int = STALE_PAGE_TRIES) -> bytes:
+    """``k.calc_fig``, tried again where the tab answered from a page without the renderer.
+
+    Kaleido 1.x takes the JavaScript context id of a new tab from the first context the browser
+    reports after it navigates; under CPU load that can be the blank page's, and the first figure
+    then fails with "kaleido_scopes is not defined". Kaleido reloads a tab after every figure,
+    with the right context from then on, so that error (and only it) is tried again, at most
+    ``tries`` times in all."""
+    for _ in range(tries - 1):
+        try:
+            return await k.calc_fig(figure, opts=opts)
+        except RuntimeError as err:  # kaleido's JavascriptError
+            if STALE_PAGE not in str(err):
+                raise
+    return await k.calc_fig(figure, opts=opts)
 
 
 async def _bounded(coro, timeout_s: float):
