@@ -31,6 +31,7 @@ from torch import Tensor
 
 from .checkpoint import CheckpointError
 from .config import Config, ConfigError, TaskConfig, load_config, parse_overrides
+from .model import identity_weight
 from .names import name_settings
 
 _BLOCK = re.compile(r"blocks\.(\d+)\.")
@@ -99,8 +100,8 @@ def tensor_facts(state: Mapping[str, Any], source: str) -> TensorFacts:
         "model.d_model": D, "model.ln": "blocks.0.ln1.w" in state or "ln_final.w" in state,
         "model.use_bias": any(isinstance(v, Tensor) and v.is_floating_point() and bool(v.any())
                               for k, v in state.items() if k.rsplit(".", 1)[-1].startswith("b_")),
-        "model.freeze_wv": _identity(state, "W_V", n_layers, torch.eye(D, d).expand(H, D, d)),
-        "model.freeze_wo": _identity(state, "W_O", n_layers, torch.eye(d, D).expand(H, d, D)),
+        "model.freeze_wv": _identity(state, "W_V", n_layers, identity_weight("W_V", H, D, d)),
+        "model.freeze_wo": _identity(state, "W_O", n_layers, identity_weight("W_O", H, D, d)),
     }
     return TensorFacts(W_E.shape[0], settings)
 

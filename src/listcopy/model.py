@@ -241,6 +241,13 @@ def set_trainable(model: ListCopyCore) -> None:
         param.requires_grad_(not frozen)
 
 
+def identity_weight(which: str, n_heads: int, d_model: int, d_head: int) -> Tensor:
+    """The seed's frozen ``which``: W_V = eye(D, d) per head, (H, D, d); W_O = eye(d, D) per
+    head, (H, d, D) (an expanded view: clone it to own it)."""
+    eye = torch.eye(d_model, d_head) if which == "W_V" else torch.eye(d_head, d_model)
+    return eye.expand(n_heads, *eye.shape)
+
+
 class InitialState:
     """Draws a model's initial state dict: what :func:`init_weights` gives the model, without
     the model (the seed's values and order of draws; buffers copied from ``model``).
@@ -255,18 +262,19 @@ class InitialState:
     def __init__(self, model: ListCopyCore):
         cfg = model.config.model
         params = dict(model.named_parameters())  # state_dict keeps their order, buffers between
-        H, D, d = cfg.n_heads, cfg.d_model, cfg.d_head
-        identity = {"W_V": torch.eye(D, d).expand(H, D, d) if cfg.freeze_wv else None,
-                    "W_O": torch.eye(d, D).expand(H, d, D) if cfg.freeze_wo else None}
+        identity = {which: identity_weight(which, cfg.n_heads, cfg.d_model, cfg.d_head)
+                    for which, frozen in (("W_V", cfg.freeze_wv), ("W_O", cfg.freeze_wo))
+                    if frozen}
         self.std = cfg.init_std
+        # (name, how, shape, fixed): a draw's fixed value replaces it (a frozen identity); a
+        # buffer is copied from ``fixed``
         self.entries: list[tuple[str, str, tuple[int, ...], Tensor | None]] = []
         for name, value in model.state_dict().items():
             leaf = name.rsplit(".", 1)[-1]
             if name not in params:
                 how, fixed = "copy", value.detach()
             elif "W_" in name:
-                fixed = identity.get(leaf)
-                how = "draw" if fixed is None else "draw, then fixed"
+                how, fixed = "draw", identity.get(leaf)
             else:
                 how, fixed = ("zeros" if leaf.startswith("b_") or leaf == "b" else "ones"), None
             self.entries.append((name, how, tuple(value.shape), fixed))
@@ -275,7 +283,7 @@ class InitialState:
         """One model's initial state dict, its draws taken from ``generator``."""
         state = {}
         for name, how, shape, fixed in self.entries:
-            if how.startswith("draw"):
+            if how == "draw":
                 value = torch.empty(shape).normal_(0.0, self.std, generator=generator)
                 state[name] = value if fixed is None else fixed.clone()
             elif how == "copy":

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ..config import Config, ModelConfig
-from ..model import ListCopyCore
+from ..model import ListCopyCore, identity_weight
 
 
 @dataclass(frozen=True)
@@ -131,10 +131,9 @@ class WeightFacts:
 
 def _all_identity(frozen: dict[str, Tensor], which: str, cfg: ModelConfig) -> bool:
     """Whether every member's ``which`` (frozen: (E, H, D, d) or (E, H, d, D)) is eye per head."""
-    D, d = cfg.d_model, cfg.d_head
+    eye = identity_weight(which, cfg.n_heads, cfg.d_model, cfg.d_head)
     for i in range(cfg.n_layers):
         w = frozen[f"blocks.{i}.attn.{which}"]
-        eye = torch.eye(D, d) if which == "W_V" else torch.eye(d, D)
         if not torch.equal(w, eye.to(w.device, w.dtype).expand_as(w)):
             return False
     return True
