@@ -7,6 +7,7 @@ import importlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -183,11 +184,50 @@ def test_paths_without_permission_exit_2(shared_dir, monkeypatch, capsys, argv, 
     (["--layers", "2,100"], "model.n_layers = 100: at most 64"),
     (["--axis", "task.n_digits=10,20", "--axis", "task.list_len=1,2,3,4,5,6,7,8,9,10",
       "--seeds", "100000"], "2,000,000 runs in one round"),
+    (["--layers", ""], "--layers '': no values"),
+    (["--layers", ","], "--layers ',': no values"),
+    (["--axis", "task.n_digits=10,10"], "10 is given twice"),
+    (["--address", "auto"], "--address needs --backend ray"),
+    (["--backend", "ray", "--address", "host:99999"], "use auto, HOST:PORT or ray://HOST:PORT"),
+    (["--backend", "ray", "--address", "nocolon"], "use auto, HOST:PORT or ray://HOST:PORT"),
 ])
 def test_frontier_refuses_what_it_cannot_honour(tmp_path, monkeypatch, capsys, argv, needle):
     monkeypatch.chdir(tmp_path)
     one_line(capsys, cli.main(["frontier", *argv, "--quiet"]), 2, needle)
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["sweep", "g.toml", "--threads", "0"], "argument --threads: 0 must be >= 1"),
+    (["sweep", "g.toml", "--workers", "-1"], "argument --workers: -1 must be >= 0"),
+    (["frontier", "--workers", "-1"], "argument --workers: -1 must be >= 0"),
+    (["frontier", "--workers", "two"], "argument --workers: 'two' is not an integer"),
+])
+def test_sweep_and_frontier_counts_are_checked_by_the_parser(tmp_path, argv, needle):
+    result = run_cli(*argv, "--quiet", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert needle in result.stderr.strip().splitlines()[-1] and os.listdir(tmp_path) == []
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (bound, then released: connecting is refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("command", ["frontier", "sweep"])
+def test_a_ray_address_that_answers_nothing_is_one_line_before_any_work(tmp_path, monkeypatch,
+                                                                        capsys, command):
+    """Ray itself would retry such an address for minutes; nothing is written."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "g.toml").write_text("seeds = [0]\n")
+    first = ["g.toml"] if command == "sweep" else []
+    address = f"127.0.0.1:{closed_port()}"
+    code = cli.main([command, *first, "--backend", "ray", "--address", address, "--quiet",
+                     "--out", "out"])
+    one_line(capsys, code, 1, f"--address {address}: no Ray cluster answers there")
+    assert os.listdir(tmp_path) == ["g.toml"]
 
 
 def test_frontier_refuses_a_d_model_it_would_ignore(tmp_path, monkeypatch, capsys):

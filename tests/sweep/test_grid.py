@@ -177,6 +177,16 @@ def test_missing_grid_file(tmp_path):
         load_grid(tmp_path / "nope.toml")
 
 
+@pytest.mark.parametrize("text", ["", "\n# nothing yet\n"])
+def test_an_empty_grid_file_is_refused(tmp_path, text):
+    """Not the default config's one run of 300,000 steps: an empty file is a mistake."""
+    path = tmp_path / "grid.toml"
+    path.write_text(text)
+    with pytest.raises(GridError, match="empty") as info:
+        load_grid(path)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
 @pytest.mark.parametrize("body, needle", BAD_GRIDS[:3] + BAD_GRIDS[10:11] + BAD_GRIDS[16:17])
 def test_malformed_grid_exits_2_with_one_line(grid_file, tmp_path, capsys, body, needle):
     code = cli.main(["sweep", str(grid_file(body)), "--out", str(tmp_path / "s"),

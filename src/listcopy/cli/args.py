@@ -87,6 +87,36 @@ def check_threads(threads: int | None, option: str = "--threads") -> None:
                          f"({usable_cpus()} usable CPUs)")
 
 
+def count_arg(text: str) -> int:
+    """An argparse type: an integer >= 0 (``--workers 0``: in this process)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{n} must be >= 0")
+    return n
+
+
+def positive_arg(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    n = count_arg(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} must be >= 1")
+    return n
+
+
+def check_backend(backend: str, address: str | None, probe: bool = True) -> None:
+    """``--backend`` / ``--address`` of a sweep, before any work: an address only for Ray, of a
+    usable form, and (``probe``) one that answers (``ray_backend.check_address``)."""
+    from ..sweep.ray_backend import check_address
+
+    if address and backend != "ray":
+        raise UsageError("--address needs --backend ray")
+    if backend == "ray":
+        check_address(address, probe)
+
+
 def check_output_file(path: str | Path, option: str) -> Path:
     """An output file given on the command line: one that can be written as a file, a pipe or a
     device (``files.check_output``: not a directory, no file where a folder should be, a name that

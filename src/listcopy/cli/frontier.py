@@ -6,8 +6,8 @@ import argparse
 import re
 from pathlib import Path
 
-from .args import (UsageError, add_allow_large, add_command, add_config_args, check_output_dir,
-                   limits, load_args_config)
+from .args import (UsageError, add_allow_large, add_command, add_config_args, check_backend,
+                   check_output_dir, count_arg, limits, load_args_config)
 
 
 def register(subparsers) -> None:
@@ -25,7 +25,8 @@ def register(subparsers) -> None:
                    help="train every seed to its end (exact fractions per d_model); by default a "
                         "d_model's other seeds stop once enough have passed")
     p.add_argument("--out", metavar="DIR", help="sweep directory (default runs/frontier-TASK)")
-    p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: cores)")
+    p.add_argument("--workers", type=count_arg, metavar="N",
+                   help="worker processes (default: cores; 0 = in this process)")
     p.add_argument("--backend", choices=("local", "ray"), default="local")
     p.add_argument("--address", help="Ray cluster address (default: start a local one)")
     p.add_argument("--quiet", action="store_true")
@@ -39,6 +40,7 @@ def cmd_frontier(args: argparse.Namespace) -> int:
 
     base, axes = _points(args)
     _guard(base, axes, args)
+    check_backend(args.backend, args.address)
     out = check_output_dir(args.out or Path("runs") / f"frontier-{base.task.kind}", "--out")
     quorum = None if args.all_seeds else seeds_needed(args.need, args.seeds)
     evaluate = sweep_evaluate(out, workers=args.workers, backend=args.backend,
@@ -63,8 +65,8 @@ def _points(args: argparse.Namespace):
         extra.append(f"train.early_stop_acc={args.threshold}")
     base = load_args_config(args, extra)
     axes = dict(parse_axis(a) for a in args.axis)
-    if args.layers:
-        axes["model.n_layers"] = parse_axis(f"model.n_layers={args.layers}")[1]
+    if args.layers is not None:
+        axes["model.n_layers"] = parse_values(args.layers, f"--layers {args.layers!r}", "2,3")
     searched = [k for k in axes if k in ("model.d_model", "train.seed")]
     if any(a.partition("=")[0].strip() == "model.d_model" for a in args.set):
         raise UsageError("--set model.d_model: frontier searches model.d_model itself, from "
@@ -107,10 +109,20 @@ def _guard(base, axes: dict, args: argparse.Namespace) -> None:
 
 def parse_axis(text: str) -> tuple[str, list]:
     """``task.n_digits=10,20,50`` -> ("task.n_digits", [10, 20, 50])."""
+    key, sep, values = text.partition("=")
+    if not sep or not re.fullmatch(r"[a-z_]+\.[a-z_0-9]+", key.strip()):
+        raise UsageError(f"--axis {text!r}: use section.key=v1,v2,... (e.g. task.n_digits=10,20)")
+    return key.strip(), parse_values(values, f"--axis {text!r}", "task.n_digits=10,20")
+
+
+def parse_values(text: str, given: str, example: str) -> list:
+    """``10,20,50`` -> [10, 20, 50]: at least one value, none twice (the same point twice)."""
     from ..config import parse_value
 
-    key, sep, values = text.partition("=")
-    items = [v for v in values.split(",") if v.strip()]
-    if not sep or not re.fullmatch(r"[a-z_]+\.[a-z_0-9]+", key.strip()) or not items:
-        raise UsageError(f"--axis {text!r}: use section.key=v1,v2,... (e.g. task.n_digits=10,20)")
-    return key.strip(), [parse_value(v) for v in items]
+    values = [parse_value(v) for v in text.split(",") if v.strip()]
+    if not values:
+        raise UsageError(f"{given}: no values (e.g. {example})")
+    twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    if twice is not None:
+        raise UsageError(f"{given}: {twice!r} is given twice")
+    return values

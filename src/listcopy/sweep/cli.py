@@ -14,14 +14,13 @@ import sys
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from ..cli.args import UsageError, check_output_dir, check_threads
+    from ..cli.args import check_backend, check_output_dir, check_threads
     from .grid import load_grid
     from .runner import default_out, format_plan, plan, run_sweep
 
     out = check_output_dir(args.out or default_out(args.grid), "--out")
-    if args.address and args.backend != "ray":
-        raise UsageError("--address needs --backend ray")
-    check_threads(args.threads or None)
+    check_threads(args.threads)
+    check_backend(args.backend, args.address, probe=not args.dry_run)
     grid = load_grid(args.grid, args.allow_large, progress=not args.quiet)
     for name in grid.shared_names:
         print(f"listcopy: {args.grid}: several [[specs]] are named {name!r}; their entries stay "
@@ -52,16 +51,6 @@ def cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_or_zero(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"{n} must be >= 0")
-    return n
-
-
 SWEEP_DESCRIPTION = ("Train every run of GRID.toml not yet finished in the sweep directory "
                      "(results in DIR/sweep.db). Re-run the same command to resume, even after "
                      "kill -9; a second sweep on a directory in use is refused.")
@@ -69,7 +58,7 @@ SWEEP_DESCRIPTION = ("Train every run of GRID.toml not yet finished in the sweep
 
 def register(subparsers) -> None:
     """Register ``sweep`` and ``results`` on the main parser's subparsers."""
-    from ..cli.args import add_allow_large, add_command
+    from ..cli.args import add_allow_large, add_command, count_arg, positive_arg
 
     p = add_command(subparsers, "sweep",
                     "train a grid of configurations x seeds, in parallel, resumable",
@@ -77,15 +66,15 @@ def register(subparsers) -> None:
     p.add_argument("grid", metavar="GRID.toml",
                    help="grid file: base config, [[specs]], [axes], seeds")
     p.add_argument("--out", metavar="DIR", help="sweep directory (default sweeps/GRID)")
-    p.add_argument("--workers", type=_positive_or_zero, metavar="N",
+    p.add_argument("--workers", type=count_arg, metavar="N",
                    help="worker processes (default: the number of cores; 0 = in this process); "
                         "with --backend ray, groups in flight")
-    p.add_argument("--threads", type=_positive_or_zero, metavar="N",
+    p.add_argument("--threads", type=positive_arg, metavar="N",
                    help="torch threads per worker (default: cores / workers)")
     p.add_argument("--backend", choices=("local", "ray"), default="local")
     p.add_argument("--address", metavar="ADDR",
                    help="Ray cluster: auto or HOST:PORT (default: start a local one)")
-    p.add_argument("--max-members", type=_positive_or_zero, metavar="N",
+    p.add_argument("--max-members", type=count_arg, metavar="N",
                    help="at most N runs trained together in one group")
     p.add_argument("--retry-failed", action="store_true", help="train failed runs again")
     p.add_argument("--dry-run", action="store_true",

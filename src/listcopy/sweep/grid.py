@@ -330,6 +330,9 @@ def load_grid(path: str | Path, allow_large: bool = False, progress: bool = True
         data, text = read_toml(path)
     except ConfigError as err:
         raise GridError(str(err)) from None
+    if not data:  # an empty file is a mistake more often than the default run, once
+        raise GridError(f"{path}: empty: a grid needs [base] settings, [[specs]], [axes] or "
+                        "seeds")
     return parse_grid(data, source=str(path), allow_large=allow_large, progress=progress,
                       text=text)
 

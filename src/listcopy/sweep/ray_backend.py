@@ -11,16 +11,37 @@ Ray is an optional extra: ``pip install listcopy[ray]``.
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 from typing import Sequence
 
 from ..checkpoint import atomic_write
-from ..errors import Failure, one_line
+from ..errors import BadInput, Failure, one_line
 from .kinds import kind_of_dict
 from .store import failure
 from .worker import GroupTask, read_run_files, train_group_portable
 
 POLL_S = 1.0
+CONNECT_TIMEOUT_S = 10.0
+
+
+def check_address(address: str | None, probe: bool = True,
+                  timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """A Ray ``--address`` that is not "auto" or "local": HOST:PORT (or ray://HOST:PORT) with a
+    port in 1..65535 (``BadInput``), and (``probe``) something listening there (``Failure``): Ray
+    itself retries an address that answers nothing for minutes, printing warnings."""
+    if address is None or address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise BadInput(f"--address {address!r}: use auto, HOST:PORT or ray://HOST:PORT")
+    if not probe:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise Failure(f"--address {address}: no Ray cluster answers there ({one_line(err)})") \
+            from None
 
 
 class RayBackend:
@@ -41,7 +62,11 @@ class RayBackend:
             kwargs = {"include_dashboard": False, "logging_level": logging.WARNING}
             if self.address is None and self.workers:
                 kwargs["num_cpus"] = self.workers * self.threads
-            ray.init(address=self.address, **kwargs)
+            check_address(self.address)
+            try:
+                ray.init(address=self.address, **kwargs)
+            except (ConnectionError, RuntimeError, ValueError) as err:
+                raise Failure(f"ray.init: {one_line(err, 300, first_line=True)}") from None
         try:
             self._run(ray, tasks, driver)
         finally:
