@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .args import add_command, add_config_args, check_output_file, print_notice
+from .args import UsageError, add_command, add_config_args, check_output_file, print_notice
 
 
 def register(subparsers) -> None:
@@ -23,7 +23,9 @@ def register(subparsers) -> None:
 
     p = add_command(subparsers, "export",
                     "write a seed-format .pt (TransformerLens 3.x state dict)", model_path=True)
-    p.add_argument("--out", required=True, metavar="FILE.pt")
+    p.add_argument("--out", required=True, metavar="FILE.pt",
+                   help="the state dict as torch.save writes it, or as safetensors where FILE "
+                        "ends in .safetensors")
     add_config_args(p, config_file=False)
     p.set_defaults(func=cmd_export)
 
@@ -59,23 +61,28 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ..checkpoint import CheckpointError, export_seed, load
+    from ..checkpoint import CheckpointError, export_seed, load, save_tensors
     from ..infer import settings_lost
 
-    check_output_file(args.out, "--out")  # before the checkpoint is read
+    out = check_output_file(args.out, "--out")  # before the checkpoint is read
     model, config = load(args.path, args.set, notice=print_notice, hooks=False)
     state = model.state_dict()
-    export_seed(state, Path(args.out))
-    print(f"wrote {args.out} ({config.name}, {len(state)} tensors)")
+    name = config.name + (out.suffix or ".pt")
     try:
         lost = settings_lost(state, config, args.out)
-    except CheckpointError as err:  # the --out name contradicts the tensors: the file is written
-        print_notice(f"{args.out} will not load under its name ({err}): name it {config.name}.pt")
-        return 0
+    except CheckpointError as err:  # a file that would not load back under this name
+        why = str(err).removeprefix(f"{args.out}: ")
+        raise UsageError(f"--out {args.out}: would not load back under its name ({why}); name "
+                         f"it {name}") from None
+    if out.suffix == ".safetensors":
+        save_tensors(out, state)
+    else:
+        export_seed(state, out)
+    print(f"wrote {args.out} ({config.name}, {len(state)} tensors)")
     if lost:
         print_notice(f"{args.out} holds tensors only, and its name does not say "
                      f"{', '.join(lost)}: load it with " + " ".join(f"--set {s}" for s in lost)
-                     + f", or name it {config.name}.pt")
+                     + f", or name it {name}")
     return 0
 
 
