@@ -209,6 +209,15 @@ def test_sweep_and_frontier_counts_are_checked_by_the_parser(tmp_path, argv, nee
     assert needle in result.stderr.strip().splitlines()[-1] and os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("argv", [["train"], ["sweep", "g.toml"], ["frontier"], ["paper"],
+                                  ["export", str(FIXTURES / "3layer_100dig_8d.pt")]])
+def test_an_empty_out_is_refused_not_taken_for_the_default(tmp_path, argv):
+    result = run_cli(*argv, "--out", "", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "argument --out: an empty path" in result.stderr.strip().splitlines()[-1]
+    assert os.listdir(tmp_path) == []
+
+
 def closed_port() -> int:
     """A local port nothing listens on (bound, then released: connecting is refused)."""
     with socket.socket() as s:

@@ -227,13 +227,14 @@ def test_export_of_a_ten_digit_model_names_the_digits(tmp_path):
 def test_export_under_a_name_that_contradicts_the_tensors_is_refused(tmp_path):
     """A file that would not load back under its name is not written (exit 2, one line naming
     the name to use), and a file already there is left as it was."""
+    seed = str(FIXTURES / "3layer_100dig_8d.pt")
     out = tmp_path / "2layer_100dig_8d.pt"
-    result = run_cli("export", str(FIXTURES / "3layer_100dig_8d.pt"), "--out", str(out))
+    result = run_cli("export", seed, "--out", str(out))
     assert result.returncode == 2 and "Traceback" not in result.stderr and not out.exists()
     error = result.stderr.strip().splitlines()[-1]  # after the notice of what was loaded
     assert "the name says 2 layers" in error and "name it 3layer_100dig_8d.pt" in error
     out.write_bytes(b"a finished model")
-    assert run_cli("export", str(FIXTURES / "3layer_100dig_8d.pt"), "--out", str(out)).returncode == 2
+    assert run_cli("export", seed, "--out", str(out)).returncode == 2
     assert out.read_bytes() == b"a finished model" and sorted(tmp_path.iterdir()) == [out]
 
 
@@ -242,12 +243,12 @@ def test_export_to_safetensors_writes_safetensors_that_load_back(tmp_path):
     that name), loaded back by safetensors itself and by listcopy's eval."""
     from safetensors.torch import load_file
 
-    out = tmp_path / "3layer_100dig_8d.safetensors"
-    result = run_cli("export", str(FIXTURES / "3layer_100dig_8d.pt"), "--out", str(out))
-    assert result.returncode == 0, result.stderr
-    plain = tmp_path / "3layer_100dig_8d.pt"
-    assert run_cli("export", str(FIXTURES / "3layer_100dig_8d.pt"), "--out", str(plain)).returncode == 0
+    seed = str(FIXTURES / "3layer_100dig_8d.pt")
+    out, plain = tmp_path / "3layer_100dig_8d.safetensors", tmp_path / "3layer_100dig_8d.pt"
+    for path in (out, plain):
+        result = run_cli("export", seed, "--out", str(path))
+        assert result.returncode == 0, result.stderr
     want, got = torch.load(plain, weights_only=True), load_file(str(out))
     assert sorted(got) == sorted(want) and all(torch.equal(got[k], want[k]) for k in want)
-    evals = [run_cli("eval", str(path), "--json") for path in (out, FIXTURES / "3layer_100dig_8d.pt")]
+    evals = [run_cli("eval", str(path), "--json") for path in (out, seed)]
     assert all(r.returncode == 0 for r in evals) and evals[0].stdout == evals[1].stdout

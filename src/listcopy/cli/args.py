@@ -106,6 +106,13 @@ def positive_arg(text: str) -> int:
     return n
 
 
+def path_arg(text: str) -> str:
+    """An argparse type: a path that is not empty (``--out ''`` is a mistake, not the default)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path")
+    return text
+
+
 def check_backend(backend: str, address: str | None, probe: bool = True) -> None:
     """``--backend`` / ``--address`` of a sweep, before any work: an address only for Ray, of a
     usable form, and (``probe``) one that answers (``ray_backend.check_address``)."""

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from .args import (UsageError, add_allow_large, add_command, add_config_args, check_backend,
-                   check_output_dir, count_arg, limits, load_args_config)
+                   check_output_dir, count_arg, limits, load_args_config, path_arg)
 
 
 def register(subparsers) -> None:
@@ -24,7 +24,8 @@ def register(subparsers) -> None:
     p.add_argument("--all-seeds", action="store_true",
                    help="train every seed to its end (exact fractions per d_model); by default a "
                         "d_model's other seeds stop once enough have passed")
-    p.add_argument("--out", metavar="DIR", help="sweep directory (default runs/frontier-TASK)")
+    p.add_argument("--out", type=path_arg, metavar="DIR",
+                   help="sweep directory (default runs/frontier-TASK)")
     p.add_argument("--workers", type=count_arg, metavar="N",
                    help="worker processes (default: cores; 0 = in this process)")
     p.add_argument("--backend", choices=("local", "ray"), default="local")

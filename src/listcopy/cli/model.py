@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from .args import UsageError, add_command, add_config_args, check_output_file, print_notice
+from .args import (UsageError, add_command, add_config_args, check_output_file, path_arg,
+                   print_notice)
 
 
 def register(subparsers) -> None:
@@ -23,7 +24,7 @@ def register(subparsers) -> None:
 
     p = add_command(subparsers, "export",
                     "write a seed-format .pt (TransformerLens 3.x state dict)", model_path=True)
-    p.add_argument("--out", required=True, metavar="FILE.pt",
+    p.add_argument("--out", required=True, type=path_arg, metavar="FILE.pt",
                    help="the state dict as torch.save writes it, or as safetensors where FILE "
                         "ends in .safetensors")
     add_config_args(p, config_file=False)

@@ -6,13 +6,13 @@ import argparse
 from pathlib import Path
 
 from .args import (UsageError, add_allow_large, add_command, add_config_args, check_output_dir,
-                   check_threads, limits, load_args_config)
+                   check_threads, limits, load_args_config, path_arg)
 
 
 def register(subparsers) -> None:
     p = add_command(subparsers, "train", "train a model (or many seeds at once)")
     add_config_args(p)
-    p.add_argument("--out", metavar="DIR", help="run directory (default runs/NAME)")
+    p.add_argument("--out", type=path_arg, metavar="DIR", help="run directory (default runs/NAME)")
     p.add_argument("--seeds", metavar="SEEDS",
                    help="train these seeds at once: 0-63, 0,3,7 or 0-3,8 (in that order)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..cli.args import add_command, add_config_args
+from ..cli.args import add_command, add_config_args, path_arg
 
 
 def register(subparsers) -> None:
@@ -22,7 +22,7 @@ def register(subparsers) -> None:
         "Train (or take) the paper's 2-layer and 3-layer models, run its analyses "
                     "and write DIR/paper.html (Figures 1-4, the numbers of sections 4.1-4.3 "
                     "beside the paper's, Table 4 with --grid) and DIR/paper.json.")
-    p.add_argument("--out", default="paper", metavar="DIR",
+    p.add_argument("--out", default="paper", type=path_arg, metavar="DIR",
                    help="output directory (default ./paper); models train under DIR/models")
     p.add_argument("--model", action="append", default=[], metavar="PATH",
                    help="a trained 2- or 3-layer model (run directory or .pt) to use instead of "

@@ -58,14 +58,15 @@ SWEEP_DESCRIPTION = ("Train every run of GRID.toml not yet finished in the sweep
 
 def register(subparsers) -> None:
     """Register ``sweep`` and ``results`` on the main parser's subparsers."""
-    from ..cli.args import add_allow_large, add_command, count_arg, positive_arg
+    from ..cli.args import add_allow_large, add_command, count_arg, path_arg, positive_arg
 
     p = add_command(subparsers, "sweep",
                     "train a grid of configurations x seeds, in parallel, resumable",
                     SWEEP_DESCRIPTION)
     p.add_argument("grid", metavar="GRID.toml",
                    help="grid file: base config, [[specs]], [axes], seeds")
-    p.add_argument("--out", metavar="DIR", help="sweep directory (default sweeps/GRID)")
+    p.add_argument("--out", type=path_arg, metavar="DIR",
+                   help="sweep directory (default sweeps/GRID)")
     p.add_argument("--workers", type=count_arg, metavar="N",
                    help="worker processes (default: the number of cores; 0 = in this process); "
                         "with --backend ray, groups in flight")
