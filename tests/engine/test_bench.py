@@ -43,7 +43,7 @@ def test_bench_on_a_device_with_other_sizes(device):
 
 @pytest.mark.parametrize("args,problem", [
     (["--sizes", "8,x"], "--sizes"), (["--sizes", "0"], "--sizes"), (["--steps", "5"], "--steps"),
-    (["--threads", "0"], "--threads")])
+    (["--threads", "0"], "--threads"), (["--layers", "2"], "--layers")])
 def test_bench_refuses_bad_arguments_in_one_line(args, problem):
     result = run_cli("bench", *args)
     assert result.returncode == 2 and result.stdout == ""

@@ -28,7 +28,7 @@ def register(subparsers) -> None:
     p.add_argument("--flags", metavar="NAME,NAME",
                    help="with --shapes: only these flag sets (seed, ln_bias, learned_vo, all, "
                         "heads2; with --all-flags their combinations' names, like ln-bias-wv)")
-    p.add_argument("--layers", type=int, default=3, metavar="N", help="with --shapes: n_layers")
+    p.add_argument("--layers", type=int, metavar="N", help="with --shapes: n_layers (default 3)")
     p.add_argument("--repeat", type=int, default=1, metavar="N",
                    help="with --shapes: run each N times, interleaved, and keep the fastest "
                         "(load from other jobs falls on all runs alike)")
@@ -49,8 +49,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     guard_training(Config().override([f"train.device={args.device}"]), largest, Limits())
     if args.shapes is not None:
         return _bench_shapes(args, sizes)
-    if args.all_flags or args.flags is not None or args.repeat != 1:
-        raise UsageError("--all-flags, --flags and --repeat go with --shapes")
+    if args.all_flags or args.flags is not None or args.repeat != 1 or args.layers is not None:
+        raise UsageError("--all-flags, --flags, --layers and --repeat go with --shapes")
     from ..bench import run_bench
 
     run_bench(threads=args.threads, steps=args.steps, as_json=args.json, device=args.device,
@@ -59,8 +59,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _bench_shapes(args: argparse.Namespace, sizes: dict) -> int:
+    layers = 3 if args.layers is None else args.layers
     widths = parse_sizes(args.shapes, "--shapes", "widths from 1 to 512, like 8,32,64,128", 512)
-    if args.device != "cpu" or args.layers < 1 or not 1 <= args.repeat <= 100:
+    if args.device != "cpu" or layers < 1 or not 1 <= args.repeat <= 100:
         raise UsageError("--shapes measures the CPU (--device cpu) with --layers >= 1 and "
                          "--repeat from 1 to 100")
     import json
@@ -74,7 +75,7 @@ def _bench_shapes(args: argparse.Namespace, sizes: dict) -> int:
     except KeyError as err:
         raise UsageError(f"--flags {args.flags!r}: {err.args[0]}") from None
     torch.set_num_threads(args.threads)
-    result = run_shapes(widths, flag_sets, (1, *sizes.get("sizes", (64,))), args.layers,
+    result = run_shapes(widths, flag_sets, (1, *sizes.get("sizes", (64,))), layers,
                         log=sys.stderr, most_steps=args.steps, repeat=args.repeat)
     print(json.dumps(result, indent=1) if args.json else format_shapes(result))
     return 0
