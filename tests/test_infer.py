@@ -141,6 +141,11 @@ def test_an_ambiguous_vocab_says_which_set_settles_it(tmp_path):
     ("heads", lambda s: {**s, "blocks.0.attn.W_Q": torch.zeros(2, 8, 8)}, [],
      ["d_head = d_model / n_heads"]),
     ("nothing", lambda s: {"a": torch.zeros(1)}, [], ["missing tensor 'embed.W_E'"]),
+    ("text", lambda s: {**s, "embed.W_E": "weights"}, [], ["'embed.W_E' is a str, not a tensor"]),
+    ("tiny", lambda s: {**s, "embed.W_E": torch.zeros(2, 8)}, [],
+     ["a vocab of 2 holds no task (at least 2 digits and SEP)"]),
+    ("empty", lambda s: {**s, "embed.W_E": torch.zeros(0, 8)}, ["task.n_digits=5"],
+     ["a vocab of 0 holds no task"]),
 ])
 def test_conflicts_are_one_line_naming_the_file(tmp_path, name, mutate, overrides, needles):
     path = save(tmp_path, name, line_config(), mutate)

@@ -67,6 +67,8 @@ class TensorFacts:
 
 def _tensor(state: Mapping[str, Any], key: str, dims: int, source: str) -> Tensor:
     value = state.get(key)
+    if key in state and not isinstance(value, Tensor):
+        raise CheckpointError(f"{source}: {key!r} is a {type(value).__name__}, not a tensor")
     if not isinstance(value, Tensor):
         raise CheckpointError(f"{source}: missing tensor {key!r} (not an attention-only"
                               " TransformerLens state dict)")
@@ -86,6 +88,9 @@ def tensor_facts(state: Mapping[str, Any], source: str) -> TensorFacts:
     W_E = _tensor(state, "embed.W_E", 2, source)
     W_pos = _tensor(state, "pos_embed.W_pos", 2, source)
     W_Q = _tensor(state, "blocks.0.attn.W_Q", 3, source)
+    if W_E.shape[0] < 3:
+        raise CheckpointError(f"{source}: 'embed.W_E' has shape {tuple(W_E.shape)}: a vocab of "
+                              f"{W_E.shape[0]} holds no task (at least 2 digits and SEP)")
     n_ctx = W_pos.shape[0]
     if n_ctx % 2 == 0 or n_ctx < 3:
         raise CheckpointError(f"{source}: 'pos_embed.W_pos' has {n_ctx} positions: no list fits"
