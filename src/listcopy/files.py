@@ -13,7 +13,8 @@ written: atomically where it is a file, through where it is a pipe or a device, 
       standard output goes to          the shell opened, appended to, as ``>>`` would)
     a directory, a socket, a block     refused with one line (``OutputError``, exit 2), before
     device, a symlink loop, a name     any work is done
-    too long, a parent that is a file
+    too long, a parent that is a file,
+    a folder that takes no new file (/proc)
 
 A write through is not atomic (a pipe cannot be renamed): the bytes are made in a private
 temporary file first, then copied, so a writer that fails midway sends nothing.
@@ -21,6 +22,7 @@ temporary file first, then copied, so a writer that fails midway sends nothing.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -29,7 +31,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from .config import ConfigError
 
@@ -51,11 +53,20 @@ class Output:
     through: bool = False
 
 
-def check_output(path: str | Path, flag: str = "") -> Output:
+def check_output(path: str | Path, flag: str = "", *, probe: bool = True) -> Output:
     """What writing to ``path`` means (see the module's table); ``OutputError`` if it cannot be
-    a file. ``flag`` (``--out``) starts the message, so the user sees which option it was."""
+    a file, or (``probe``) if its folder takes no new file (``check_folder``). ``flag``
+    (``--out``) starts the message, so the user sees which option it was."""
     path = Path(path)
     label = f"{flag} {path}" if flag else str(path)
+    out = _output(path, label)
+    if probe and not out.through:
+        check_folder(out.path.parent, label)
+    return out
+
+
+def _output(path: Path, label: str) -> Output:
+    """``check_output`` but the probe."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -90,6 +101,22 @@ def file_in_the_way(path: Path) -> Path | None:
         if parent.exists():
             return None if parent.is_dir() else parent
     return None
+
+
+def check_folder(folder: str | Path, label: str) -> None:
+    """A folder files are to be written in (made if missing), checked before any work:
+    ``OutputError`` unless its nearest existing ancestor is a folder that takes a new file (a
+    probe, removed at once), as /proc, a read-only disk or a folder without permission does not."""
+    folder = Path(folder)
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise OutputError(f"{label}: {existing} is not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=existing)
+    except OSError as err:
+        raise OutputError(f"{label}: cannot create files in {existing} ({err.strerror})") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def _check_new(target: Path, label: str) -> None:
@@ -129,13 +156,16 @@ def _name_max(directory: Path) -> int:
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     """Write ``path`` by ``write(tmp)`` on a temporary file: renamed over a file, copied into a
     pipe or device (see the module's table). ``OutputError`` for what cannot be written."""
-    out = check_output(path)
+    out = check_output(path, probe=False)
     if out.through:
         _write_through(out.path, write)
         return
     target = out.path
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=target.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=target.parent)
+    except OSError as err:  # named by the path given, not by the temporary's
+        raise OSError(err.errno, err.strerror, str(path)) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -148,6 +178,19 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(target.parent)
+
+
+@contextlib.contextmanager
+def folder_or_nothing(folder: str | Path) -> Iterator[None]:
+    """A block that makes ``folder``: where it fails, a folder that was not there before is
+    removed again, with what the block wrote in it."""
+    fresh = not Path(folder).exists()
+    try:
+        yield
+    except BaseException:
+        if fresh:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def _write_through(path: Path, write: Callable[[Path], None]) -> None:

@@ -1,6 +1,7 @@
 """``listcopy ablate``: the command on the seed's checkpoint, its JSON, its one-line errors."""
 
 import json
+import os
 
 import pytest
 
@@ -50,3 +51,13 @@ def test_bad_edges(fixtures_dir, tmp_path, capsys, edges, words):
 def test_missing_model(tmp_path, capsys):
     assert ablate(str(tmp_path / "nothing"), "--edges", "0:1-0") == 2
     assert "nothing" in one_line_error(capsys)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc (no new files there)")
+def test_an_unwritable_json_is_refused_before_any_work(fixtures_dir, capsys):
+    assert ablate(str(fixtures_dir / "seed_default_1000.pt"), "--edges", "2:4-3", "--json",
+                  "/proc/x.json") == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err, captured  # nothing computed
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "--json /proc/x.json: cannot create files in /proc" in lines[0]

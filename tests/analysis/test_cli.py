@@ -1,6 +1,7 @@
 """``listcopy analyze``, driven as a user does (``cli.main``): output, files, exit codes."""
 
 import json
+import os
 
 import pytest
 
@@ -64,3 +65,11 @@ def test_analyze_command_val_rows(fixtures_dir, capsys):
 def test_analyze_command_bad_options(fixtures_dir, capsys, option, needle):
     code, _, err = analyze(capsys, str(fixtures_dir / "seed_default_1000.pt"), *option)
     assert code == 2 and len(err) == 1 and needle in err[0]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc (no new files there)")
+def test_analyze_command_refuses_an_unwritable_json_before_any_work(fixtures_dir, capsys):
+    code, printed, err = analyze(capsys, str(fixtures_dir / "seed_default_1000.pt"), "--only",
+                                 "parameters", "--json", "/proc/x.json", "--quiet")
+    assert code == 2 and len(err) == 1 and printed == "", (printed, err)
+    assert "--json /proc/x.json: cannot create files in /proc" in err[0]

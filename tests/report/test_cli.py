@@ -71,3 +71,17 @@ def test_real_command_exits_2_with_one_line(sweep_dir, tmp_path):
     assert result.returncode == 2, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "two different keys" in lines[0] and "Traceback" not in lines[0]
+
+
+def test_a_png_folder_that_cannot_be_made_is_refused_before_the_html(tiny_run, tmp_path, capsys):
+    a_file = tmp_path / "afile"
+    a_file.write_text("a file")
+    bad = [(a_file / "sub", "afile is not a directory")]
+    if os.path.isdir("/proc/self"):  # no new files there
+        bad.append((Path("/proc/pngs"), "--png /proc/pngs: cannot create files in /proc"))
+    for png, needle in bad:
+        assert main(["report", str(tiny_run), "--out", str(tmp_path / "x.html"), "--png",
+                     str(png), "--only", "parameters", "--quiet"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0] and "Traceback" not in err[0], err
+        assert not (tmp_path / "x.html").exists() and not png.exists()

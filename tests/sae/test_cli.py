@@ -3,6 +3,7 @@ as one line with exit status 2 (no traceback, nothing written)."""
 
 import argparse
 import json
+import os
 
 import pytest
 import torch
@@ -110,3 +111,43 @@ def test_train_then_eval_and_analyze(capsys, model_dir, tmp_path):
     analysis = json.loads(report.read_text())
     assert set(analysis) >= {"metrics", "alignment", "attention", "swaps", "steering"}
     assert analysis["steering"]["factors"] == [0.0, 1.0, 3.0]
+
+
+def test_a_device_not_on_this_machine_is_refused_before_any_work(capsys, model_dir, sae_dir,
+                                                                  tmp_path):
+    out = tmp_path / "never"
+    absent = ["zzz", "cuda:99"] + ([] if torch.cuda.is_available() else ["cuda", "cuda:0"])
+    for device in absent:
+        _bad(capsys, ["sae", "train", str(model_dir), "--out", str(out), "--device", device],
+             f"--device {device!r}: not on this machine")
+        for command in ("eval", "analyze"):
+            _bad(capsys, ["sae", command, str(sae_dir), "--device", device],
+                 f"--device {device!r}: not on this machine")
+    assert not out.exists()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc (no new files there)")
+def test_an_unwritable_json_is_refused_before_any_work(capsys, model_dir, sae_dir, tmp_path):
+    out = tmp_path / "never"
+    unwritable = "/proc/x.json"
+    _bad(capsys, ["sae", "train", str(model_dir), "--out", str(out), "--steps", "5",
+                  "--json", unwritable], "--json /proc/x.json: cannot create files in /proc")
+    _bad(capsys, ["sae", "train", str(model_dir), "--out", "/proc/sae", "--steps", "5"],
+         "/proc/sae: cannot create files in /proc")
+    for command in ("eval", "analyze"):
+        _bad(capsys, ["sae", command, str(sae_dir), "--json", unwritable], "--json /proc/x.json")
+    assert not out.exists()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc (no new files there)")
+def test_a_json_write_that_fails_at_the_end_leaves_no_sae(capsys, monkeypatch, model_dir,
+                                                           tmp_path):
+    from listcopy.sae import cli
+
+    monkeypatch.setattr(cli, "check_json_arg", lambda json_arg: None)  # let it reach the end
+    out = tmp_path / "sae"
+    err = _bad(capsys, ["sae", "train", str(model_dir), "--out", str(out), "--steps", "5",
+                        "--batch-size", "64", "--quiet", "--json", "/proc/x.json"],
+               "/proc/x.json")
+    assert ".tmp" not in err  # the path given, not the temporary's
+    assert not out.exists()

@@ -58,11 +58,14 @@ def check_tmpdir() -> None:
 
 
 def check_png_output(out_dir: str | Path) -> str:
-    """What ``--png DIR`` needs, checked before any work: a folder (or a name for one), Chromium
-    and kaleido. The browser's path."""
+    """What ``--png DIR`` needs, checked before any work: a folder (or a name for one) that
+    takes new files (``files.check_folder``), Chromium and kaleido. The browser's path."""
+    from ..files import check_folder
+
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--png {out_dir}: exists and is not a directory")
+    check_folder(out_dir, f"--png {out_dir}")
     browser = find_browser()
     check_tmpdir()
     try:

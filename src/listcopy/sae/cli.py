@@ -85,9 +85,14 @@ def _sae_args(p) -> None:
 
 # ---- commands ------------------------------------------------------------------------------
 
-def _threads(args) -> None:
+def _prepare(args) -> None:
+    """Before any work: --json, --device (as ``listcopy train`` checks it), --threads."""
     from ..config import ConfigError
+    from ..resources import check_device
 
+    check_json_arg(args.json)
+    if args.device is not None:
+        check_device(args.device, "--device")
     if args.threads is not None:
         if args.threads < 1:
             raise ConfigError(f"--threads {args.threads}: must be >= 1")
@@ -105,23 +110,23 @@ def sae_config(args):
 
 
 def cmd_train(args) -> int:
+    _prepare(args)
     config = sae_config(args)
-    check_json_arg(args.json)
-    _threads(args)
+    from ..files import folder_or_nothing
     from .analyze import format_metrics
     from .run import train_sae
 
     out = Path(args.out) if args.out else Path("runs") / f"sae-{Path(args.model).stem}-{config.name}"
-    run = train_sae(args.model, config, out, overrides=args.set, progress=not args.quiet)
-    _emit(args.json, {"out": str(run.out), **run.metrics, "wall_time_s": run.wall_time_s})
+    with folder_or_nothing(out):  # a failed command leaves no SAE behind
+        run = train_sae(args.model, config, out, overrides=args.set, progress=not args.quiet)
+        _emit(args.json, {"out": str(run.out), **run.metrics, "wall_time_s": run.wall_time_s})
     if args.json != "-":
         print(f"{run.out}: {format_metrics(run.metrics)}; {run.wall_time_s:.1f} s")
     return 0
 
 
 def cmd_eval(args) -> int:
-    check_json_arg(args.json)
-    _threads(args)
+    _prepare(args)
     from .analyze import format_metrics
     from .run import eval_sae
 
@@ -136,8 +141,7 @@ def cmd_eval(args) -> int:
 def cmd_analyze(args) -> int:
     factors = parse_numbers(args.factors, float, "--factors") if args.factors else None
     latents = parse_numbers(args.latents, int, "--latents") if args.latents else None
-    check_json_arg(args.json)
-    _threads(args)
+    _prepare(args)
     from .analyze import format_summary
     from .run import analyze_sae
 

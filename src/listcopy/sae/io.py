@@ -34,6 +34,7 @@ from torch import Tensor
 from ..checkpoint import CheckpointError, atomic_write, write_json
 from ..config import ConfigError
 from ..errors import one_line
+from ..files import folder_or_nothing
 from .site import DEFAULT_HOOK
 
 RECORD_FILE = "sae.json"
@@ -81,17 +82,20 @@ def file_sha256(path: Path) -> str:
 
 
 def save_sae(sae, out: Path, record: dict[str, Any]) -> None:
-    """Write ``sae`` with SAELens' ``save_model`` and ``record`` as sae.json, each file atomically."""
+    """Write ``sae`` with SAELens' ``save_model`` and ``record`` as sae.json, each file atomically;
+    a folder this made is removed again where a write fails."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".sae.", dir=out))
-    try:
-        weights, cfg = sae.save_model(tmp)
-        for src in (weights, cfg):
-            atomic_write(out / src.name, lambda t, src=src: shutil.copyfile(src, t))
-        write_json(out / RECORD_FILE, {**record, "weights_sha256": file_sha256(out / weights.name)})
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with folder_or_nothing(out):
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".sae.", dir=out))
+        try:
+            weights, cfg = sae.save_model(tmp)
+            for src in (weights, cfg):
+                atomic_write(out / src.name, lambda t, src=src: shutil.copyfile(src, t))
+            write_json(out / RECORD_FILE,
+                       {**record, "weights_sha256": file_sha256(out / weights.name)})
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def existing_sae(path: str | Path) -> Path:

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..analysis.common import to_json
-from ..checkpoint import ensure_writable, load, versions
+from ..checkpoint import load, versions
 from ..config import Config, ConfigError
+from ..files import check_folder
 from ..task import dataset
 from ..training import resolve_device
 from .activations import collect, split_data
@@ -68,7 +69,7 @@ def train_sae(model: ModelRef, config: SAEConfig = SAEConfig(), out: str | Path 
     net, mconfig = load_model(model, overrides, config.device)
     site, _ = resolve_site(net, mconfig, config.hook, config.positions)
     if out is not None:
-        ensure_writable(Path(out))  # before the work, not after it
+        check_folder(out, str(out))  # before the work, not after it; made only at the end
     data = dataset(mconfig)
     acts = collect(net, split_data(data, config.split)[0], site)
     sae, training = fit_sae(acts, config, {"hook_name": site.hook, "positions": list(site.positions),
