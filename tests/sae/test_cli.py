@@ -71,6 +71,9 @@ def test_eval_bad_input(capsys, model_dir, sae_dir, tmp_path):
          "latent 99")
     _bad(capsys, ["sae", "analyze", str(sae_dir), "--model", str(model_dir), "--factors", "1,x"],
          "--factors")
+    for option in ("--factors", "--latents"):  # empty: not taken for the defaults
+        _bad(capsys, ["sae", "analyze", str(sae_dir), "--model", str(model_dir), option, ""],
+             f"{option} ''")
     _bad(capsys, ["sae", "eval", str(wide)], "no model is recorded with this SAE")
 
 

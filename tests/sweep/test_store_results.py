@@ -158,5 +158,9 @@ def test_formats(sweep_dir, capsys):
     assert cli.main(["results", str(sweep_dir), "--group-by", "colour"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "colour" in err
+    for empty in ("", " , "):  # not taken for "no --group-by"
+        assert cli.main(["results", str(sweep_dir), "--group-by", empty]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "--group-by" in err and "no keys" in err
     assert cli.main(["results", str(sweep_dir / "nope")]) == 2
     assert "no sweep database" in capsys.readouterr().err

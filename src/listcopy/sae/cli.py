@@ -139,8 +139,8 @@ def cmd_eval(args) -> int:
 
 
 def cmd_analyze(args) -> int:
-    factors = parse_numbers(args.factors, float, "--factors") if args.factors else None
-    latents = parse_numbers(args.latents, int, "--latents") if args.latents else None
+    factors = None if args.factors is None else parse_numbers(args.factors, float, "--factors")
+    latents = None if args.latents is None else parse_numbers(args.latents, int, "--latents")
     _prepare(args)
     from .analyze import format_summary
     from .run import analyze_sae

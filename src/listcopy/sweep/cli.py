@@ -44,9 +44,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
+    from ..cli.args import UsageError
     from .results import format_results, load_rows
 
-    group_by = [k.strip() for k in args.group_by.split(",") if k.strip()] if args.group_by else None
+    group_by = None
+    if args.group_by is not None:
+        group_by = [k.strip() for k in args.group_by.split(",") if k.strip()]
+        if not group_by:
+            raise UsageError(f"--group-by {args.group_by!r}: no keys (e.g. name or model.d_model)")
     print(format_results(load_rows(args.dir), args.format, group_by, args.table))
     return 0
 
