@@ -218,6 +218,19 @@ def test_an_empty_out_is_refused_not_taken_for_the_default(tmp_path, argv):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("argv", [["sweep", "g.toml"], ["frontier"]])
+def test_a_sweep_into_a_training_run_is_refused(tmp_path, monkeypatch, capsys, argv):
+    from listcopy.checkpoint import RUN_FILE
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "g.toml").write_text("seeds = [0]\n")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / RUN_FILE).write_text("{}")
+    code = cli.main([*argv, "--out", "run", "--quiet"])
+    one_line(capsys, code, 2, "--out run: holds a training run, not a sweep")
+    assert os.listdir(tmp_path / "run") == [RUN_FILE]
+
+
 def closed_port() -> int:
     """A local port nothing listens on (bound, then released: connecting is refused)."""
     with socket.socket() as s:

@@ -148,6 +148,17 @@ def check_output_dir(path: str | Path, option: str) -> Path:
     return path
 
 
+def check_sweep_dir(path: str | Path) -> Path:
+    """``--out`` of a sweep: an output folder (``check_output_dir``) that holds no training run
+    (a sweep's database beside a run's files would mix the two)."""
+    from ..checkpoint import holds_run
+
+    path = check_output_dir(path, "--out")
+    if holds_run(path):
+        raise UsageError(f"--out {path}: holds a training run, not a sweep: give another directory")
+    return path
+
+
 def check_json_arg(json_arg: str | None) -> None:
     """``--json FILE``: a file that can be written (checked before any work); ``-`` is stdout."""
     if json_arg not in (None, "-"):

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from .args import (UsageError, add_allow_large, add_command, add_config_args, check_backend,
-                   check_output_dir, count_arg, limits, load_args_config, path_arg)
+                   check_sweep_dir, count_arg, limits, load_args_config, path_arg)
 
 
 def register(subparsers) -> None:
@@ -42,7 +42,7 @@ def cmd_frontier(args: argparse.Namespace) -> int:
     base, axes = _points(args)
     _guard(base, axes, args)
     check_backend(args.backend, args.address)
-    out = check_output_dir(args.out or Path("runs") / f"frontier-{base.task.kind}", "--out")
+    out = check_sweep_dir(args.out or Path("runs") / f"frontier-{base.task.kind}")
     quorum = None if args.all_seeds else seeds_needed(args.need, args.seeds)
     evaluate = sweep_evaluate(out, workers=args.workers, backend=args.backend,
                               address=args.address, progress=not args.quiet,

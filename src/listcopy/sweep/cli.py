@@ -14,11 +14,11 @@ import sys
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from ..cli.args import check_backend, check_output_dir, check_threads
+    from ..cli.args import check_backend, check_sweep_dir, check_threads
     from .grid import load_grid
     from .runner import default_out, format_plan, plan, run_sweep
 
-    out = check_output_dir(args.out or default_out(args.grid), "--out")
+    out = check_sweep_dir(args.out or default_out(args.grid))
     check_threads(args.threads)
     check_backend(args.backend, args.address, probe=not args.dry_run)
     grid = load_grid(args.grid, args.allow_large, progress=not args.quiet)
