@@ -1,6 +1,7 @@
 """Run directories, seed .pt files both ways, atomic writes and refusals of bad files."""
 
 import json
+import os
 import pickle
 
 import pytest
@@ -202,3 +203,13 @@ def test_atomic_write_leaves_the_previous_file_when_the_writer_dies(tmp_path):
         atomic_write(target, dies)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]  # no temporary left behind
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc (no new files there)")
+def test_atomic_write_names_the_path_given_not_the_temporary():
+    from listcopy.cli import os_error_line
+
+    with pytest.raises(OSError) as caught:
+        atomic_write("/proc/x.json", lambda tmp: tmp.write_text("{}"))
+    assert caught.value.filename == "/proc/x.json"
+    assert os_error_line(caught.value).endswith(": /proc/x.json")

@@ -84,7 +84,10 @@ def canonical_header(data: bytes) -> bytes:
     return len(header).to_bytes(8, "little") + header.encode() + data[8 + n:]
 
 
-def load_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
+def load_tensors(path: Path, *, signed: bool = False
+                 ) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
+    """A safetensors file's tensors and listcopy metadata, its sha256 checked where it has one
+    (``signed``: a file without one is refused; listcopy writes one into every file)."""
     from safetensors import safe_open
 
     try:
@@ -97,6 +100,9 @@ def load_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
         why = one_line(err, 200, first_line=True)
         raise CheckpointError(f"{path}: not a readable safetensors file ({why})") from None
     digest = header.get("sha256")
+    if digest is None and signed:
+        raise CheckpointError(f"{path}: no sha256 in its header: not written by listcopy, or"
+                              " altered")
     if digest is not None and digest != tensors_digest(tensors):
         raise CheckpointError(f"{path}: corrupt (its data does not match its sha256)")
     meta = None
@@ -178,6 +184,29 @@ def check_state_dict(state: dict[str, Tensor], config: Config, source: str) -> N
             raise CheckpointError(f"{source}: {key!r} has dtype {value.dtype}, expected {dtype}")
         if value.is_floating_point() and not key.endswith("IGNORE") and not torch.isfinite(value).all():
             raise CheckpointError(f"{source}: {key!r} holds non-finite values")
+
+
+def check_tensor(tensors: dict[str, Tensor], key: str, shape: tuple[int, ...], dtype: torch.dtype,
+                 source: str) -> Tensor:
+    """``tensors[key]``, once it is there with ``shape`` and ``dtype`` (a ``CheckpointError``
+    naming ``source`` and the key otherwise)."""
+    value = tensors.get(key)
+    if value is None:
+        raise CheckpointError(f"{source}: no {key!r} tensor")
+    if tuple(value.shape) != tuple(shape) or value.dtype != dtype:
+        raise CheckpointError(f"{source}: {key!r} is {value.dtype} of shape {tuple(value.shape)},"
+                              f" expected {dtype} of shape {tuple(shape)}")
+    return value
+
+
+def check_generator_state(tensors: dict[str, Tensor], key: str, source: str) -> None:
+    """``tensors[key]`` is a CPU generator's state, as ``torch.Generator.get_state`` gives it."""
+    expected = torch.Generator().get_state()
+    value = check_tensor(tensors, key, tuple(expected.shape), expected.dtype, source)
+    try:
+        torch.Generator().set_state(value)
+    except RuntimeError:  # "Invalid mt19937 state"
+        raise CheckpointError(f"{source}: {key!r} is not a random generator's state") from None
 
 
 def model_from_state(state: dict[str, Tensor], config: Config, source: str, hooks: bool = True):
@@ -321,10 +350,26 @@ def write_run(run_dir: Path, record: dict[str, Any], state: dict[str, Tensor],
 
 def read_train_state(run_dir: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     path = Path(run_dir) / STATE_FILE
-    tensors, meta = load_tensors(path)
+    tensors, meta = load_tensors(path, signed=True)
     if not isinstance(meta, dict) or "step" not in meta or "config" not in meta:
         raise CheckpointError(f"{path}: no listcopy resume metadata")
+    check_record(meta, str(path))
     return tensors, meta
+
+
+def check_record(meta: dict[str, Any], source: str) -> None:
+    """The fields of a run record that a resume continues from are of the types listcopy writes
+    (the sha256 covers the tensors only)."""
+    history, number = meta.get("history", []), (int, float)
+    fine = {"step": type(meta["step"]) is int and meta["step"] >= 0,
+            "wall_time_s": isinstance(meta.get("wall_time_s", 0.0), number),
+            "metrics": isinstance(meta.get("metrics", {}), dict),
+            "history": isinstance(history, list) and all(
+                isinstance(h, dict) and type(h.get("step")) is int
+                and isinstance(h.get("acc"), number) for h in history)}
+    bad = next((key for key, ok in fine.items() if not ok), None)
+    if bad is not None:
+        raise CheckpointError(f"{source}: corrupt listcopy metadata ({bad!r} is {meta[bad]!r:.80})")
 
 
 def safe_name(text: str) -> str:

@@ -22,8 +22,9 @@ A run directory is locked (``run.lock``) for the whole run. It is checkpointed w
 and at the first evaluation at or after each multiple of ``checkpoint_every`` (evaluations come
 every ``eval_every`` steps: with 1,000 and 999 the checkpoints are at 1,000, 2,000, 3,000, ...),
 so a resume always starts from an evaluated step. ``resume`` continues a directory's train state
-(a new run where the directory holds none of a run's files); it refuses a run whose state is gone
-and a config that differs in anything but the device (and ``max_steps``, under a constant lr).
+(a new run where the directory holds none of a run's files); it refuses a run whose state is gone,
+a config that differs in anything but the device (and ``max_steps``, under a constant lr), and a
+state whose weights, moments or batch order do not fit the config (a tampered file).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from .batches import BatchOrder, EpochBatches, FreshBatches
 from .config import SHARED_TRAIN_KEYS, Config, check_ensemble  # noqa: F401  (keys: re-exported)
 from .devices import accelerators
 from .devices import choose as choose_device
-from .engine import OPTIMIZER_STATE_KEYS, Ensemble
+from .engine import OPTIMIZER_STATE_KEYS, Ensemble, Layout
 from .fresh import FreshLists
 from .locks import ensure_open_files
 from .model import InitialState, ListCopyCore, with_weights
@@ -203,19 +204,43 @@ def _resumed(config: Config, run_dir: Path, data: Dataset) -> _Member:
             f"{run_dir}: holds a run with another config ({'; '.join(changed[:3])}"
             f"{'; ...' if len(changed) > 3 else ''}): resume with the same --config and --set "
             f"(only {' and '.join(resumable_keys(saved))} may change)")
+    path = str(run_dir / ckpt.STATE_FILE)
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    ckpt.check_state_dict(state, config, path)
     run = Run.from_record(meta, state, run_dir)
     run.config = config
     if run.stop_reason == "max_steps" and run.step < config.train.max_steps:  # resumed, more steps
         run.status, run.stop_reason = "running", None
     source = _source(config, torch.Generator(), data)
+    _check_source_state(source, tensors, run.step, path)
     source.load_state(tensors)
     optim = {k[len(OPTIM_PREFIX):]: v for k, v in tensors.items() if k.startswith(OPTIM_PREFIX)}
     if set(optim) != set(OPTIMIZER_STATE_KEYS):
-        raise ckpt.CheckpointError(f"{run_dir / ckpt.STATE_FILE}: no optimiser state to resume")
+        raise ckpt.CheckpointError(f"{path}: no optimiser state to resume")
+    size = Layout.of(ListCopyCore(config)).size  # the moments of each trainable weight, flat
+    for key in OPTIMIZER_STATE_KEYS:
+        ckpt.check_tensor(tensors, OPTIM_PREFIX + key, (size,), torch.get_default_dtype(), path)
     every = config.train.eval_every
     patience = Patience.replay([h["acc"] for h in run.history if h["step"] % every == 0])
     return _Member(run, source, optim, patience)
+
+
+def _check_source_state(source: BatchOrder | FreshLists, tensors: dict[str, Tensor], step: int,
+                        path: str) -> None:
+    """The batch source's saved state fits ``source``: a generator's state, and (an epoch order)
+    an epoch's batches of distinct training rows, of an epoch up to ``step``'s."""
+    if isinstance(source, FreshLists):
+        ckpt.check_generator_state(tensors, "rng.fresh", path)
+        return
+    ckpt.check_generator_state(tensors, "rng.generator", path)
+    shape = (source.n_batches, source.batch_size)
+    rows = ckpt.check_tensor(tensors, "rng.perm", shape, torch.int64, path).reshape(-1)
+    if rows.unique().numel() != rows.numel() or not ((rows >= 0) & (rows < source.n_train)).all():
+        raise ckpt.CheckpointError(f"{path}: 'rng.perm' is not an order of distinct rows of the"
+                                   f" {source.n_train} training lists")
+    epoch = int(ckpt.check_tensor(tensors, "rng.epoch", (), torch.int64, path))
+    if not 0 <= epoch <= source.epoch_of(step):
+        raise ckpt.CheckpointError(f"{path}: 'rng.epoch' is {epoch}, not an epoch of step {step}")
 
 
 def resumable_keys(config: Config) -> tuple[str, ...]:
