@@ -24,9 +24,10 @@ def offline(tmp_path):
     return env
 
 
-def cli(env, *args):
+def cli(env, *args, cwd=None):
     exe = [sys.executable, "-m", "listcopy.cli"]
-    return subprocess.run([*exe, *args], capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run([*exe, *args], capture_output=True, text=True, env=env, timeout=600,
+                          stdin=subprocess.DEVNULL, cwd=cwd)  # never a terminal: W&B cannot prompt
 
 
 def test_an_ensemble_logs_every_members_history_offline(tmp_path):
@@ -59,6 +60,26 @@ def test_one_run_logs_run_json_keys_without_a_prefix(tmp_path):
     history = json.loads((out / "run.json").read_text())["history"]
     assert [{k: v for k, v in h.items() if not k.startswith("_")} for h in logged["history"]] == history
     assert logged["summary"]["final/status"] == "done"
+
+
+def test_log_wandb_without_an_api_key_is_one_line_and_leaves_no_folder(tmp_path):
+    """No key anywhere W&B looks (environment, .netrc, settings files) and no terminal to ask on:
+    W&B fails before it contacts anything; the folders made for the run are gone again, a folder
+    that was there stays as it was."""
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(HOME=str(home), NETRC=str(home / ".netrc"), WANDB_CONFIG_DIR=str(home / "config"),
+               WANDB_CACHE_DIR=str(home / "cache"), WANDB_SILENT="true")
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    for out in (tmp_path / "runs" / "x12", kept):
+        result = cli(env, "train", "--log", "wandb", *SMALL, "--out", str(out), cwd=tmp_path)
+        assert_one_line_error(result, "--log wandb", "No API key", "wandb login", "WANDB_API_KEY",
+                              "WANDB_MODE=offline")
+    assert not (tmp_path / "runs").exists()
+    assert [p.name for p in kept.iterdir()] == ["notes.txt"]
+    assert (kept / "notes.txt").read_text() == "mine"
 
 
 def test_training_does_not_import_wandb():

@@ -5,8 +5,9 @@
 logs what run.json's history holds (train_loss, val_loss, acc, seq_acc, and lr under a schedule)
 against a ``step`` metric; an ensemble's members are one W&B run, each member's metrics under its
 own prefix (``seed-3/acc``). W&B's own settings apply (``WANDB_MODE=offline`` writes the run under
-``DIR/wandb`` and sends nothing; ``WANDB_PROJECT``, ``WANDB_ENTITY``). wandb is imported only when
-a tracker is opened, so training without one never loads it.
+``DIR/wandb`` and sends nothing; ``WANDB_PROJECT``, ``WANDB_ENTITY``); a run W&B cannot start
+(no API key) is one line, before training, and leaves no folder behind. wandb is imported only
+when a tracker is opened, so training without one never loads it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
-from .errors import BadInput
+from .errors import BadInput, one_line
 
 if TYPE_CHECKING:
     from .config import Config
@@ -54,14 +55,23 @@ class WandbTracker:
 
     def __init__(self, configs: Sequence["Config"], out: Path, name: str):
         import os
+        import shutil
 
         import wandb
 
+        made = [d for d in (out, *out.parents) if not d.exists()]  # mkdir's, deepest first
         out.mkdir(parents=True, exist_ok=True)
         seeds = [c.train.seed for c in configs]
         self.n = len(configs)
-        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT") or PROJECT, name=name,
-                              dir=str(out), config={**configs[0].to_dict(), "seeds": seeds})
+        try:
+            self.run = wandb.init(project=os.environ.get("WANDB_PROJECT") or PROJECT, name=name,
+                                  dir=str(out), config={**configs[0].to_dict(), "seeds": seeds})
+        except wandb.errors.Error as err:  # no API key (UsageError), a bad one, no connection
+            if made:  # held nothing before this command: nothing of a failed run is left
+                shutil.rmtree(made[-1], ignore_errors=True)
+            why = one_line(err, 200, first_line=True)
+            raise BadInput(f"--log wandb: W&B could not start a run ({why}): run `wandb login`,"
+                           " set WANDB_API_KEY, or set WANDB_MODE=offline to log locally") from None
         self.run.define_metric("step")
         self.run.define_metric("*", step_metric="step")
 
