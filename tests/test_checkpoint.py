@@ -136,6 +136,19 @@ def test_pickle_payload_is_refused_and_never_runs(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("data, what", [
+    (b"hi\n", "not a zip, a pickle or safetensors"), (b"", "an empty file"),
+    (bytes(range(7, 107)), "not a zip, a pickle or safetensors"),
+    (pickle.dumps({"a": 1}, protocol=0), "not a zip, a pickle or safetensors")])
+def test_a_file_of_no_checkpoint_format_says_so(tmp_path, data, what):
+    """Not torch.load's own words for it (a text file gave "KeyError: 105")."""
+    path = tmp_path / "m.pt"
+    path.write_bytes(data)
+    with pytest.raises(CheckpointError) as err:
+        load(path)
+    assert str(err.value) == f"{path}: not a checkpoint ({what})"
+
+
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
 def test_corrupt_safetensors_give_one_line_errors(run_dir, tmp_path, damage):
     import shutil
