@@ -231,6 +231,16 @@ def test_a_sweep_into_a_training_run_is_refused(tmp_path, monkeypatch, capsys, a
     assert os.listdir(tmp_path / "run") == [RUN_FILE]
 
 
+@pytest.mark.parametrize("seeds", [[], ["--seeds", "0-1"]])
+def test_a_training_run_into_a_sweep_is_refused(tmp_path, monkeypatch, capsys, seeds):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "sweep.db").write_bytes(b"")
+    code = cli.main(["train", *seeds, "--out", "sweep", "--quiet"])
+    one_line(capsys, code, 2, "--out sweep: holds a sweep (sweep.db), not a training run")
+    assert os.listdir(tmp_path / "sweep") == ["sweep.db"]
+
+
 def closed_port() -> int:
     """A local port nothing listens on (bound, then released: connecting is refused)."""
     with socket.socket() as s:

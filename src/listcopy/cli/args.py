@@ -148,6 +148,18 @@ def check_output_dir(path: str | Path, option: str) -> Path:
     return path
 
 
+def check_run_dir(path: str | Path) -> Path:
+    """``--out`` of a training run: an output folder (``check_output_dir``) that is not a sweep's
+    (a run's files beside a sweep database would mix the two)."""
+    from ..sweep.store import DB_FILE
+
+    path = check_output_dir(path, "--out")
+    if (path / DB_FILE).exists():
+        raise UsageError(f"--out {path}: holds a sweep ({DB_FILE}), not a training run: give "
+                         "another directory")
+    return path
+
+
 def check_sweep_dir(path: str | Path) -> Path:
     """``--out`` of a sweep: an output folder (``check_output_dir``) that holds no training run
     (a sweep's database beside a run's files would mix the two)."""

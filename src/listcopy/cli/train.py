@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .args import (UsageError, add_allow_large, add_command, add_config_args, check_output_dir,
+from .args import (UsageError, add_allow_large, add_command, add_config_args, check_run_dir,
                    check_threads, limits, load_args_config, path_arg)
 
 
@@ -65,7 +65,7 @@ def _train_one(config, args: argparse.Namespace) -> int:
     from ..tracking import open_tracker
     from ..training import train
 
-    out = check_output_dir(args.out or Path("runs") / config.name, "--out")
+    out = check_run_dir(args.out or Path("runs") / config.name)
     tracker = open_tracker(args.log, [config], out, config.name)
     run = train(config, out, resume=args.resume, progress=not args.quiet, tracker=tracker)
     if tracker is not None:
@@ -79,7 +79,7 @@ def _train_seeds(config, seeds: tuple[int, ...], rule, args: argparse.Namespace)
     from ..tracking import open_tracker
     from ..training import keep, summarize, train_ensemble
 
-    out = check_output_dir(args.out or Path("runs") / f"{config.name}-seeds", "--out")
+    out = check_run_dir(args.out or Path("runs") / f"{config.name}-seeds")
     configs = [config.override([f"train.seed={s}"]) for s in seeds]
     tracker = open_tracker(args.log, configs, out, f"{config.name}-seeds")
     runs = train_ensemble(configs, [out / f"seed-{s}" for s in seeds], resume=args.resume,
