@@ -108,10 +108,13 @@ def _broken(ckpt):
          "non-finite"),
         ("size", {**ckpt, "cfg": {"dict_size": 99}}, "99 latents"),
         ("mean", {**ckpt, "act_mean": torch.zeros(3)}, "act_mean"),
+        ("no latents", {**ckpt, "state_dict": {**ckpt["state_dict"],
+                                               "encoder.weight": torch.zeros(0, 16)}},
+         "no latents"),
     ]
 
 
-@pytest.mark.parametrize("case", range(6))
+@pytest.mark.parametrize("case", range(7))
 def test_broken_line_checkpoints_one_line(tmp_path, case):
     name, ckpt, words = _broken(line_checkpoint(16, 12, 0))[case]
     path = tmp_path / f"{name}.pt"

@@ -194,6 +194,9 @@ def _line_parts(ckpt: Any, source: str) -> dict[str, Tensor]:
         raise CheckpointError(f"{source}: the legacy W_enc/W_dec layout is not supported")
     enc = _tensor(state, "encoder.weight", source, dim=2)
     d_sae, d = enc.shape
+    if not d_sae or not d:
+        raise CheckpointError(f"{source}: 'encoder.weight' has shape {tuple(enc.shape)}: no "
+                              "latents or no input")
     parts = {"encoder.weight": enc,
              "encoder.bias": _tensor(state, "encoder.bias", source, shape=(d_sae,)),
              "decoder.weight": _tensor(state, "decoder.weight", source, shape=(d, d_sae)),
