@@ -77,7 +77,7 @@ def test_main_exits_1_for_a_failure(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(runner, "run_sweep", busy)
     grid = tmp_path / "g.toml"
-    grid.write_text("")
+    grid.write_text("seeds = [0]\n")
     assert cli.main(["sweep", str(grid), "--quiet"]) == 1
     assert capsys.readouterr().err == (
         "listcopy sweep: error: sweeps/x: another sweep (pid 1) is running in this directory\n")
