@@ -270,11 +270,15 @@ class LayerMask:
     silent: torch.Tensor
 
     @property
-    def allowed(self) -> torch.Tensor:
-        """bool (T, T): query row i receives from key j (causal, the mask, not silent)."""
+    def scored(self) -> torch.Tensor:
+        """bool (T, T): query row i has a finite score for key j (causal, the mask)."""
         T = self.scores.shape[0]
-        causal = torch.tril(torch.ones(T, T, dtype=torch.bool))
-        return (self.scores == 0) & causal & ~self.silent[:, None]
+        return (self.scores == 0) & torch.tril(torch.ones(T, T, dtype=torch.bool))
+
+    @property
+    def allowed(self) -> torch.Tensor:
+        """bool (T, T): query row i receives from key j (scored, and the row not silent)."""
+        return self.scored & ~self.silent[:, None]
 
 
 def layer_masks(list_len: int, n_layers: int, layer0_mask: bool = False) -> tuple[LayerMask, ...]:

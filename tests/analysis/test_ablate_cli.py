@@ -38,8 +38,11 @@ def test_no_renorm_to_stdout(fixtures_dir, capsys):
     assert r["renorm"] is False and r["edges"] == "2:4-3"
 
 
-@pytest.mark.parametrize("edges, words", [("3:4-3", "layer '3'"), ("0:5-0", "query '5'"),
-                                          ("nonsense", "expected LAYER:Q-K")])
+@pytest.mark.parametrize("edges, words", [
+    ("3:4-3", "layer '3'"), ("0:5-0", "query '5'"), ("nonsense", "expected LAYER:Q-K"),
+    ("0:4-3,0-4", "edge 0:0-4: the mask keeps query 0 from key 4 in layer 0"),  # causal
+    ("1:3-1", "edge 1:3-1: the mask keeps query 3 from key 1"),  # an output, an input
+])
 def test_bad_edges(fixtures_dir, tmp_path, capsys, edges, words):
     out = tmp_path / "a.json"
     assert ablate(str(fixtures_dir / "seed_default_1000.pt"), "--edges", edges, "--json",

@@ -46,6 +46,8 @@ def format_result(r: dict) -> str:
 def cmd_ablate(args: argparse.Namespace) -> int:
     from ..checkpoint import load
     from ..cli.args import check_json_arg
+    from ..config import ConfigError
+    from ..task import model_masks
     from .cli import print_result
     from .edge_sets import ablate_edges
     from .pattern_edits import parse_edges
@@ -53,5 +55,11 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     check_json_arg(args.json)
     model, config = load(args.path, args.set)
     edges = parse_edges(args.edges, config.model.n_layers, config.task.seq_len)
+    masks = model_masks(config)
+    masked = next((e for e in edges if not masks[e[0]].scored[e[1], e[2]]), None)
+    if masked is not None:
+        layer, q, k = masked
+        raise ConfigError(f"edge {layer}:{q}-{k}: the mask keeps query {q} from key {k} in layer "
+                          f"{layer} (its weight is 0 already)")
     result = ablate_edges(model.eval(), config, edges, renorm=not args.no_renorm).to_dict()
     return print_result(result, format_result, args.json)
