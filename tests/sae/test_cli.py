@@ -154,3 +154,21 @@ def test_a_json_write_that_fails_at_the_end_leaves_no_sae(capsys, monkeypatch, m
                "/proc/x.json")
     assert ".tmp" not in err  # the path given, not the temporary's
     assert not out.exists()
+
+
+def test_the_summary_of_a_one_digit_task_says_what_does_not_apply():
+    """list_len 1: no alpha varies and no two lists swap digits; the summary says so instead of
+    printing None (numbers rounded)."""
+    from listcopy.sae.analyze import format_summary
+
+    metrics = {"l0": 46.2, "dead": 0, "d_sae": 100, "mse": 0.026, "explained_variance": 0.7,
+               "baseline_acc": 0.0, "patched_acc": 0.0, "drop": 0.0,
+               "per_position": {"o1": {"baseline_acc": 0.0, "patched_acc": 0.0}}}
+    result = {"metrics": metrics, "steering": {"top_swap": {}}, "swaps": {"n_pairs": 0},
+              "alignment": {"n_aligned": 5, "n_alive": 100, "threshold": 0.9,
+                            "mean_best_cosine": 0.7564591, "directions_covered": 0.03},
+              "attention": {"n_graded": 0, "n_binary": 0, "n_other": 100, "max_abs_corr": None,
+                            "n_special": 0}}
+    lines = format_summary(result).splitlines()
+    assert "(mean best 0.756)" in lines[1] and "None" not in "\n".join(lines)
+    assert lines[2].startswith("attention: does not apply") and lines[3].startswith("swaps: does not")

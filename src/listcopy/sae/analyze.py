@@ -62,6 +62,10 @@ def format_metrics(m: dict) -> str:
                         for k, v in m["per_position"].items()) + ")")
 
 
+def _num(value: float | None, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
 def format_summary(result: dict) -> str:
     """A few lines: metrics, alignment, graded/binary, swaps, the latents that swap outputs most."""
     lines = [format_metrics(result["metrics"])]
@@ -70,17 +74,24 @@ def format_summary(result: dict) -> str:
         lines.append(f"alignment: skipped ({a['skipped']})")
     else:
         lines.append(f"alignment: {a['n_aligned']} of {a['n_alive']} alive latents have cosine >"
-                     f" {a['threshold']:g} with some E_d + P_i (mean best {a['mean_best_cosine']});"
+                     f" {a['threshold']:g} with some E_d + P_i (mean best"
+                     f" {_num(a['mean_best_cosine'])});"
                      f" {a['directions_covered']:.0%} of the E_d + P_i are matched")
     t = result["attention"]
-    lines.append(f"attention: {t['n_graded']} graded, {t['n_binary']} binary, {t['n_other']} other;"
-                 f" max |corr| with alpha {t['max_abs_corr']}; {t['n_special']} latents with"
-                 " |corr(alpha_1 - alpha_2)| > 0.5")
+    if t["max_abs_corr"] is None:  # no alpha varies (one digit: nothing to order)
+        lines.append("attention: does not apply (no attention weight alpha varies across lists)")
+    else:
+        lines.append(f"attention: {t['n_graded']} graded, {t['n_binary']} binary,"
+                     f" {t['n_other']} other; max |corr| with alpha {t['max_abs_corr']:.3f};"
+                     f" {t['n_special']} latents with |corr(alpha_1 - alpha_2)| > 0.5")
     s = result["swaps"]
     if s.get("n_pairs"):
         lines.append(f"swaps: {s['n_pairs']} pairs, {s['mean_shared']:.2f} of {s['mean_active']:.2f}"
                      f" active latents shared (Jaccard {s['mean_jaccard']:.2f}); ratio median"
-                     f" {s['ratio']['median']}, {s['ratio']['frac_near_one']} within 10% of 1")
+                     f" {_num(s['ratio']['median'])}, {_num(s['ratio']['frac_near_one'], '.1%')}"
+                     " within 10% of 1")
+    else:
+        lines.append("swaps: does not apply (no pair of lists that swap two digits)")
     for f, top in result["steering"]["top_swap"].items():
         if top:
             best = top[0]
