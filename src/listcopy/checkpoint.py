@@ -219,30 +219,27 @@ def model_from_state(state: dict[str, Tensor], config: Config, source: str, hook
 
 # ---- seed .pt files --------------------------------------------------------------------------
 
-def checkpoint_format(head: bytes) -> str | None:
-    """What the first 9 bytes of a file say it is: "zip" (torch.save), "pickle" (torch's legacy
-    format, protocol 2+), "safetensors" (a header length, then JSON), or None."""
-    if head.startswith(b"PK\x03\x04"):
-        return "zip"
-    if head[:1] == b"\x80":
-        return "pickle"
-    return "safetensors" if head[8:9] == b"{" else None
+def torch_loadable(head: bytes) -> bool:
+    """Whether a file's first 9 bytes are those of a format ``torch.load`` reads: a zip
+    (torch.save), a pickle of protocol 2+ (torch's legacy format) or safetensors (a header length,
+    then JSON)."""
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80" or head[8:9] == b"{"
 
 
 def load_seed_state(path: Path) -> dict[str, Tensor]:
     """``torch.load(weights_only=True)``: a pickle that carries anything but tensors is refused,
-    as is a file that is none of the formats torch.load reads (``checkpoint_format``)."""
+    as is a file of no format torch.load reads (``torch_loadable``)."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(9)
-        if checkpoint_format(head) is not None:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        loadable = torch_loadable(head)
+        state = torch.load(path, map_location="cpu", weights_only=True) if loadable else None
     except FileNotFoundError:
         raise CheckpointError(f"{path}: file not found") from None
     except Exception as err:
         raise CheckpointError(f"{path}: refused or unreadable as a weights-only state dict"
                               f" ({one_line(err, 200, first_line=True)})") from None
-    if checkpoint_format(head) is None:
+    if not loadable:
         what = "an empty file" if not head else "not a zip, a pickle or safetensors"
         raise CheckpointError(f"{path}: not a checkpoint ({what})")
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
