@@ -17,10 +17,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import platform
 import re
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
@@ -31,6 +29,7 @@ from torch import Tensor
 from .config import Config, ConfigError
 from .errors import BadInput, Failure, one_line
 from .files import atomic_write  # noqa: F401  (re-exported: the package's one atomic write)
+from .files import probe_folder
 from .locks import FolderLock
 
 # The run directory's files, named once (the sweep's workers and driver use these names too).
@@ -340,9 +339,7 @@ def ensure_writable(directory: Path) -> None:
     """Create ``directory`` and prove a file can be written there (OSError otherwise)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=".probe.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    os.unlink(name)
+    probe_folder(directory)
 
 
 def remove_stale_temporaries(run_dir: Path) -> None:

@@ -112,11 +112,16 @@ def check_folder(folder: str | Path, label: str) -> None:
     if not existing.is_dir():
         raise OutputError(f"{label}: {existing} is not a directory")
     try:
-        fd, probe = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=existing)
+        probe_folder(existing)
     except OSError as err:
         raise OutputError(f"{label}: cannot create files in {existing} ({err.strerror})") from None
+
+
+def probe_folder(folder: Path) -> None:
+    """A temporary file created in ``folder`` and removed at once (OSError where it cannot be)."""
+    fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=folder)
     os.close(fd)
-    os.unlink(probe)
+    os.unlink(name)
 
 
 def _check_new(target: Path, label: str) -> None:
