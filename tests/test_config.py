@@ -185,3 +185,26 @@ def test_bad_seed_ranges_are_one_line_errors_naming_the_option(raw, problem):
     message = str(err.value)
     assert message.startswith(f"--seeds {raw!r}: ") and problem in message, message
     assert "\n" not in message
+
+
+def test_the_readme_table_names_every_setting_with_its_default():
+    """README's settings table: one row per section, every key of it with its default as written
+    there (TOML's spelling: true / false, quoted strings)."""
+    import dataclasses
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for section in dataclasses.fields(Config):
+        row = re.search(rf"^\| `{section.name}` \|(.*)\|$", text, re.M)
+        assert row, section.name
+        for field in dataclasses.fields(getattr(Config(), section.name)):
+            value = getattr(getattr(Config(), section.name), field.name)
+            shown = (str(value).lower() if isinstance(value, bool)
+                     else f'"{value}"' if isinstance(value, str) else None)
+            entry = re.search(rf"`{field.name}` ([^,;\s]+)", row.group(1))
+            assert entry, f"{section.name}.{field.name} missing from the README's table"
+            if shown is not None:
+                assert entry.group(1) == shown, (field.name, entry.group(1), shown)
+            else:
+                assert float(entry.group(1)) == value, (field.name, entry.group(1), value)
