@@ -1,7 +1,9 @@
 """The CUDA-graph training path (engine/cuda_graph.py): skipped without cuda, and its step, run
 eagerly here on the CPU, equal to the eager torch backend and to torch's own AdamW with a
-learning rate per step and clip_grad_norm_ on the hooked model. (Capture and replay need a GPU:
-unmeasured and untested on this project's CPU-only machine.)"""
+learning rate per step and clip_grad_norm_ on the hooked model; GraphedTorch's handling around the
+graph (warm-up undone, buffers refilled per stretch, replays, recapture, the eager fallback) with
+torch.cuda's streams and graphs replaced by stand-ins that record the step and replay it on the
+CPU. (Real capture and replay need a GPU: unmeasured and untested on this CPU-only machine.)"""
 
 import torch
 
@@ -79,3 +81,105 @@ def test_the_graph_step_schedules_and_clips_as_torch_does():
         mine = ens.state_dict(e)
         for name in ens.layout.names:
             assert torch.allclose(mine[name], ref[name], atol=2e-5, rtol=1e-4), (e, name)
+
+
+class FakeStream:
+    def wait_stream(self, other):
+        pass
+
+
+class FakeGraph:
+    """A CUDA graph stand-in: capture records the step's call, replay runs it (on the CPU), so
+    the static buffers are read at each replay as a real graph reads them."""
+
+    def __init__(self):
+        self.step = None
+
+    def replay(self):
+        self.step()
+
+
+def fake_cuda(monkeypatch, fail_capture=False):
+    """torch.cuda's streams and graphs as stand-ins: what GraphedTorch does around the graph
+    (warm-up, capture, buffers, replays, the fallback) runs on the CPU. Returns the graphs."""
+    import contextlib
+
+    from listcopy.engine import cuda_graph
+
+    capturing, graphs, real_step = [], [], cuda_graph.graph_step
+
+    def step(*args):
+        if capturing:  # recorded, not run: capture executes nothing
+            capturing[-1].step = lambda: real_step(*args)
+        else:
+            real_step(*args)
+
+    @contextlib.contextmanager
+    def graph(g, stream=None):
+        if fail_capture:
+            raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+        capturing.append(g)
+        graphs.append(g)
+        try:
+            yield
+        finally:
+            capturing.pop()
+
+    monkeypatch.setattr(cuda_graph, "graph_step", step)
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", FakeGraph)
+    monkeypatch.setattr(torch.cuda, "graph", graph)
+    monkeypatch.setattr(torch.cuda, "Stream", FakeStream)
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "current_stream", FakeStream)
+    return graphs
+
+
+def graphed_and_eager(config, E):
+    sds = state_dicts(config, range(E), False)
+    graphed, eager = (Ensemble(config, sds, backend="torch") for _ in range(2))
+    graphed._backend = GraphedTorch(graphed._backend)
+    return graphed, eager
+
+
+def run(ens, s):
+    ens.train_steps(s.inputs, s.targets, s.batches, s.batch0, s.n_steps, s.lr, s.weight_decay,
+                    s.active, s.loss_sum, s.max_grad_norm)
+
+
+def assert_same(graphed, eager):
+    assert graphed.optim.step == eager.optim.step
+    for a, b in [(graphed.params.flat, eager.params.flat), (graphed.optim.exp_avg, eager.optim.exp_avg),
+                 (graphed.optim.exp_avg_sq, eager.optim.exp_avg_sq)]:
+        assert torch.allclose(a.detach(), b.detach(), atol=1e-6, rtol=1e-5)
+
+
+def test_graphed_stretches_replay_one_captured_step_as_eager_steps(monkeypatch):
+    """Stretches of 5, 3 (the same graph: fewer steps than its buffers hold) and 12 steps (a new
+    capture): the warm-up's steps leave no trace, each replay takes the next batch and rate."""
+    graphs = fake_cuda(monkeypatch)
+    config = small(use_bias=True)
+    graphed, eager = graphed_and_eager(config, 3)
+    clip = torch.tensor([0.05, 0.0, 1e6], dtype=torch.float64)
+    for n, batch0 in [(5, 2), (3, 0), (12, 4)]:
+        lr = torch.tensor([[1e-3 * (s + 1) for s in range(n)]] * 3, dtype=torch.float64)
+        s_graphed, s_eager = (stretch(config, 3, n, lr, clip, batch0) for _ in range(2))
+        run(graphed, s_graphed)
+        run(eager, s_eager)
+        assert_same(graphed, eager)
+        assert torch.allclose(s_graphed.loss_sum, s_eager.loss_sum, rtol=1e-5)
+    assert len(graphs) == 2 and not graphed._backend.failed
+
+
+def test_a_failed_capture_leaves_the_weights_and_trains_eagerly(monkeypatch, caplog):
+    fake_cuda(monkeypatch, fail_capture=True)
+    config = small()
+    graphed, eager = graphed_and_eager(config, 2)
+    lr = torch.tensor([1e-3, 3e-3], dtype=torch.float64)
+    for _ in range(2):  # the second stretch goes straight to the eager steps
+        s_graphed, s_eager = (stretch(config, 2, 6, lr) for _ in range(2))
+        run(graphed, s_graphed)
+        run(eager, s_eager)
+        assert_same(graphed, eager)
+        assert torch.equal(s_graphed.loss_sum, s_eager.loss_sum)
+    assert graphed._backend.failed
+    assert sum("CUDA graph capture failed" in r.getMessage() for r in caplog.records) == 1

@@ -137,12 +137,12 @@ class GraphedTorch:
         for _ in range(s.n_steps):
             graph.replay()
         optim.step += s.n_steps
-        s.loss_sum += buf.loss.to(s.loss_sum.dtype)
+        s.loss_sum.add_(buf.loss.to(s.loss_sum.dtype))  # in place: Stretch is frozen
 
     def _captured(self, params: Params, optim: AdamW, s: Stretch,
                   const: frozenset[int]) -> tuple[torch.cuda.CUDAGraph, StepBuffers]:
         """The graph for this stretch's shapes, captured on first use (the parameters and moments
-        are put back after the warm-up steps, so capture changes nothing)."""
+        are put back after the warm-up steps, so capture changes nothing, failed or not)."""
         key = (tuple(s.inputs.shape), tuple(s.batches.shape), s.max_grad_norm is None, const,
                params.flat.data_ptr(), optim.exp_avg.data_ptr(), optim.exp_avg_sq.data_ptr())
         if self._graph is not None and self._graph[0] == key and self._graph[2].lr.shape[1] >= s.n_steps:
@@ -151,17 +151,19 @@ class GraphedTorch:
         buf = StepBuffers.like(s, params, cap)
         buf.load(s, optim.step)
         saved = [t.detach().clone() for t in (params.flat, optim.exp_avg, optim.exp_avg_sq)]
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(WARMUP_STEPS):
+        try:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(WARMUP_STEPS):
+                    graph_step(self.inner, params, optim, buf, const)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=side):
                 graph_step(self.inner, params, optim, buf, const)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=side):
-            graph_step(self.inner, params, optim, buf, const)
-        with torch.no_grad():
-            for t, old in zip((params.flat, optim.exp_avg, optim.exp_avg_sq), saved):
-                t.copy_(old)
+        finally:  # the warm-up's steps undone, also where capture failed (eager steps follow)
+            with torch.no_grad():
+                for t, old in zip((params.flat, optim.exp_avg, optim.exp_avg_sq), saved):
+                    t.copy_(old)
         self._graph = (key, graph, buf)
         return graph, buf
