@@ -172,3 +172,30 @@ def test_the_summary_of_a_one_digit_task_says_what_does_not_apply():
     lines = format_summary(result).splitlines()
     assert "(mean best 0.756)" in lines[1] and "None" not in "\n".join(lines)
     assert lines[2].startswith("attention: does not apply") and lines[3].startswith("swaps: does not")
+
+
+def test_metrics_that_do_not_exist_print_as_a_dash(tmp_path, capsys):
+    """One validation list (5 one-digit lists, 80% to training): its rows do not vary, so the
+    explained variance is NaN (null in the JSON); `sae train`, `eval` and `analyze` print '-'
+    for it (it was a traceback from the line's format)."""
+    from listcopy.config import Config
+    from listcopy.sae.analyze import format_metrics
+    from listcopy.training import train
+
+    m = {"l0": 7.0, "dead": 9, "d_sae": 16, "mse": 0.05, "baseline_acc": 0.0, "patched_acc": 0.0,
+         "drop": 0.0, "per_position": {"o1": {"baseline_acc": 0.0, "patched_acc": None}}}
+    for missing in (None, float("nan")):
+        line = format_metrics({**m, "explained_variance": missing})
+        assert "explained variance -;" in line and "o1 0.000->-" in line
+    config = Config().replace(task={"n_digits": 5, "list_len": 1},
+                              model={"d_model": 8, "n_layers": 2},
+                              train={"max_steps": 100, "device": "cpu"})
+    assert config.task.n_val == 1
+    train(config, tmp_path / "m", progress=False)
+    sae = tmp_path / "sae"
+    assert main(["sae", "train", str(tmp_path / "m"), "--out", str(sae), "--steps", "5",
+                 "--batch-size", "8", "--d-sae", "8", "--k", "2", "--quiet"]) == 0
+    assert main(["sae", "eval", str(sae)]) == 0
+    assert main(["sae", "analyze", str(sae)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("explained variance -;") == 3

@@ -55,15 +55,18 @@ def analyze(model, sae, site: Site, data: Dataset, split: str = "val",
 
 
 def format_metrics(m: dict) -> str:
-    return (f"L0 {m['l0']:.2f}, dead {m['dead']}/{m['d_sae']}, MSE {m['mse']:.4g}, explained"
-            f" variance {m['explained_variance']:.4f}; acc {m['baseline_acc']:.4f} -> patched"
-            f" {m['patched_acc']:.4f} (drop {m['drop']:+.4f}; "
-            + ", ".join(f"{k} {v['baseline_acc']:.3f}->{v['patched_acc']:.3f}"
+    """One line; '-' for a figure that does not exist (explained variance of rows that do not vary,
+    as one validation list: NaN, which the JSON holds as null)."""
+    return (f"L0 {_num(m['l0'], '.2f')}, dead {m['dead']}/{m['d_sae']}, MSE {_num(m['mse'], '.4g')},"
+            f" explained variance {_num(m['explained_variance'], '.4f')}; acc"
+            f" {_num(m['baseline_acc'], '.4f')} -> patched {_num(m['patched_acc'], '.4f')} (drop"
+            f" {_num(m['drop'], '+.4f')}; "
+            + ", ".join(f"{k} {_num(v['baseline_acc'])}->{_num(v['patched_acc'])}"
                         for k, v in m["per_position"].items()) + ")")
 
 
 def _num(value: float | None, spec: str = ".3f") -> str:
-    return "-" if value is None else format(value, spec)
+    return "-" if value is None or value != value else format(value, spec)
 
 
 def format_summary(result: dict) -> str:
