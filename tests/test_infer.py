@@ -257,3 +257,57 @@ def test_export_to_safetensors_writes_safetensors_that_load_back(tmp_path):
     assert sorted(got) == sorted(want) and all(torch.equal(got[k], want[k]) for k in want)
     evals = [run_cli("eval", str(path), "--json") for path in (out, seed)]
     assert all(r.returncode == 0 for r in evals) and evals[0].stdout == evals[1].stdout
+
+
+def test_a_safetensors_export_carries_its_config_and_loads_back_under_any_name(tmp_path):
+    """A sort model with MASK and no layer-0 mask (what neither a plain name nor the tensors say):
+    its safetensors export, named anything, evaluates as the run does; the header's config is
+    checked against the tensors like a run's, and --set still applies."""
+    from listcopy.checkpoint import save_tensors
+    from listcopy.training import train
+
+    config = Config().replace(task={"n_digits": 6, "kind": "sort", "mask_token": True},
+                              model={"d_model": 12, "n_heads": 2, "n_layers": 2},
+                              train={"max_steps": 200, "device": "cpu"})
+    train(config, tmp_path / "run", progress=False)
+    out = tmp_path / "weights.safetensors"
+    result = run_cli("export", str(tmp_path / "run"), "--out", str(out))
+    assert result.returncode == 0 and "holds tensors only" not in result.stderr, result.stderr
+    _, got = load(out)
+    assert got.task == config.task and got.model == config.model
+    evals = [run_cli("eval", str(p), "--json") for p in (out, tmp_path / "run")]
+    assert all(r.returncode == 0 for r in evals) and evals[0].stdout == evals[1].stdout
+    assert "the config its header carries" in evals[0].stderr
+    _, lr_set = load(out, ["train.lr=0.5"])
+    assert lr_set.train.lr == 0.5 and lr_set.model == config.model
+    with pytest.raises(CheckpointError, match="'embed.W_E' has shape .*expected"):
+        load(out, ["model.d_model=16"])
+    state, _ = load(tmp_path / "run", hooks=False)[0].state_dict(), None
+    save_tensors(tmp_path / "bad.safetensors", state, meta={"config": {"task": {"colour": 1}}})
+    with pytest.raises(CheckpointError, match=r"bad.safetensors: the config in its header: "
+                                              r".*colour"):
+        load(tmp_path / "bad.safetensors")
+
+
+def test_a_runs_model_file_loads_with_the_runs_config(tmp_path):
+    """`runs/x/model.safetensors` given as a file is the run (its run.json says what the tensors
+    cannot: here 10 digits, which the vocab alone leaves open)."""
+    from listcopy.training import train
+
+    config = Config().replace(task={"n_digits": 10}, model={"d_model": 8, "n_layers": 2},
+                              train={"max_steps": 100, "device": "cpu"})
+    train(config, tmp_path / "run", progress=False)
+    said = []
+    _, got = load(tmp_path / "run" / "model.safetensors", notice=said.append)
+    assert got == load(tmp_path / "run")[1] and "a run's weights" in said[0]
+
+
+def test_a_name_that_says_nothing_says_the_task_kind_was_assumed(tmp_path):
+    config = Config().override(["model.d_model=16"])
+    path = save(tmp_path, "weights", config)
+    said = []
+    _, got = load(path, notice=said.append)
+    assert got.task.kind == "copy" and "task.kind copy (the name says nothing" in said[0]
+    said.clear()
+    load(save(tmp_path, config.name, config), notice=said.append)
+    assert "task.kind" not in said[0]

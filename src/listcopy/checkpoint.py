@@ -307,18 +307,23 @@ def run_config(run_dir: Path, overrides: tuple[str, ...] | list[str] = ()) -> Co
 
 def load(path: str | Path, overrides: tuple[str, ...] | list[str] = (),
          notice: Callable[[str], None] | None = None, *, hooks: bool = True):
-    """A model and its config from a run directory or a ``.pt`` state dict (the seed's, the
-    research line's, an export).
+    """A model and its config from a run directory or a ``.pt`` / ``.safetensors`` state dict
+    (the seed's, the research line's, an export).
 
     For a run directory the config is the one it was trained with (``overrides`` may change
-    settings that do not touch the weights' shapes); for a ``.pt`` it is inferred from its
-    tensors, its file name and ``overrides`` (infer.py), and ``notice`` (if given) is called with
-    one line saying what was inferred. The model is a ``ListCopyTransformer`` (TransformerLens
+    settings that do not touch the weights' shapes); so for a safetensors file whose header
+    carries one (``listcopy export``); for any other file it is inferred from its tensors, its
+    file name and ``overrides`` (infer.py), and ``notice`` (if given) is called with one line
+    saying where the config came from. The model is a ``ListCopyTransformer`` (TransformerLens
     hooks and caches), or with ``hooks=False`` a ``ListCopyCore`` (no TransformerLens import).
     """
     from .infer import infer_config
 
     path = Path(path)
+    if path.name == MODEL_FILE and is_run_dir(path.parent):  # a run's weights: its run.json too
+        if notice is not None:
+            notice(f"{path}: a run's weights, loaded with its config ({path.parent / RUN_FILE})")
+        path = path.parent
     if path.is_dir():
         if not holds_run(path):
             raise CheckpointError(f"{path}: a directory with no run in it (no {RUN_FILE}):"
@@ -328,11 +333,45 @@ def load(path: str | Path, overrides: tuple[str, ...] | list[str] = (),
         return model_from_state(state, config, str(path / MODEL_FILE), hooks), config
     if not path.exists():
         raise CheckpointError(f"{path}: no such run directory or checkpoint file")
-    state = load_seed_state(path)
-    inferred = infer_config(state, path.stem, str(path), overrides)
+    state, meta = read_checkpoint_file(path)
+    config = header_config(meta, overrides, str(path))
+    if config is not None:
+        said = f"{path}: {config.name} - the config its header carries"
+        said += "; --set " + " ".join(overrides) if overrides else ""
+    else:
+        inferred = infer_config(state, path.stem, str(path), overrides)
+        config, said = inferred.config, inferred.notice
     if notice is not None:
-        notice(inferred.notice)
-    return model_from_state(state, inferred.config, str(path), hooks), inferred.config
+        notice(said)
+    return model_from_state(state, config, str(path), hooks), config
+
+
+def read_checkpoint_file(path: Path) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
+    """A checkpoint file's state dict, and for safetensors the listcopy metadata its header
+    carries (None where it has none): safetensors through ``load_tensors`` (its sha256 checked
+    where it has one), any other file through ``load_seed_state``."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: file not found") from None
+    except OSError as err:
+        raise CheckpointError(f"{path}: unreadable ({one_line(err, 200)})") from None
+    if head[8:9] == b"{" and not head.startswith(b"PK"):  # a header's length, then its JSON
+        return load_tensors(path)
+    return load_seed_state(path), None
+
+
+def header_config(meta: dict[str, Any] | None, overrides: tuple[str, ...] | list[str],
+                  source: str) -> Config | None:
+    """The config an exported safetensors file's header carries (``export`` writes its task and
+    model tables), ``overrides`` applied; None where the header has none (infer.py then)."""
+    if meta is None or "config" not in meta:
+        return None
+    try:
+        return Config.from_dict(meta["config"]).override(overrides)
+    except ConfigError as err:
+        raise CheckpointError(f"{source}: the config in its header: {err}") from None
 
 
 def ensure_writable(directory: Path) -> None:

@@ -1,6 +1,7 @@
 """A checkpoint file's configuration, inferred: its tensors first, its name second, ``--set`` last.
 
-A ``.pt`` state dict (the seed's, the research line's, listcopy's export) carries no config. Its
+A ``.pt`` state dict (the seed's, the research line's, listcopy's export) carries no config (a
+safetensors export does, in its header: checkpoint.header_config; this module is for the rest). Its
 tensors say most of it:
 
     embed.W_E (V, D)            vocab V, d_model D
@@ -139,6 +140,8 @@ def infer_config(state: Mapping[str, Any], stem: str, source: str,
     except ConfigError as err:
         raise CheckpointError(f"{source}: {err}") from None
     notice = f"{source}: {config.name} - tensors: {facts.describe()}; {said}"
+    if not named and "task.kind" not in sets:
+        notice += f"; task.kind {config.task.kind} (the name says nothing: --set task.kind=...)"
     if overrides:
         notice += "; --set " + " ".join(overrides)
     return Inferred(config, notice)
@@ -202,7 +205,8 @@ def _variant(facts: TensorFacts, named: dict[str, Any], sets: dict[str, Any],
             raise CheckpointError(
                 f"{source}: {shape}: a vocab of {V} is {V - 1} digits with SEP (the seed's) or"
                 f" {V - 2} with MASK and SEP (the research line's), and the file name does not"
-                " say which: --set task.n_digits=N settles it")
+                " say which: --set task.n_digits=N settles it (and task.kind=reverse or sort,"
+                " model.layer0_mask=false for MASK without the line's layer-0 mask, where so)")
     if not isinstance(n, int) or isinstance(n, bool):
         return {}, "n_digits from --set"  # Config refuses it with its own message
     if mask is None:

@@ -69,15 +69,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     model, config = load(args.path, args.set, notice=print_notice, hooks=False)
     state = model.state_dict()
     name = config.name + (out.suffix or ".pt")
-    try:
-        lost = settings_lost(state, config, args.out)
-    except CheckpointError as err:  # a file that would not load back under this name
-        why = str(err).removeprefix(f"{args.out}: ")
-        raise UsageError(f"--out {args.out}: would not load back under its name ({why}); name "
-                         f"it {name}") from None
-    if out.suffix == ".safetensors":
-        save_tensors(out, state)
+    lost: list[str] = []
+    if out.suffix == ".safetensors":  # the config in its header: it loads back under any name
+        save_tensors(out, state, meta={"config": {k: v for k, v in config.to_dict().items()
+                                                  if k != "train"}})
     else:
+        try:
+            lost = settings_lost(state, config, args.out)
+        except CheckpointError as err:  # a file that would not load back under this name
+            why = str(err).removeprefix(f"{args.out}: ")
+            raise UsageError(f"--out {args.out}: would not load back under its name ({why}); "
+                             f"name it {name}") from None
         export_seed(state, out)
     print(f"wrote {args.out} ({config.name}, {len(state)} tensors)")
     if lost:
