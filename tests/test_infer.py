@@ -157,6 +157,16 @@ def test_conflicts_are_one_line_naming_the_file(tmp_path, name, mutate, override
         assert needle in text, text
 
 
+@pytest.mark.parametrize("flags", ["bias", "wv", "wo", "bias_wv_wo"])
+def test_zero_biases_and_identities_fit_a_name_that_says_biases_or_learned(tmp_path, flags):
+    """An untrained model of the line's ``--bias`` / learned W_V or W_O holds zero biases and (as
+    the line initialises them) identity W_V / W_O: the name says what those tensors cannot."""
+    path = save(tmp_path, f"L3_H1_D8_V100_{flags}", line_config())  # zeros and identities
+    _, got = load(path)
+    assert got.model.use_bias == ("bias" in flags)
+    assert (got.model.freeze_wv, got.model.freeze_wo) == ("wv" not in flags, "wo" not in flags)
+
+
 def test_set_settles_a_name_conflict(tmp_path):
     path = save(tmp_path, "2layer_100dig_8d", line_config())
     _, got = load(path, ["model.n_layers=3"])

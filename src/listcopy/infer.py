@@ -167,11 +167,19 @@ def _flat(nested: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
             for key, value in table.items()}
 
 
+# what the tensors say of these settings where both values fit them (zeros, identities)
+_FITS_EITHER = {("model.use_bias", False), ("model.freeze_wv", True), ("model.freeze_wo", True)}
+
+
 def _check_name(facts: TensorFacts, named: dict[str, Any], sets: dict[str, Any],
                 source: str) -> None:
-    """A name that contradicts the tensors (where ``--set`` does not settle it) is refused."""
+    """A name that contradicts the tensors (where ``--set`` does not settle it) is refused. Zero
+    biases and identity W_V / W_O fit either setting (an untrained ``bias`` / ``wv`` model holds
+    them): there the name says what the tensors cannot."""
     for key, value in facts.settings.items():
         if key not in named or key in sets or named[key] == value:
+            continue
+        if (key, value) in _FITS_EITHER:
             continue
         said = named[key]
         if key == "model.n_layers":
