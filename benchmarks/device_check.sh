@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CUDA path, checked and measured on a machine with a GPU, in one sitting:
 #   1. the engine and training tests (tests/engine/ runs the torch backend on cuda beside
-#      cpu; training tests use train.device "auto", which picks cuda there), and the model and
+#      cpu; tests/gpu/ captures and replays CUDA graphs; training tests use train.device "auto", which picks cuda there), and the model and
 #      checkpoint tests (a run written on cuda loads on cpu);
 #   2. `listcopy bench --device cuda`: the seed's loop on the GPU (batches moved per step, as the
 #      notebook does) against the ensemble engine at E = 1 .. SIZES, with peak GPU memory.
@@ -24,7 +24,7 @@ python3 -c "import torch, listcopy.training as t; print('torch', torch.__version
 
 status=0
 python3 -m pytest -q -p no:cacheprovider --durations=8 --junitxml="$out/junit.xml" \
-    tests/engine/ tests/test_train.py tests/test_model.py tests/test_checkpoint.py \
+    tests/engine/ tests/gpu/ tests/test_train.py tests/test_model.py tests/test_checkpoint.py \
     2>&1 | tee "$out/pytest.txt" || status=1
 echo "test cases with cuda in their name: $(grep -o '<testcase [^>]*cuda' "$out/junit.xml" | wc -l)"
 

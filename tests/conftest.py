@@ -23,6 +23,15 @@ def _hypothesis_profiles() -> None:
 _hypothesis_profiles()
 
 
+def pytest_ignore_collect(collection_path, config):
+    """tests/gpu is collected only where torch sees a GPU (benchmarks/device_check.sh runs it)."""
+    if collection_path == Path(__file__).parent / "gpu":
+        import torch
+
+        return not torch.cuda.is_available()
+    return None
+
+
 @pytest.fixture(autouse=True)
 def _seed_everything():
     """Every test starts from the same global random state (tests never rely on it for results)."""

@@ -5,7 +5,6 @@ graph (warm-up undone, buffers refilled per stretch, replays, recapture, the eag
 torch.cuda's streams and graphs replaced by stand-ins that record the step and replay it on the
 CPU. (Real capture and replay need a GPU: unmeasured and untested on this CPU-only machine.)"""
 
-import pytest
 import torch
 
 from listcopy.engine import Ensemble
@@ -185,31 +184,3 @@ def test_a_failed_capture_leaves_the_weights_and_trains_eagerly(monkeypatch, cap
     assert graphed._backend.failed
     assert sum("CUDA graph capture failed" in r.getMessage() for r in caplog.records) == 1
 
-
-def to_device(s, device):
-    import dataclasses
-
-    return dataclasses.replace(s, **{f.name: getattr(s, f.name).to(device)
-                                     for f in dataclasses.fields(s)
-                                     if isinstance(getattr(s, f.name), torch.Tensor)})
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (benchmarks/device_check.sh)")
-def test_on_a_gpu_the_graphed_stretches_equal_eager_ones():
-    """The real thing, where a GPU is: an ensemble on cuda trains through captured graphs
-    (no fallback), stretch after stretch, as the eager torch backend on the CPU does."""
-    config = small(use_bias=True, ln=True)
-    sds = state_dicts(config, range(3), False)
-    gpu, cpu = Ensemble(config, sds, "cuda", backend="torch"), Ensemble(config, sds, backend="torch")
-    assert type(gpu._backend) is GraphedTorch
-    clip = torch.tensor([0.05, 0.0, 1e6], dtype=torch.float64)
-    for n, batch0 in [(5, 2), (3, 0), (12, 4)]:
-        lr = torch.tensor([[1e-3 * (s + 1) for s in range(n)]] * 3, dtype=torch.float64)
-        s_gpu, s_cpu = to_device(stretch(config, 3, n, lr, clip, batch0), "cuda"), stretch(
-            config, 3, n, lr, clip, batch0)
-        run(gpu, s_gpu)
-        run(cpu, s_cpu)
-        assert not gpu._backend.failed and gpu.optim.step == cpu.optim.step
-        assert torch.allclose(gpu.params.flat.detach().cpu(), cpu.params.flat.detach(), atol=1e-5,
-                              rtol=1e-4)
-        assert torch.allclose(s_gpu.loss_sum.cpu(), s_cpu.loss_sum, rtol=1e-4)
