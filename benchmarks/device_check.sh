@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The CUDA path, checked and measured on a machine with a GPU, in one sitting:
 #   1. the engine and training tests (tests/engine/ runs the torch backend on cuda beside
-#      cpu; tests/gpu/ captures and replays CUDA graphs; training tests use train.device "auto", which picks cuda there), and the model and
-#      checkpoint tests (a run written on cuda loads on cpu);
+#      cpu; tests/gpu/ captures and replays CUDA graphs; training tests use train.device
+#      "auto", which picks cuda there), and the model and checkpoint tests (a run written on
+#      cuda loads on cpu);
 #   2. `listcopy bench --device cuda`: the seed's loop on the GPU (batches moved per step, as the
 #      notebook does) against the ensemble engine at E = 1 .. SIZES, with peak GPU memory.
 #
