@@ -91,6 +91,48 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, reshuffl
     assert torch.equal(disk["embed.W_E"], straight.state["embed.W_E"])
 
 
+class Killed(BaseException):
+    pass
+
+
+@pytest.mark.parametrize("seeds", [[0], [0, 1]])
+def test_a_kill_between_the_final_checkpoints_writes_is_completed_by_resume(tmp_path, monkeypatch,
+                                                                            seeds):
+    """Killed right after the final train state was written (before the weights and run.json):
+    --resume finds the run done and writes those two from it; the directory then equals an
+    uninterrupted run's (single runs and each member of an ensemble)."""
+    import json
+
+    from listcopy import checkpoint
+    from listcopy.training import train_ensemble
+
+    extra = ["train.eval_every=50", "train.checkpoint_every=100", "train.early_stop_acc=1.0"]
+    configs = [short(200, *extra, f"train.seed={s}") for s in seeds]
+    straight = train_ensemble(configs, [tmp_path / f"a{s}" for s in seeds], progress=False)
+    real = checkpoint.write_run
+
+    def killed_at_the_end(run_dir, record, state, train_state):
+        if record["step"] == 200 and run_dir.name == "k0":
+            checkpoint.save_tensors(run_dir / STATE_FILE, train_state,
+                                    meta={**record, "versions": checkpoint.versions()})
+            raise Killed
+        real(run_dir, record, state, train_state)
+
+    monkeypatch.setattr(checkpoint, "write_run", killed_at_the_end)
+    dirs = [tmp_path / f"k{s}" for s in seeds]
+    with pytest.raises(Killed):
+        train_ensemble(configs, dirs, progress=False)
+    monkeypatch.setattr(checkpoint, "write_run", real)
+    assert json.loads((dirs[0] / "run.json").read_text())["step"] == 100  # the stale pair
+    train_ensemble(configs, dirs, resume=True, progress=False)
+    for run, d in zip(straight, dirs):
+        record = json.loads((d / "run.json").read_text())
+        assert (record["step"], record["status"]) == (200, "done")
+        assert record["history"] == json.loads((run.run_dir / "run.json").read_text())["history"]
+        disk, meta = load_tensors(d / MODEL_FILE)
+        assert meta["step"] == 200 and all(torch.equal(disk[k], run.state[k]) for k in run.state)
+
+
 def test_existing_run_is_never_overwritten(tmp_path):
     train(short(20, "train.eval_every=10"), tmp_path / "r", progress=False)
     from listcopy.checkpoint import CheckpointError

@@ -398,6 +398,28 @@ def write_run(run_dir: Path, record: dict[str, Any], state: dict[str, Tensor],
     write_json(run_dir / RUN_FILE, record)
 
 
+def finish_checkpoint(run_dir: Path, record: dict[str, Any], state: dict[str, Tensor]) -> bool:
+    """Complete a checkpoint a kill interrupted after its train state (``write_run``'s first
+    write): the weights and run.json written from that state's record where they are not at its
+    step and status. Whether anything was written."""
+    run_dir = Path(run_dir)
+    try:
+        current = read_run_json(run_dir)
+        from safetensors import safe_open
+
+        with safe_open(str(run_dir / MODEL_FILE), framework="pt") as fh:
+            weights_step = json.loads((fh.metadata() or {}).get("listcopy", "{}")).get("step")
+        if (current.get("step"), current.get("status"), weights_step) == (
+                record["step"], record.get("status"), record["step"]):
+            return False
+    except Exception:  # missing, unreadable or corrupt: rewritten from the train state
+        pass
+    save_tensors(run_dir / MODEL_FILE, state, meta={"step": record["step"],
+                                                    "name": record.get("name")})
+    write_json(run_dir / RUN_FILE, record)
+    return True
+
+
 def read_train_state(run_dir: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     path = Path(run_dir) / STATE_FILE
     tensors, meta = load_tensors(path, signed=True)

@@ -207,6 +207,7 @@ def _resumed(config: Config, run_dir: Path, data: Dataset) -> _Member:
     path = str(run_dir / ckpt.STATE_FILE)
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     ckpt.check_state_dict(state, config, path)
+    ckpt.finish_checkpoint(run_dir, meta, state)  # a kill between its writes: completed first
     run = Run.from_record(meta, state, run_dir)
     run.config = config
     if run.stop_reason == "max_steps" and run.step < config.train.max_steps:  # resumed, more steps
