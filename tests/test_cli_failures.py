@@ -266,3 +266,20 @@ def test_frontier_refuses_a_d_model_it_would_ignore(tmp_path, monkeypatch, capsy
     monkeypatch.chdir(tmp_path)
     one_line(capsys, cli.main(["frontier", "--set", "model.d_model=64", "--quiet"]), 2,
              "--set model.d_model: frontier searches model.d_model itself")
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path):
+    """`listcopy results ... | head`: the pipe closes under a long output; the command ends with
+    exit 0 and nothing on stderr, as Unix tools do (it printed 'error: Broken pipe')."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from listcopy import cli; from listcopy.cli import model\n"
+            "model.cmd_info = lambda args: [print('x' * 99) for _ in range(10 ** 5)] and 0\n"
+            "sys.exit(cli.main(['info', 'any']))")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout.readline().strip() == b"x" * 99
+    proc.stdout.close()
+    assert proc.wait(timeout=120) == 0
+    assert proc.stderr.read() == b""

@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import signal
 import errno
+import os
 import sys
 import threading
 from typing import Iterator, Sequence
@@ -71,6 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Terminated:
         print(f"listcopy {_label(args)}: terminated (SIGTERM)", file=sys.stderr)
         return EXIT_TERMINATED
+    except BrokenPipeError:  # the reader went away (`listcopy results ... | head`): as Unix tools
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
+        return 0
     except OSError as err:  # a path that cannot be used (2), a disk that is full (1)
         return _fail(_label(args), os_error_line(err), os_error_code(err))
     except (MemoryError, RuntimeError) as err:  # what the resource guards did not foresee
