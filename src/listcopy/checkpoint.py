@@ -394,14 +394,21 @@ def write_run(run_dir: Path, record: dict[str, Any], state: dict[str, Tensor],
     record = {**record, "versions": versions()}
     if train_state is not None:
         save_tensors(run_dir / STATE_FILE, train_state, meta=record)
-    save_tensors(run_dir / MODEL_FILE, state, meta={"step": record["step"], "name": record["name"]})
+    _write_weights_and_record(run_dir, record, state)
+
+
+def _write_weights_and_record(run_dir: Path, record: dict[str, Any],
+                              state: dict[str, Tensor]) -> None:
+    """A checkpoint's last two writes: the weights, then run.json."""
+    save_tensors(run_dir / MODEL_FILE, state, meta={"step": record["step"],
+                                                    "name": record.get("name")})
     write_json(run_dir / RUN_FILE, record)
 
 
-def finish_checkpoint(run_dir: Path, record: dict[str, Any], state: dict[str, Tensor]) -> bool:
+def finish_checkpoint(run_dir: Path, record: dict[str, Any], state: dict[str, Tensor]) -> None:
     """Complete a checkpoint a kill interrupted after its train state (``write_run``'s first
     write): the weights and run.json written from that state's record where they are not at its
-    step and status. Whether anything was written."""
+    step and status."""
     run_dir = Path(run_dir)
     try:
         current = read_run_json(run_dir)
@@ -411,13 +418,10 @@ def finish_checkpoint(run_dir: Path, record: dict[str, Any], state: dict[str, Te
             weights_step = json.loads((fh.metadata() or {}).get("listcopy", "{}")).get("step")
         if (current.get("step"), current.get("status"), weights_step) == (
                 record["step"], record.get("status"), record["step"]):
-            return False
+            return
     except Exception:  # missing, unreadable or corrupt: rewritten from the train state
         pass
-    save_tensors(run_dir / MODEL_FILE, state, meta={"step": record["step"],
-                                                    "name": record.get("name")})
-    write_json(run_dir / RUN_FILE, record)
-    return True
+    _write_weights_and_record(run_dir, record, state)
 
 
 def read_train_state(run_dir: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
