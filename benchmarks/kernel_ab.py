@@ -78,10 +78,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--members", type=int, default=4)
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--call-flops", default=None,
+                   help="bounds on a call's work per thread, comma-separated (default the backend's)")
     args = p.parse_args(argv)
     if min(args.d_model, args.members, args.steps, args.repeats) < 1:
         p.error("--d-model, --members, --steps and --repeats must be at least 1")
     missing = [str(s) for s in args.sources if not s.is_file()]
+    try:
+        bounds = [None] if args.call_flops is None else [
+            float(c) for c in args.call_flops.split(",")]
+    except ValueError:
+        p.error(f"--call-flops: not numbers: {args.call_flops}")
+    if any(b is not None and not b > 0 for b in bounds):
+        p.error("--call-flops must be positive")
     known = {**all_flag_sets(), **FLAG_SETS}
     names = [n.strip() for n in args.flags.split(",")]
     unknown = [n for n in names if n not in known]
@@ -99,20 +108,24 @@ def main(argv: list[str] | None = None) -> int:
             for source, ens in zip(args.sources, ensembles(config, args.members, args.sources,
                                                            Path(tmp), name)):
                 ens.train_steps(*work)  # warm-up: each member's first steps
-                runs[name, source] = (ens, work)
+                for bound in bounds:
+                    runs[name, source, bound] = (ens, work)
         best = dict.fromkeys(runs, float("inf"))
         for _ in range(args.repeats):
             for key, (ens, work) in runs.items():
+                if key[2] is not None:
+                    ens._backend.call_flops = key[2]
                 start = time.perf_counter()
                 ens.train_steps(*work)
                 best[key] = min(best[key], time.perf_counter() - start)
     rate = floor_rate()
     print(f"d_model {args.d_model}, E={args.members}, {args.steps} steps, one thread, fastest of "
           f"{args.repeats}; one core's matrix-product rate {rate / 1e9:.1f} GFLOP/s")
-    for (name, source), (ens, _) in runs.items():
-        ms = best[name, source] / args.steps / args.members * 1e3
+    for (name, source, bound), (ens, _) in runs.items():
+        ms = best[name, source, bound] / args.steps / args.members * 1e3
         flops = ens.kernel_shape().flops_per_step(ens.config.batch_size)
-        print(f"  {name:<10} {str(source):<40} {ms:8.4f} ms/model-step  {flops / 1e6:6.1f} MFLOP  "
+        calls = "" if bound is None else f"  call_flops {bound:.0e}"
+        print(f"  {name:<10} {str(source):<40}{calls} {ms:8.4f} ms/model-step  {flops / 1e6:6.1f} MFLOP  "
               f"{ms / (flops / rate * 1e3):.2f}x floor")
     return 0
 
