@@ -434,13 +434,28 @@ static void load_group(Work *k, const Args *a, const int64_t *rows, int64_t firs
 
 /* ---- forward --------------------------------------------------------------------------------- */
 
+/* The sums over d_model below run in four interleaved partial sums (element m into sum m % 4,
+   added pairwise at the end): one running sum is a chain of D dependent adds, which the compiler
+   may not reorder. */
+static inline vf sum_d(const vf *x) {
+    vf s0 = SPLAT(0.0f), s1 = s0, s2 = s0, s3 = s0;
+    int m = 0;
+    for (; m + 4 <= D; m += 4) s0 += x[m], s1 += x[m + 1], s2 += x[m + 2], s3 += x[m + 3];
+    for (; m < D; ++m) s0 += x[m];
+    return (s0 + s1) + (s2 + s3);
+}
+
 /* TransformerLens "LN": y = (x - mean) / sqrt(mean square + eps) * w + b */
 static void layer_norm(vf *y, vf *mu, vf *rs, const vf *x, const float *w, const float *b) {
-    vf s = SPLAT(0.0f), v = SPLAT(0.0f);
-    for (int m = 0; m < D; ++m) s += x[m];
-    const vf mean = s / (float)D;
-    for (int m = 0; m < D; ++m) v += (x[m] - mean) * (x[m] - mean);
-    const vf r = vrsqrt(v / (float)D + LN_EPS);
+    const vf mean = sum_d(x) / (float)D;
+    vf v0 = SPLAT(0.0f), v1 = v0, v2 = v0, v3 = v0;
+    int m = 0;
+    for (; m + 4 <= D; m += 4) {
+        const vf c0 = x[m] - mean, c1 = x[m + 1] - mean, c2 = x[m + 2] - mean, c3 = x[m + 3] - mean;
+        v0 += c0 * c0, v1 += c1 * c1, v2 += c2 * c2, v3 += c3 * c3;
+    }
+    for (; m < D; ++m) v0 += (x[m] - mean) * (x[m] - mean);
+    const vf r = vrsqrt(((v0 + v1) + (v2 + v3)) / (float)D + LN_EPS);
     for (int m = 0; m < D; ++m) y[m] = (x[m] - mean) * r * w[m] + b[m];
     *mu = mean, *rs = r;
 }
@@ -656,17 +671,26 @@ static double softmax_ce(Work *k, int o, int64_t *hits, uint8_t *right) {
 
 /* ---- backward -------------------------------------------------------------------------------- */
 
+/* element m's terms of layer_norm_back's two sums (into s1, s2) and its weight gradients */
+static inline __attribute__((always_inline)) void ln_back_terms(
+        vf *s1, vf *s2, int m, const vf *gy, const vf *x, vf mu, vf rs, const float *w, vf *gw,
+        vf *gb) {
+    const vf xhat = (x[m] - mu) * rs, g = gy[m] * w[m];
+    *s1 += g, *s2 += g * xhat;
+    if (gw) gw[m] += gy[m] * xhat, gb[m] += gy[m];
+}
+
 /* gx += (d LN / d x)^T gy at x (mean mu, 1/sigma rs); gw += gy * xhat, gb += gy (lane-expanded) */
 static void layer_norm_back(vf *gx, const vf *gy, const vf *x, vf mu, vf rs, const float *w,
                             vf *gw, vf *gb) {
-    vf s1 = SPLAT(0.0f), s2 = SPLAT(0.0f);
-    for (int m = 0; m < D; ++m) {
-        const vf xhat = (x[m] - mu) * rs, g = gy[m] * w[m];
-        s1 += g;
-        s2 += g * xhat;
-        if (gw) gw[m] += gy[m] * xhat, gb[m] += gy[m];
-    }
-    s1 = s1 / (float)D, s2 = s2 / (float)D;
+    vf p1[4], p2[4];  /* the two sums' partial sums, element m into [m % 4] */
+    for (int j = 0; j < 4; ++j) p1[j] = p2[j] = SPLAT(0.0f);
+    int m = 0;
+    for (; m + 4 <= D; m += 4)
+        for (int j = 0; j < 4; ++j) ln_back_terms(&p1[j], &p2[j], m + j, gy, x, mu, rs, w, gw, gb);
+    for (; m < D; ++m) ln_back_terms(&p1[0], &p2[0], m, gy, x, mu, rs, w, gw, gb);
+    const vf s1 = ((p1[0] + p1[1]) + (p1[2] + p1[3])) / (float)D;
+    const vf s2 = ((p2[0] + p2[1]) + (p2[2] + p2[3])) / (float)D;
     for (int m = 0; m < D; ++m) gx[m] += rs * (gy[m] * w[m] - s1 - (x[m] - mu) * rs * s2);
 }
 
