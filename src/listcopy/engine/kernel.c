@@ -639,8 +639,13 @@ static void unembed(Work *k, const Net *n, int o) {
 static double softmax_ce(Work *k, int o, int64_t *hits, uint8_t *right) {
     const vi tgt = k->tgt[o];
     vf *logit = k->prob[o];
-    vf mx = SPLAT(-INFINITY), tl = SPLAT(0.0f), sum = SPLAT(0.0f);
-    for (int v = 0; v < V; ++v) mx = vmax(logit[v], mx);
+    vf tl = SPLAT(0.0f), sum = SPLAT(0.0f), part[4];  /* four maxima: four short chains */
+    for (int j = 0; j < 4; ++j) part[j] = SPLAT(-INFINITY);
+    int v0 = 0;
+    for (; v0 + 4 <= V; v0 += 4)
+        for (int j = 0; j < 4; ++j) part[j] = vmax(logit[v0 + j], part[j]);
+    for (; v0 < V; ++v0) part[0] = vmax(logit[v0], part[0]);
+    const vf mx = vmax(vmax(part[0], part[1]), vmax(part[2], part[3]));
     for (int w = 0; w < W; ++w)  /* the target's logit (0 for a target outside the vocabulary) */
         if ((uint32_t)tgt[w] < (uint32_t)V) tl[w] = logit[tgt[w]][w];
     if (hits) {
