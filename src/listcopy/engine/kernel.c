@@ -434,28 +434,25 @@ static void load_group(Work *k, const Args *a, const int64_t *rows, int64_t firs
 
 /* ---- forward --------------------------------------------------------------------------------- */
 
-/* The sums over d_model below run in four interleaved partial sums (element m into sum m % 4,
-   added pairwise at the end): one running sum is a chain of D dependent adds, which the compiler
-   may not reorder. */
-static inline vf sum_d(const vf *x) {
-    vf s0 = SPLAT(0.0f), s1 = s0, s2 = s0, s3 = s0;
-    int m = 0;
-    for (; m + 4 <= D; m += 4) s0 += x[m], s1 += x[m + 1], s2 += x[m + 2], s3 += x[m + 3];
-    for (; m < D; ++m) s0 += x[m];
-    return (s0 + s1) + (s2 + s3);
-}
+/* Sums and maxima over d_model and the vocabulary run in four interleaved parts (element m into
+   part m % 4, combined pairwise at the end): one running sum is a chain of dependent operations,
+   which the compiler may not reorder. The parts are indexed by j < 4 inside a loop over m in steps
+   of 4, which keeps them in registers (indexed by m % 4 they stayed in memory). */
+static inline vf sum_parts(const vf *p) { return (p[0] + p[1]) + (p[2] + p[3]); }
 
 /* TransformerLens "LN": y = (x - mean) / sqrt(mean square + eps) * w + b */
 static void layer_norm(vf *y, vf *mu, vf *rs, const vf *x, const float *w, const float *b) {
-    const vf mean = sum_d(x) / (float)D;
-    vf v0 = SPLAT(0.0f), v1 = v0, v2 = v0, v3 = v0;
+    vf s[4], v[4];
+    for (int j = 0; j < 4; ++j) s[j] = v[j] = SPLAT(0.0f);
     int m = 0;
-    for (; m + 4 <= D; m += 4) {
-        const vf c0 = x[m] - mean, c1 = x[m + 1] - mean, c2 = x[m + 2] - mean, c3 = x[m + 3] - mean;
-        v0 += c0 * c0, v1 += c1 * c1, v2 += c2 * c2, v3 += c3 * c3;
-    }
-    for (; m < D; ++m) v0 += (x[m] - mean) * (x[m] - mean);
-    const vf r = vrsqrt(((v0 + v1) + (v2 + v3)) / (float)D + LN_EPS);
+    for (; m + 4 <= D; m += 4)
+        for (int j = 0; j < 4; ++j) s[j] += x[m + j];
+    for (; m < D; ++m) s[0] += x[m];
+    const vf mean = sum_parts(s) / (float)D;
+    for (m = 0; m + 4 <= D; m += 4)
+        for (int j = 0; j < 4; ++j) v[j] += (x[m + j] - mean) * (x[m + j] - mean);
+    for (; m < D; ++m) v[0] += (x[m] - mean) * (x[m] - mean);
+    const vf r = vrsqrt(sum_parts(v) / (float)D + LN_EPS);
     for (int m = 0; m < D; ++m) y[m] = (x[m] - mean) * r * w[m] + b[m];
     *mu = mean, *rs = r;
 }
@@ -639,7 +636,7 @@ static void unembed(Work *k, const Net *n, int o) {
 static double softmax_ce(Work *k, int o, int64_t *hits, uint8_t *right) {
     const vi tgt = k->tgt[o];
     vf *logit = k->prob[o];
-    vf tl = SPLAT(0.0f), sum = SPLAT(0.0f), part[4];  /* four maxima: four short chains */
+    vf tl = SPLAT(0.0f), sum = SPLAT(0.0f), part[4];  /* four maxima (see sum_parts) */
     for (int j = 0; j < 4; ++j) part[j] = SPLAT(-INFINITY);
     int v0 = 0;
     for (; v0 + 4 <= V; v0 += 4)
@@ -688,14 +685,13 @@ static inline __attribute__((always_inline)) void ln_back_terms(
 /* gx += (d LN / d x)^T gy at x (mean mu, 1/sigma rs); gw += gy * xhat, gb += gy (lane-expanded) */
 static void layer_norm_back(vf *gx, const vf *gy, const vf *x, vf mu, vf rs, const float *w,
                             vf *gw, vf *gb) {
-    vf p1[4], p2[4];  /* the two sums' partial sums, element m into [m % 4] */
+    vf p1[4], p2[4];  /* the two sums' parts (see sum_parts) */
     for (int j = 0; j < 4; ++j) p1[j] = p2[j] = SPLAT(0.0f);
     int m = 0;
     for (; m + 4 <= D; m += 4)
         for (int j = 0; j < 4; ++j) ln_back_terms(&p1[j], &p2[j], m + j, gy, x, mu, rs, w, gw, gb);
     for (; m < D; ++m) ln_back_terms(&p1[0], &p2[0], m, gy, x, mu, rs, w, gw, gb);
-    const vf s1 = ((p1[0] + p1[1]) + (p1[2] + p1[3])) / (float)D;
-    const vf s2 = ((p2[0] + p2[1]) + (p2[2] + p2[3])) / (float)D;
+    const vf s1 = sum_parts(p1) / (float)D, s2 = sum_parts(p2) / (float)D;
     for (int m = 0; m < D; ++m) gx[m] += rs * (gy[m] * w[m] - s1 - (x[m] - mu) * rs * s2);
 }
 
