@@ -201,7 +201,7 @@ def bench_shape(config: Config, sizes: tuple[int, ...], rate: dict[str, float],
         return steps, seconds
 
     def engine(steps: int, n: int) -> tuple[int, float]:
-        run = engine_model_steps(config, steps, n)  # members stop only at 100% accuracy
+        run = engine_model_steps(config, steps, n)  # no early stop, as the notebook's
         return run.model_steps, run.loop_seconds
 
     plan = [("notebook loop", 1, notebook_flops_per_step(config), "hooked", notebook)]

@@ -10,9 +10,10 @@ with ``train.reshuffle`` each new epoch makes the two draws again, as a fresh Da
 With ``train.fresh_data`` the two DataLoader draws are replaced by one int64 draw, the seed of the
 member's stream of fresh training lists (fresh.py, batches.py).
 
-A member stops at the first evaluation where its validation accuracy reaches ``early_stop_acc``,
-when ``train.patience`` evaluations pass without improvement (stopping.py), at ``max_steps``, or at
-a non-finite loss; stopped members are frozen while the rest go on. With a ``quorum`` of k, the
+A member stops at the first evaluation where its validation accuracy reaches ``early_stop_acc``
+(unless ``train_ensemble``'s ``early_stop`` is False: it records that step and trains on), when
+``train.patience`` evaluations pass without improvement (stopping.py), at ``max_steps``, or at a
+non-finite loss; stopped members are frozen while the rest go on. With a ``quorum`` of k, the
 members still running stop together (``stop_reason`` "quorum") at the first evaluation where k
 members of the call have reached their threshold: what a search that asks "do at least k of these
 seeds pass?" needs, without the rest's remaining steps. Each step's learning rate
@@ -125,7 +126,8 @@ def train(config: Config, out: str | Path | None = None, *, resume: bool = False
 
 def train_ensemble(configs: Sequence[Config], out_dirs: Sequence[str | Path] | None = None, *,
                    resume: bool = False, progress: bool = True,
-                   tracker: Tracker | None = None, quorum: int | None = None) -> list[Run]:
+                   tracker: Tracker | None = None, quorum: int | None = None,
+                   early_stop: bool = True) -> list[Run]:
     """Train several models of one shape at once (one optimiser step for all).
 
     Members share ``config.task``, ``config.model`` and the train settings in ``SHARED_TRAIN_KEYS``;
@@ -133,6 +135,8 @@ def train_ensemble(configs: Sequence[Config], out_dirs: Sequence[str | Path] | N
     differ. Returns one Run per config. ``tracker`` gets every evaluation (tracking.py).
     ``quorum``: once this many members (resumed finished ones included) have reached their
     threshold, the rest stop at that evaluation (see the module's docstring); None: never.
+    ``early_stop`` False: members train on past ``early_stop_acc`` (their ``steps_to_threshold``
+    still recorded) to ``max_steps``, as the benchmarks' runs of a fixed number of steps do.
     """
     if not configs:
         return []
@@ -156,7 +160,7 @@ def train_ensemble(configs: Sequence[Config], out_dirs: Sequence[str | Path] | N
         rule = None if quorum is None else Quorum(quorum, [m.run for m in members])
         for start in sorted({m.run.step for m in todo}):  # members resumed at one step: together
             _train_group([m for m in todo if m.run.step == start], data, device, progress,
-                         tracker, rule)
+                         tracker, rule, early_stop)
     return [m.run for m in members]
 
 
@@ -260,9 +264,10 @@ def config_changes(saved: Config, given: Config) -> list[str]:
 
 
 def _train_group(members: list[_Member], data: Dataset, device: torch.device,
-                 progress: bool, tracker: Tracker | None, quorum: Quorum | None = None) -> None:
+                 progress: bool, tracker: Tracker | None, quorum: Quorum | None = None,
+                 early_stop: bool = True) -> None:
     """Train members resumed at one step together until each has stopped."""
-    group = _Group(members, data, device, tracker, quorum)
+    group = _Group(members, data, device, tracker, quorum, early_stop)
     bar = _progress_bar(progress, group.max_steps, group.step, len(members))
     with group.ens.host_serial():
         while group.running():
@@ -280,9 +285,10 @@ class _Group:
     running loss and clock; each member stops on its own."""
 
     def __init__(self, members: list[_Member], data: Dataset, device: torch.device,
-                 tracker: Tracker | None = None, quorum: Quorum | None = None):
+                 tracker: Tracker | None = None, quorum: Quorum | None = None,
+                 early_stop: bool = True):
         self.members, self.runs, self.data = members, [m.run for m in members], data
-        self.tracker, self.quorum = tracker, quorum
+        self.tracker, self.quorum, self.early_stop = tracker, quorum, early_stop
         cfg = self.runs[0].config
         self.trains = [r.config.train for r in self.runs]
         self.eval_every, self.checkpoint_every = cfg.train.eval_every, cfg.train.checkpoint_every
@@ -342,7 +348,8 @@ class _Group:
         for i in evaluated:
             m = {"loss": metrics["loss"][i], "acc": metrics["acc"][i],
                  "seq_acc": metrics["seq_acc"][i]}
-            _record(self.members[i], self.step, train_loss[i], m, self.data.task.n_val, elapsed)
+            _record(self.members[i], self.step, train_loss[i], m, self.data.task.n_val, elapsed,
+                    self.early_stop)
         if self.quorum is not None and self.quorum.reached():
             self.quorum.stop(self.runs[i] for i in evaluated)
         for i in evaluated:
@@ -365,8 +372,9 @@ class _Group:
 
 
 def _record(member: _Member, step: int, train_loss: float, m: dict[str, float], n_val: int,
-            elapsed: float) -> None:
-    """One evaluation of a running member: its history, metrics, and whether it stops here."""
+            elapsed: float, early_stop: bool = True) -> None:
+    """One evaluation of a running member: its history, metrics, and whether it stops here
+    (``early_stop`` False: not at its threshold, which it records all the same)."""
     run, tc = member.run, member.run.config.train
     entry = {"step": step, "train_loss": train_loss, "val_loss": m["loss"], "acc": m["acc"],
              "seq_acc": m["seq_acc"]}
@@ -382,8 +390,11 @@ def _record(member: _Member, step: int, train_loss: float, m: dict[str, float], 
         prev = run.history[-2]["step"] if len(run.history) > 1 else 0
         run.error = (f"diverged: non-finite loss between steps {prev} and {step}"
                      f" (lr {tc.lr:g}); training stopped")
-    elif m["acc"] >= tc.early_stop_acc:
-        run.status, run.stop_reason, run.steps_to_threshold = "done", "early_stop", step
+        return
+    if m["acc"] >= tc.early_stop_acc and run.steps_to_threshold is None:
+        run.steps_to_threshold = step
+    if m["acc"] >= tc.early_stop_acc and early_stop:
+        run.status, run.stop_reason = "done", "early_stop"
     elif step % tc.eval_every == 0 and member.patience.stops(m["acc"], tc.patience,
                                                                tc.patience_threshold):
         run.status, run.stop_reason = "done", "patience"

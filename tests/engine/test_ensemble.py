@@ -114,6 +114,22 @@ def test_early_stopped_members_keep_their_stop_step_weights(extra, threshold, tm
         assert torch.equal(disk["embed.W_E"], runs[member].state["embed.W_E"])
 
 
+def test_without_early_stop_members_train_on_and_record_their_threshold():
+    """``early_stop=False`` (the benchmarks' fixed-length runs): the member whose threshold is
+    reached at step 200 trains to its max_steps, records step 200 as reached, and ends where a
+    run that never reaches its threshold ends."""
+    configs = [short(400, "train.seed=1", "train.early_stop_acc=0.04"),
+               short(300, "train.seed=1", "train.early_stop_acc=0.04")]
+    runs = train_ensemble(configs, progress=False, early_stop=False)
+    assert [r.step for r in runs] == [400, 300]
+    assert [r.stop_reason for r in runs] == ["max_steps", "max_steps"]
+    assert [r.steps_to_threshold for r in runs] == [200, 200]
+    assert [h["step"] for h in runs[0].history] == [100, 200, 300, 400]
+    never = train(configs[0].override(["train.early_stop_acc=1.0"]), progress=False)
+    assert never.steps_to_threshold is None
+    assert_same_weights(configs[0], runs[0].state, never.state)
+
+
 @pytest.mark.parametrize("extra", [(), TORCH_SHAPE], ids=["kernel", "torch"])
 def test_a_diverging_member_fails_alone(extra, monkeypatch):
     choose(monkeypatch, extra)
