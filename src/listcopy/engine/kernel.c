@@ -645,13 +645,14 @@ static double softmax_ce(Work *k, int o, int64_t *hits, uint8_t *right) {
     const vf mx = vmax(vmax(part[0], part[1]), vmax(part[2], part[3]));
     for (int w = 0; w < W; ++w)  /* the target's logit (0 for a target outside the vocabulary) */
         if ((uint32_t)tgt[w] < (uint32_t)V) tl[w] = logit[tgt[w]][w];
-    if (hits) {
-        vi arg = tgt - tgt;
-        vf best = SPLAT(-INFINITY);
-        for (int v = 0; v < V; ++v) {
-            const vi better = logit[v] > best;
-            arg = (better & v) | (~better & arg);
-            best = vsel(better, logit[v], best);
+    if (hits) {  /* the prediction, as torch.argmax: the first index that holds the maximum */
+        vi arg = tgt - tgt;  /* 0 where none does (every logit NaN) */
+        /* downwards, so that the last match is the first index: each comparison is against mx,
+           not against a running best, and none waits for another (a chain of compare and select
+           over the vocabulary made the evaluation 4-17% slower) */
+        for (int v = V - 1; v >= 0; --v) {
+            const vi at = logit[v] == mx;
+            arg = (at & v) | (~at & arg);
         }
         for (int w = 0; w < W; ++w) {
             if (k->valid[w] == 0.0f) continue;
