@@ -9,6 +9,9 @@ LayerNorm and biases in benchmarks/README.md were measured:
     python benchmarks/kernel_ab.py src/listcopy/engine/kernel.c --flags seed,ln,bias,ln-bias \\
         --members 8 --steps 30 --repeats 12
 
+``--eval`` times the evaluation of the validation split (``Ensemble.evaluate``: the forward pass,
+loss and hits) instead of training steps, per sequence and member.
+
 ``--flags`` takes the names of ``listcopy bench --shapes`` (seed, ln_bias, learned_vo, all, heads2)
 and of its ``--all-flags`` combinations (ln, bias, wv, wo, h2 joined by "-"). Every version is built
 for each flag set's shape header (this checkout's kernel.py, this CPU's lanes). Prints ms per
@@ -78,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--members", type=int, default=4)
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--eval", action="store_true",
+                   help="time the validation split's evaluation instead of training steps")
     p.add_argument("--call-flops", default=None,
                    help="bounds on a call's work per thread, comma-separated (default the backend's)")
     args = p.parse_args(argv)
@@ -107,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             work = stretch(config, args.members, args.steps)
             for source, ens in zip(args.sources, ensembles(config, args.members, args.sources,
                                                            Path(tmp), name)):
-                ens.train_steps(*work)  # warm-up: each member's first steps
+                ens.train_steps(*work)  # warm-up (and, for --eval, trained weights to evaluate)
                 for bound in bounds:
                     runs[name, source, bound] = (ens, work)
         best = dict.fromkeys(runs, float("inf"))
@@ -116,18 +121,32 @@ def main(argv: list[str] | None = None) -> int:
                 if key[2] is not None:
                     ens._backend.call_flops = key[2]
                 start = time.perf_counter()
-                ens.train_steps(*work)
+                if args.eval:
+                    ens.evaluate(*validation(ens.config))
+                else:
+                    ens.train_steps(*work)
                 best[key] = min(best[key], time.perf_counter() - start)
     rate = floor_rate()
-    print(f"d_model {args.d_model}, E={args.members}, {args.steps} steps, one thread, fastest of "
+    what = "the validation split's evaluation" if args.eval else f"{args.steps} steps"
+    print(f"d_model {args.d_model}, E={args.members}, {what}, one thread, fastest of "
           f"{args.repeats}; one core's matrix-product rate {rate / 1e9:.1f} GFLOP/s")
     for (name, source, bound), (ens, _) in runs.items():
-        ms = best[name, source, bound] / args.steps / args.members * 1e3
-        flops = ens.kernel_shape().flops_per_step(ens.config.batch_size)
+        shape = ens.kernel_shape()
+        if args.eval:  # microseconds per sequence and member
+            n, flops, unit = validation(ens.config)[0].shape[0], shape.flops_per_sequence(), "us/seq"
+        else:  # milliseconds per model-step
+            n, flops, unit = args.steps, shape.flops_per_step(ens.config.batch_size), "ms/model-step"
+        seconds = best[name, source, bound] / n / args.members
         calls = "" if bound is None else f"  call_flops {bound:.0e}"
-        print(f"  {name:<10} {str(source):<40}{calls} {ms:8.4f} ms/model-step  {flops / 1e6:6.1f} MFLOP  "
-              f"{ms / (flops / rate * 1e3):.2f}x floor")
+        print(f"  {name:<10} {str(source):<40}{calls} {seconds * (1e6 if args.eval else 1e3):8.4f} "
+              f"{unit}  {flops / 1e6:6.3f} MFLOP  {seconds * rate / flops:.2f}x floor")
     return 0
+
+
+def validation(config: Config) -> tuple:
+    """``Ensemble.evaluate``'s arguments: the validation split's inputs and targets."""
+    data = dataset(config)
+    return data.val_inputs, data.val_targets
 
 
 if __name__ == "__main__":
