@@ -109,10 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             config = shape_config(args.d_model, known[name])
-            work = stretch(config, args.members, args.steps)
+            steps = stretch(config, args.members, args.steps)
+            work = validation(config) if args.eval else steps
             for source, ens in zip(args.sources, ensembles(config, args.members, args.sources,
                                                            Path(tmp), name)):
-                ens.train_steps(*work)  # warm-up (and, for --eval, trained weights to evaluate)
+                ens.train_steps(*steps)  # warm-up (and, for --eval, trained weights to evaluate)
                 for bound in bounds:
                     runs[name, source, bound] = (ens, work)
         best = dict.fromkeys(runs, float("inf"))
@@ -121,19 +122,16 @@ def main(argv: list[str] | None = None) -> int:
                 if key[2] is not None:
                     ens._backend.call_flops = key[2]
                 start = time.perf_counter()
-                if args.eval:
-                    ens.evaluate(*validation(ens.config))
-                else:
-                    ens.train_steps(*work)
+                (ens.evaluate if args.eval else ens.train_steps)(*work)
                 best[key] = min(best[key], time.perf_counter() - start)
     rate = floor_rate()
     what = "the validation split's evaluation" if args.eval else f"{args.steps} steps"
     print(f"d_model {args.d_model}, E={args.members}, {what}, one thread, fastest of "
           f"{args.repeats}; one core's matrix-product rate {rate / 1e9:.1f} GFLOP/s")
-    for (name, source, bound), (ens, _) in runs.items():
+    for (name, source, bound), (ens, work) in runs.items():
         shape = ens.kernel_shape()
         if args.eval:  # microseconds per sequence and member
-            n, flops, unit = validation(ens.config)[0].shape[0], shape.flops_per_sequence(), "us/seq"
+            n, flops, unit = work[0].shape[0], shape.flops_per_sequence(), "us/seq"
         else:  # milliseconds per model-step
             n, flops, unit = args.steps, shape.flops_per_step(ens.config.batch_size), "ms/model-step"
         seconds = best[name, source, bound] / n / args.members
