@@ -391,9 +391,10 @@ def _record(member: _Member, step: int, train_loss: float, m: dict[str, float], 
         run.error = (f"diverged: non-finite loss between steps {prev} and {step}"
                      f" (lr {tc.lr:g}); training stopped")
         return
-    if m["acc"] >= tc.early_stop_acc and run.steps_to_threshold is None:
+    reached = m["acc"] >= tc.early_stop_acc
+    if reached and run.steps_to_threshold is None:
         run.steps_to_threshold = step
-    if m["acc"] >= tc.early_stop_acc and early_stop:
+    if reached and early_stop:
         run.status, run.stop_reason = "done", "early_stop"
     elif step % tc.eval_every == 0 and member.patience.stops(m["acc"], tc.patience,
                                                                tc.patience_threshold):
