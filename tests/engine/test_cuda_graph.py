@@ -5,6 +5,8 @@ graph (warm-up undone, buffers refilled per stretch, replays, recapture, the eag
 torch.cuda's streams and graphs replaced by stand-ins that record the step and replay it on the
 CPU. (Real capture and replay need a GPU: unmeasured and untested on this CPU-only machine.)"""
 
+import dataclasses
+
 import torch
 
 from listcopy.engine import Ensemble
@@ -144,6 +146,45 @@ def graphed_and_eager(config, E):
 def run(ens, s):
     ens.train_steps(s.inputs, s.targets, s.batches, s.batch0, s.n_steps, s.lr, s.weight_decay,
                     s.active, s.loss_sum, s.max_grad_norm)
+
+
+def zero_gradient(name: str) -> bool:
+    """A key bias's gradient is zero in exact arithmetic (it adds one constant to all of a
+    query's scores, which the softmax ignores): computed, it is rounding noise, which AdamW turns
+    into steps of about the learning rate, differently on every device and summation order."""
+    return name.endswith("attn.b_K")
+
+
+def far_apart(gpu, cpu, spans):
+    """The parameters (other than zero-gradient ones) where the two ensembles differ beyond
+    float32 rounding carried through the steps, with their largest difference."""
+    diff = (gpu - cpu).abs() - 1e-4 * cpu.abs()
+    return {name: round(diff[:, a:b].max().item(), 7) for name, _, a, b in spans
+            if not zero_gradient(name) and diff[:, a:b].max() > 1e-5}
+
+
+def test_summation_order_alone_moves_key_biases_and_nothing_beyond_far_apart():
+    """What the GPU test's tolerance rests on, shown on the CPU: the same steps with each batch's
+    rows in reverse order (another summation order, as another device's) leave every parameter
+    within far_apart's tolerance, except key biases, whose noise gradients AdamW turns into
+    steps: they end up far apart, yet within twice the learning rates' sum."""
+    config = small(use_bias=True, ln=True)
+    sds = state_dicts(config, range(3), False)
+    ens, flipped = (Ensemble(config, sds, backend="torch") for _ in range(2))
+    n = 12
+    lr = torch.tensor([[1e-3 * (s + 1) for s in range(n)]] * 3, dtype=torch.float64)
+    s = stretch(config, 3, n, lr, torch.tensor([0.05, 0.0, 1e6], dtype=torch.float64))
+    run(ens, s)
+    run(flipped, dataclasses.replace(s, batches=s.batches.flip(-1).contiguous(),
+                                     loss_sum=torch.zeros_like(s.loss_sum)))
+    a, b = ens.params.flat.detach(), flipped.params.flat.detach()
+    spans = list(ens.params.layout.spans())
+    assert far_apart(a, b, spans) == {}
+    keys = [(a[:, lo:hi] - b[:, lo:hi]).abs().max().item() for name, _, lo, hi in spans
+            if zero_gradient(name)]
+    assert len(keys) == config.model.n_layers and max(keys) > 1e-4
+    assert max(keys) <= 2 * lr.sum(1).max().item()
+    assert far_apart(a, b + 1e-3 * (torch.arange(b.shape[1]) == spans[0][2]), spans) != {}
 
 
 def assert_same(graphed, eager):
