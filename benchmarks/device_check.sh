@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# The CUDA path, checked and measured on a machine with a GPU, in one sitting:
-#   1. the engine and training tests (tests/engine/ runs the torch backend on cuda beside
-#      cpu; tests/gpu/ captures and replays CUDA graphs; training tests use train.device
-#      "auto", which picks cuda there), and the model and checkpoint tests (a run written on
-#      cuda loads on cpu);
+# The CUDA path, checked and measured on a machine with a GPU, in one short sitting. Each part
+# has its own time limit (seconds: T_TESTS, T_BENCH, T_TRAIN, T_WIDTHS) and a failed part does not
+# stop the next:
+#   1. the CUDA tests: tests/gpu/ (graphs captured and replayed against eager CPU steps), every
+#      test of tests/engine/ run on cuda (the torch backend held to the hooked model's logits and
+#      gradients there, ...) and the device choice's tests, on 8 workers;
 #   2. `listcopy bench --device cuda`: the seed's loop on the GPU (batches moved per step, as the
-#      notebook does) against the ensemble engine at E = 1 .. SIZES, with peak GPU memory.
+#      notebook does) against the ensemble engine at E = 1 and SIZES, with peak GPU memory;
+#   3. `listcopy train` as a newcomer runs it (device "auto": what it picks, and its time) and on the
+#      CPU; 16 seeds at once ("auto" against the CPU); one model forced onto cuda for TRAIN_STEPS
+#      steps (ms per step of one model there);
+#   4. benchmarks/device_widths.py: per width, the GPU's step at E = 1, 64, 1024 against the CPU's
+#      model-step (one thread), the crossovers devices.py's table keeps (T_WIDTHS=0 skips it).
 #
 # Usage: bash benchmarks/device_check.sh [OUT_DIR]   (default: ./device-check)
-#        STEPS=1000 SIZES=64,1024,8192,32768 DEVICE=cuda (the defaults) set the bench.
 # Needs python3 with torch (CUDA build) and pytest. Packages missing there can come as wheels in
 # .whl/ (installed with --no-deps into /tmp/site); listcopy itself runs from src/.
 set -uo pipefail
@@ -21,16 +26,53 @@ if compgen -G ".whl/*.whl" >/dev/null; then
 fi
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+nproc; gcc --version | head -1 || true
 python3 -c "import torch, listcopy.training as t; print('torch', torch.__version__, '| auto ->', t.resolve_device('auto'))" || exit 1
+python3 -c "import transformer_lens; print('transformer_lens', transformer_lens.__version__ if hasattr(transformer_lens, '__version__') else 'imported')" || true
+status=0 dev=${DEVICE:-cuda}
+part() { echo "== $1 ($(date +%T))"; }
 
-status=0
-python3 -m pytest -q -p no:cacheprovider --durations=8 --junitxml="$out/junit.xml" \
-    tests/engine/ tests/gpu/ tests/test_train.py tests/test_model.py tests/test_checkpoint.py \
-    2>&1 | tee "$out/pytest.txt" || status=1
+part "tests"
+timeout "${T_TESTS:-120}" python3 -m pytest -q -p no:cacheprovider -n 8 --durations=5 \
+    --junitxml="$out/junit.xml" -k "cuda or gpu or graph or device or auto" tests/gpu/ tests/engine/ tests/test_train.py \
+    2>&1 | tail -25 | tee "$out/pytest.txt" || status=1
 echo "test cases with cuda in their name: $(grep -o '<testcase [^>]*cuda' "$out/junit.xml" | wc -l)"
 
-python3 -m listcopy.cli bench --device "${DEVICE:-cuda}" --threads 1 --steps "${STEPS:-1000}" \
-    --sizes "${SIZES:-64,1024,8192,32768}" --json > "$out/bench_cuda.json" || status=1
+part "bench"
+timeout "${T_BENCH:-100}" python3 -m listcopy.cli bench --device "$dev" --threads 1 \
+    --steps "${STEPS:-500}" --sizes "${SIZES:-64,1024,8192}" --json > "$out/bench_cuda.json" || status=1
 python3 -c "import json, sys; from listcopy.bench import format_table; print(format_table(json.load(open(sys.argv[1]))))" \
     "$out/bench_cuda.json" | tee "$out/bench_cuda.txt"
+
+part "train"
+TIMEFORMAT="%R s wall"
+for how in auto cpu; do
+    echo "listcopy train, train.device=$how (the default job, one thread):"
+    time timeout "${T_TRAIN:-40}" python3 -m listcopy.cli train --quiet --threads 1 \
+        --out "/tmp/train_$how" --set "train.device=$how" 2>&1 | tail -3 || status=1
+done
+for how in auto cpu; do  # 16 default models: past the crossover on one thread, "auto" picks the GPU
+    echo "listcopy train --seeds 0-15, train.device=$how, ${TRAIN_STEPS:-3000} steps:"
+    time timeout "${T_TRAIN:-40}" python3 -m listcopy.cli train --threads 1 --seeds 0-15 \
+        --out "/tmp/train16_$how" --set "train.device=$how" --set "train.max_steps=${TRAIN_STEPS:-3000}" \
+        2>&1 | grep -E "listcopy: device|max_steps|reached|error" | tail -3 || status=1
+done
+echo "listcopy train, train.device=$dev, ${TRAIN_STEPS:-3000} steps:"
+time timeout "${T_TRAIN:-40}" python3 -m listcopy.cli train --quiet --threads 1 --out "/tmp/train_forced_$dev" \
+    --set "train.device=$dev" --set "train.max_steps=${TRAIN_STEPS:-3000}" 2>&1 | tail -3 || status=1
+
+part "widths"
+if [ "${T_WIDTHS:-110}" -gt 0 ]; then
+timeout "${T_WIDTHS:-110}" python3 benchmarks/device_widths.py --device "$dev" \
+    > "$out/widths.json" 2> "$out/widths.err" || status=1
+grep '^{"d_model"' "$out/widths.json" | python3 -c "
+import json, sys
+for line in sys.stdin:
+    r = json.loads(line)
+    gpu = ' '.join(f\"E={a['members']} {a['ms_per_step']:.3f}\" for a in r['accelerator'])
+    print(f\"d_model {r['d_model']}: accelerator ms/step {gpu} | cpu {r['cpu']['ms_per_model_step']:.4f} ms/model-step | crossover {r['crossover_per_thread']}\")"
+tail -3 "$out/widths.err"
+fi
+
+part "done"
 exit $status
