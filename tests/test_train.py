@@ -228,7 +228,8 @@ def test_kill_during_training_then_resume_through_the_cli(tmp_path):
 
 def test_auto_on_an_accelerator_picks_the_cpu_where_it_is_faster():
     """The notice this replaced said "the CPU is faster" below about 128 models on a GPU; "auto"
-    now acts on it (devices.py) and says in one line what it chose."""
+    now acts on it (devices.py: 11 default models per CPU thread on cuda with graphs, 128 on mps)
+    and says in one line what it chose."""
     from listcopy.devices import choose
 
     config = Config()
@@ -236,7 +237,8 @@ def test_auto_on_an_accelerator_picks_the_cpu_where_it_is_faster():
     assert one.device.type == "cpu" and "1 model(s) at once" in one.line()
     assert "train.device=cuda" in one.line() and "\n" not in one.line()
     assert choose(config, 127, found=["mps"], threads=1, kernel=True).device.type == "cpu"
-    assert choose(config, 128, found=["cuda"], threads=1, kernel=True).device.type == "cuda"  # pays off
+    assert choose(config, 10, found=["cuda"], threads=1, kernel=True).device.type == "cpu"
+    assert choose(config, 11, found=["cuda"], threads=1, kernel=True).device.type == "cuda"  # pays off
     asked = choose(config.override(["train.device=cuda"]), 1, found=[])
     assert asked.device.type == "cuda" and asked.why == "train.device = cuda"  # asked for: no advice
     assert choose(config, 1, found=[]).device.type == "cpu"

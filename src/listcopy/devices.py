@@ -2,15 +2,16 @@
 
 The job: how many models train at once, their width, and whether the compiled CPU kernel trains
 them. A training step of these models is a few hundred tiny GPU kernels: launch-bound, it costs
-about as much for one model as for 64 (an H100: 7.9 and 8.7 ms per step, the default shape),
-while on the CPU a step grows with the models trained at once and with their width. So an
-accelerator pays off from some number of models at once, fewer for wider models: ``CROSSOVERS``,
-one row per accelerator and width, per CPU thread (the CPU spreads members over its threads).
+about as much for one model as for 64 (an H200, the steps replayed as CUDA graphs: 0.69 and 0.79
+ms per step, the default shape; eager, on an H100: 7.9 and 8.7 ms), while on the CPU a step grows
+with the models trained at once and with their width. So an accelerator pays off from some number
+of models at once, fewer for wider models: ``CROSSOVERS``, one row per accelerator and width, per
+CPU thread (the CPU spreads members over its threads).
 
 ``choose(config, n_members)`` returns the device and a one-line reason (``listcopy train`` prints
 it). Overriding: ``train.device`` names the device outright (``--set train.device=cuda`` or
 ``cpu``; "auto" is the table's choice), and ``choose(..., crossovers=...)`` takes another table,
-e.g. one measured with ``listcopy bench --device cuda`` on another GPU.
+e.g. one measured with ``benchmarks/device_widths.py`` on another GPU.
 """
 
 from __future__ import annotations
@@ -35,17 +36,21 @@ class Crossover:
     source: str
 
 
-# H100 figures (benchmarks/README.md): one default model 7.9 ms/step, 64 at once 8.7 ms, against
-# 0.079 ms per model-step for the CPU kernel (one Zen 4 thread) and 2.2 ms for the CPU's torch
-# backend. Wider rows: estimated, no GPU was lent to measure them: the same launch-bound GPU step
-# (about 9 ms) over the CPU kernel's model-step at that width, 0.079 ms times its ratio to d_model 8
-# in one `listcopy bench --shapes` run (benchmarks/README.md, "Per shape", E=64, seed flags: 3.9x
-# at d_model 32, 10.2x at 64, 42x at 128: about 0.31, 0.80 and 3.3 ms). mps: unmeasured, as cuda.
-_ROWS = ((8, 128, 4, "measured (H100)"), (32, 30, 2, "estimated"), (64, 12, 1, "estimated"),
-         (128, 3, 1, "estimated"), (1 << 30, 1, 1, "estimated"))
-CROSSOVERS: tuple[Crossover, ...] = tuple(
-    Crossover(kind, widest, kernel, torch_, source if kind == "cuda" else "unmeasured (as cuda)")
-    for kind in ("cuda", "mps") for widest, kernel, torch_, source in _ROWS)
+# cuda, measured on an H200 (benchmarks/device_widths.py, benchmarks/README.md "On a GPU (NVIDIA
+# H200)"): with its steps replayed as CUDA graphs (engine/cuda_graph.py) one model's step takes
+# 0.64-0.69 ms at every d_model from 8 to 128, and 64 at once 0.79 / 1.00 / 1.39 / 2.05 ms, against
+# one thread of that machine's CPU: the kernel's model-step 0.068 / 0.34 / 0.69 / 2.17 ms at d_model
+# 8 / 32 / 64 / 128, the torch backend's over 2 ms. So the GPU pays off from ceil(0.69 / 0.068) =
+# 11 default models per CPU thread, 2 at d_model 32, 1 at 128; d_model 64 is a tie at one model
+# (0.67 against 0.69 ms): 2, so a tie stays on the CPU. Without the kernel the CPU loses from one.
+# mps has no graphs: its rows are the eager GPU's step (an H100 without graphs: 7.9 ms for one
+# default model, 8.7 ms for 64) over the kernel's model-step (one Zen 4 thread: 0.079 ms at d_model
+# 8; 3.9x, 10.2x and 42x that at 32, 64 and 128), unmeasured on an mps device.
+_CUDA = ((8, 11, 1), (32, 2, 1), (64, 2, 1), (128, 1, 1), (1 << 30, 1, 1))
+_EAGER = ((8, 128, 4), (32, 30, 2), (64, 12, 1), (128, 3, 1), (1 << 30, 1, 1))
+CROSSOVERS: tuple[Crossover, ...] = (
+    tuple(Crossover("cuda", w, k, t, "measured (H200, CUDA graphs)") for w, k, t in _CUDA)
+    + tuple(Crossover("mps", w, k, t, "estimated (eager GPU steps)") for w, k, t in _EAGER))
 
 
 @dataclass(frozen=True)

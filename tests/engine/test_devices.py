@@ -31,18 +31,18 @@ def test_one_default_model_trains_on_the_cpu_even_beside_a_gpu():
     choice = devices.choose(job(), 1, found=["cuda"], threads=1, kernel=True)
     assert choice.device.type == "cpu"
     line = choice.line()
-    assert "\n" not in line and "cuda" in line and "below 128" in line
+    assert "\n" not in line and "cuda" in line and "below 11" in line
     assert "train.device=cuda" in line
 
 
 @pytest.mark.parametrize("d_model,threads,kernel,members,device", [
-    (8, 1, True, 127, "cpu"), (8, 1, True, 128, "cuda"),     # the H100's crossover
-    (8, 2, True, 255, "cpu"), (8, 2, True, 256, "cuda"),     # two CPU threads: twice as many
-    (8, 1, False, 4, "cuda"), (8, 1, False, 3, "cpu"),       # no kernel: torch on the CPU loses early
-    (32, 1, True, 29, "cpu"), (32, 1, True, 30, "cuda"),
-    (64, 2, True, 23, "cpu"), (64, 2, True, 24, "cuda"),
-    (128, 1, True, 2, "cpu"), (128, 1, True, 3, "cuda"),
-    (512, 1, True, 1, "cuda"),
+    (8, 1, True, 10, "cpu"), (8, 1, True, 11, "cuda"),       # the H200's crossover (graphs)
+    (8, 2, True, 21, "cpu"), (8, 2, True, 22, "cuda"),       # two CPU threads: twice as many
+    (8, 1, False, 1, "cuda"),                                # no kernel: torch on the CPU loses
+    (16, 1, True, 1, "cpu"), (16, 1, True, 2, "cuda"),       # between rows: the wider row's
+    (32, 1, True, 1, "cpu"), (32, 1, True, 2, "cuda"),
+    (64, 1, True, 1, "cpu"), (64, 2, True, 3, "cpu"), (64, 2, True, 4, "cuda"),  # a tie: the CPU
+    (128, 1, True, 1, "cuda"), (512, 1, True, 1, "cuda"),
 ])
 def test_the_crossover_by_width_threads_and_kernel(d_model, threads, kernel, members, device):
     choice = devices.choose(job(d_model), members, found=["cuda"], threads=threads, kernel=kernel)
@@ -55,6 +55,14 @@ def test_the_table_is_one_row_per_accelerator_and_width_and_falls_with_width():
         assert [r.widest for r in rows] == sorted({r.widest for r in rows})
         assert all(a.kernel >= b.kernel and a.torch >= b.torch for a, b in zip(rows, rows[1:]))
         assert all(r.torch <= r.kernel for r in rows)  # the CPU kernel holds out longer
+
+
+def test_mps_keeps_the_eager_gpu_rows():
+    """No graphs on mps: its steps are eager, launch-bound, as cuda's were before them."""
+    assert devices.choose(job(), 127, found=["mps"], threads=1, kernel=True).device.type == "cpu"
+    assert devices.choose(job(), 128, found=["mps"], threads=1, kernel=True).device.type == "mps"
+    assert devices.choose(job(), 4, found=["mps"], threads=1, kernel=False).device.type == "mps"
+    assert devices.choose(job(), 3, found=["mps"], threads=1, kernel=False).device.type == "cpu"
 
 
 def test_another_table_overrides():
