@@ -25,6 +25,12 @@ def test_bench_reports_every_run():
     assert result["threads"] == 1 and result["cpu"] and result["torch"] == torch.__version__
     assert torch.get_num_threads() == 1  # restored (the autouse fixture set 1)
     assert result["device"] == "cpu" and "peak_gpu_mb" not in result["rows"][0]
+    notebook, *engine = result["rows"]
+    assert notebook["loop_seconds"] == notebook["seconds"]  # its loop is all it times
+    for r in engine:  # the training loop alone: a part of the whole run, per model-step too
+        assert 0 < r["loop_seconds"] < r["seconds"]
+        assert r["loop_ms_per_model_step"] == pytest.approx(
+            r["loop_seconds"] / 100 * 1e3 / r["members"])
 
 
 @pytest.mark.parametrize("device", DEVICES)
