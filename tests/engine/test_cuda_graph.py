@@ -3,7 +3,8 @@ eagerly here on the CPU, equal to the eager torch backend and to torch's own Ada
 learning rate per step and clip_grad_norm_ on the hooked model; GraphedTorch's handling around the
 graph (warm-up undone, buffers refilled per stretch, replays, recapture, the eager fallback) with
 torch.cuda's streams and graphs replaced by stand-ins that record the step and replay it on the
-CPU. (Real capture and replay need a GPU: unmeasured and untested on this CPU-only machine.)"""
+CPU. Real capture and replay need a GPU: tests/gpu/ (run on an H200 by benchmarks/device_check.sh;
+CI has none)."""
 
 import dataclasses
 
