@@ -202,3 +202,17 @@ def test_resource_module_never_imports_torch_at_import_time():
     code = ("import sys; import listcopy.resources; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+@pytest.mark.parametrize("members, device, batch, lists", [
+    (1, "cpu", 128, 1 << 17), (8192, "cpu", 128, 16), (10**6, "cpu", 128, 1),
+    (8192, "cuda", 128, 128), (8192, "mps", 32, 32), (64, "cuda", 128, 2048)])
+def test_evaluation_chunks_are_cache_sized_on_the_cpu_and_a_batch_at_least_elsewhere(
+        members, device, batch, lists):
+    assert resources.eval_chunk(members, device, batch) == lists
+
+
+def test_the_estimate_counts_the_accelerators_larger_evaluation_chunk():
+    config = Config().override(["model.use_bias=true"])  # the torch path on the CPU too
+    part = {d: dict(training_need(config, 8192, d).parts)["evaluation"] for d in ("cpu", "cuda")}
+    assert part["cuda"] == 8 * part["cpu"]  # 128 lists per pass instead of 16

@@ -188,3 +188,26 @@ def test_one_member_off_the_identities_turns_the_shortcut_off_for_all(backend):
         model = ListCopyTransformer(config)
         model.load_state_dict(sd)
         assert torch.allclose(logits[i], model(tokens)[:, -2:], atol=1e-4), i
+
+
+def test_the_torch_evaluation_is_the_same_in_chunks_of_any_size(monkeypatch):
+    """The torch path evaluates the validation lists in chunks (resources.eval_chunk: larger on
+    an accelerator): one list, 7 lists, a training batch or all at once give the same metrics;
+    the default on the CPU takes EVAL_CHUNK // E lists per forward pass."""
+    from listcopy import resources
+
+    config = Config().override(list(TORCH_SHAPE))
+    ens = Ensemble(config, state_dicts(config, range(3), False), backend="torch")
+    data = dataset(config)
+    n = data.val_inputs.shape[0]
+    metrics = [ens.evaluate(data.val_inputs, data.val_targets, chunk=c) for c in (1, 7, 32, n)]
+    for key in ("loss", "acc", "seq_acc"):
+        for m in metrics[1:]:
+            assert torch.allclose(m[key], metrics[0][key], rtol=1e-5, atol=1e-7), key
+    calls = []
+    logits = ens._backend.forward.logits
+    monkeypatch.setattr(ens._backend.forward, "logits", lambda *a: calls.append(a[1].shape[0])
+                        or logits(*a))
+    monkeypatch.setattr(resources, "EVAL_CHUNK", 3 * 10)  # 10 lists per pass for 3 members
+    ens.evaluate(data.val_inputs, data.val_targets)
+    assert calls == [10] * (n // 10) + ([n % 10] if n % 10 else [])

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..resources import eval_chunk
 from .backend import Stretch
 from .forward import PrunedForward
 from .optim import AdamW, clip_grad_norm_
@@ -87,8 +88,8 @@ class TorchBackend:
     def _evaluate(self, params: Params, inputs: Tensor, out_targets: Tensor,
                   chunk: int | None) -> dict[str, Tensor]:
         E, L = params.n_members, out_targets.shape[1]
-        chunk = chunk or max(1, (1 << 17) // max(E, 1))
         device = params.flat.device
+        chunk = chunk or eval_chunk(E, device.type, self.forward.config.batch_size)
         loss, hits, seq_hits = (torch.zeros(E, device=device) for _ in range(3))
         p = params.views(params.flat.detach())
         const = self.forward.const_positions(inputs)
