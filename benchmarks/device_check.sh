@@ -15,7 +15,13 @@
 #
 # Usage: bash benchmarks/device_check.sh [OUT_DIR]   (default: ./device-check)
 # Needs python3 with torch (CUDA build) and pytest. Packages missing there can come as wheels in
-# .whl/ (installed with --no-deps into /tmp/site); listcopy itself runs from src/.
+# .whl/ (installed with --no-deps into /tmp/site); listcopy itself runs from src/. On the H200
+# image (Python 3.12) TransformerLens and what it imports were missing; fetched here with
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl \
+#     transformer-lens==3.9.0 better-abc==0.0.3 datasets==5.2.0 dill==0.4.1 \
+#     multiprocess==0.70.19 fancy-einsum==0.0.3 beartype==0.23.1 typeguard==4.6.1
+# The whole script took about 5 minutes there (2026-12-04).
 set -uo pipefail
 out=${1:-device-check}
 mkdir -p "$out"
@@ -39,8 +45,8 @@ timeout "${T_TESTS:-120}" python3 -m pytest -q -p no:cacheprovider -n 8 --durati
 echo "test cases with cuda in their name: $(grep -o '<testcase [^>]*cuda' "$out/junit.xml" | wc -l)"
 
 part "bench"
-timeout "${T_BENCH:-100}" python3 -m listcopy.cli bench --device "$dev" --threads 1 \
-    --steps "${STEPS:-500}" --sizes "${SIZES:-64,1024,8192}" --json > "$out/bench_cuda.json" || status=1
+timeout "${T_BENCH:-150}" python3 -m listcopy.cli bench --device "$dev" --threads 1 \
+    --steps "${STEPS:-2000}" --sizes "${SIZES:-64,1024,8192}" --json > "$out/bench_cuda.json" || status=1
 python3 -c "import json, sys; from listcopy.bench import format_table; print(format_table(json.load(open(sys.argv[1]))))" \
     "$out/bench_cuda.json" | tee "$out/bench_cuda.txt"
 
