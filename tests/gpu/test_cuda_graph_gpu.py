@@ -44,3 +44,25 @@ def test_on_a_gpu_the_graphed_stretches_equal_eager_ones():
                 moved = (gpu.params.flat.detach().cpu()[:, a:b] - cpu.params.flat.detach()[:, a:b])
                 assert moved.abs().max() <= 2 * lr_sum
         assert torch.allclose(s_gpu.loss_sum.cpu(), s_cpu.loss_sum, rtol=1e-4)
+
+
+def test_on_a_gpu_members_that_stopped_stay_and_the_others_replay():
+    """A stretch with a stopped member: the active ones train through their own captured graph
+    (no fallback), as on the CPU; the stopped one's weights do not move."""
+    config = small(use_bias=True)
+    sds = state_dicts(config, range(3), False)
+    gpu, cpu = Ensemble(config, sds, "cuda", backend="torch"), Ensemble(config, sds, backend="torch")
+    on = torch.tensor([True, False, True])
+    for n, batch0 in [(5, 2), (7, 0)]:
+        lr = torch.tensor([[1e-3 * (s + 1) for s in range(n)]] * 3, dtype=torch.float64)
+        s_cpu = dataclasses.replace(stretch(config, 3, n, lr, None, batch0), active=on)
+        s_gpu = to_device(s_cpu, "cuda")
+        s_cpu = dataclasses.replace(s_cpu, loss_sum=torch.zeros_like(s_cpu.loss_sum))
+        before = gpu.params.flat.detach()[1].clone()
+        run(gpu, s_gpu)
+        run(cpu, s_cpu)
+        assert not gpu._backend.failed and gpu._backend._graph is not None
+        assert torch.equal(gpu.params.flat.detach()[1], before)
+        spans = list(gpu.params.layout.spans())
+        assert far_apart(gpu.params.flat.detach().cpu(), cpu.params.flat.detach(), spans) == {}
+        assert torch.allclose(s_gpu.loss_sum.cpu(), s_cpu.loss_sum, rtol=1e-4)
