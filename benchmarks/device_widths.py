@@ -7,12 +7,12 @@
 For each d_model (3 layers, the seed's flags otherwise), ``train_ensemble`` of E seeds at once
 (early stop off, every step taken) on the accelerator for each E of ``--sizes``, and on the CPU
 (``--threads`` torch threads; the kernel where it applies) for ``--cpu-members`` seeds. Each
-run's training loop alone is timed (its longest member's ``wall_time_s``: steps and evaluations,
-CUDA graph capture included, not drawing the models or copying them back), after a 20-step warm-up
-run of the same shape (CUDA context, cuBLAS, the kernel's build). Printed, as JSON: ms per step and per model-step of
-each run, and per width the crossover, the fewest models at once from which the accelerator's
-step (its E = 1 step, launch-bound) beats that many CPU model-steps: ceil(gpu_ms / cpu_ms), per
-CPU thread as devices.py's table counts it.
+run's training loop alone is timed (its longest member's ``wall_time_s``: steps and
+evaluations, CUDA graph capture included, not drawing the models or copying them back), after a
+20-step warm-up run of the same shape (CUDA context, cuBLAS, the kernel's build). Printed, as
+JSON: ms per step and per model-step of each run, and per width the crossover, the fewest
+models at once from which the accelerator's step (its E = 1 step, launch-bound) beats that many
+CPU model-steps: ceil(gpu_ms / cpu_ms), per CPU thread as devices.py's table counts it.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ def loop_ms(config, steps: int, members: int, device: str) -> dict:
     engine_model_steps(config, 20, members, device)  # warm-up, same shape
     run = engine_model_steps(config, steps, members, device)
     ms = run.loop_seconds / steps * 1e3
-    return {"members": members, "steps": steps, "ms_per_step": ms, "ms_per_model_step": ms / members,
-            "whole_s": run.seconds, "loop_s": run.loop_seconds}
+    return {"members": members, "steps": steps, "ms_per_step": ms,
+            "ms_per_model_step": ms / members, "whole_s": run.seconds, "loop_s": run.loop_seconds}
 
 
 def main() -> None:

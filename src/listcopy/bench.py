@@ -11,9 +11,9 @@ for the same number of steps, evaluation every 100 steps included. Reported: ms 
 model-step (a step of one model: ms/step / E), the speed-up of each model-step over (a), the
 same per model-step of the training loop alone (steps and evaluations, without drawing the E
 models and copying their weights back: at E = 8192 on an H200 a fifth of a 2000-step run)
-and, on cuda, the peak GPU memory of each run. The CPU kernel's build time (cold cache, in a temporary
-directory) is reported on its own; the timed runs use the warm cache, as a second ``listcopy
-train`` would.
+and, on cuda, the peak GPU memory of each run. The CPU kernel's build time (cold cache, in a
+temporary directory) is reported on its own; the timed runs use the warm cache, as a second
+``listcopy train`` would.
 """
 
 from __future__ import annotations
@@ -229,9 +229,10 @@ def format_table(result: dict[str, Any]) -> str:
     for row in result["rows"]:
         loop = row.get("loop_ms_per_model_step")  # absent from JSON written before it was kept
         lines.append(f"{row['run']:<16}{row['ms_per_step']:>10.3f}{row['ms_per_model_step']:>16.4f}"
-                     f"{row['speedup']:>9.1f}x" + (f"{loop:>20.4f}" if loop is not None else " " * 20)
+                     f"{row['speedup']:>9.1f}x"
+                     + (f"{loop:>20.4f}" if loop is not None else " " * 20)
                      + (f"{row['peak_gpu_mb']:>13.1f}" if gpu else ""))
-    lines += ["", "ms/step, ms/model-step, speed-up: the whole run (models drawn, ensemble built, "
+    lines += ["", "ms/step, ms/model-step, speed-up: the whole run (models drawn, ensemble built,",
               "weights copied back); loop: its training loop alone (steps and evaluations)"]
     return "\n".join(lines)
 

@@ -4,16 +4,17 @@ On a GPU a step of these models is a few hundred tiny kernels, each launched fro
 default model took 7.9 ms per step on an H100, 90x the CPU kernel, and 64 models 8.7 ms; replayed
 as a graph, 0.69 and 0.86 ms on an H200 (12.1 ms eager there). A CUDA graph records one whole
 step once (pick the step's batch rows, forward, backward, clipping, AdamW, add the loss) and
-replays it with one launch. Everything the step reads lives in static
-device buffers: the step's index and AdamW's step count are device tensors the graph itself
-advances, so the same graph serves every step of every stretch.
+replays it with one launch. Everything the step reads lives in static device buffers: the step's
+index and AdamW's step count are device tensors the graph itself advances, so the same graph
+serves every step of every stretch.
 
 ``GraphedTorch`` wraps the torch backend on cuda: a stretch runs as graph replays, of every
 member or, once some have stopped, of the active ones (their weights and moments gathered into
 buffers kept while the same members train, so one capture serves each set of active members;
-eager steps there cost 12 ms a step on an H200, 17x a replay); where capture fails (a one-line
-notice, then never again for this ensemble), the wrapped backend's eager steps run instead. ``graph_step`` is the
-step itself, device-agnostic: tests run it eagerly on the CPU against the eager backend.
+eager steps would cost 12 ms a step on an H200, 17x a replay). Where capture fails (a one-line
+notice, then never again for this ensemble) the wrapped backend's eager steps run instead.
+``graph_step`` is the step itself, device-agnostic: tests run it eagerly on the CPU against the
+eager backend.
 
 Measured and tested on an H200 (tests/gpu/, benchmarks/README.md "On a GPU (NVIDIA H200, CUDA
 graphs)"); at 8192 models the step is memory-bound and a graph gains nothing (15.9 ms, 15.6 eager).
