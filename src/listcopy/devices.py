@@ -37,12 +37,13 @@ class Crossover:
 
 
 # cuda, measured on an H200 (benchmarks/device_widths.py, benchmarks/README.md "On a GPU (NVIDIA
-# H200, CUDA graphs)"): with its steps replayed as CUDA graphs (engine/cuda_graph.py) one model's step takes
-# 0.64-0.69 ms at every d_model from 8 to 128, and 64 at once 0.79 / 1.00 / 1.39 / 2.05 ms, against
-# one thread of that machine's CPU: the kernel's model-step 0.068 / 0.34 / 0.69 / 2.17 ms at d_model
-# 8 / 32 / 64 / 128 (the CPU's torch backend: 2.2 ms at d_model 8 on a Zen 4 thread). So the GPU pays off from ceil(0.69 / 0.068) =
-# 11 default models per CPU thread, 2 at d_model 32, 1 at 128; d_model 64 is a tie at one model
-# (0.67 against 0.69 ms): 2, so a tie stays on the CPU. Without the kernel the CPU loses from one.
+# H200, CUDA graphs)"): with its steps replayed as CUDA graphs (engine/cuda_graph.py) one model's
+# step takes 0.64-0.69 ms at every d_model from 8 to 128, and 64 at once 0.79 / 1.00 / 1.39 / 2.05
+# ms, against one thread of that machine's CPU: the kernel's model-step 0.068 / 0.34 / 0.69 / 2.17
+# ms at d_model 8 / 32 / 64 / 128 (the CPU's torch backend: 2.2 ms at d_model 8 on a Zen 4 thread).
+# So the GPU pays off from ceil(0.69 / 0.068) = 11 default models per CPU thread, 2 at d_model 32, 1
+# at 128; d_model 64 is a tie at one model (0.67 against 0.69 ms): 2, so a tie stays on the CPU.
+# Without the kernel the CPU loses from one.
 # mps has no graphs: its rows are the eager GPU's step (an H100 without graphs: 7.9 ms for one
 # default model, 8.7 ms for 64) over the kernel's model-step (one Zen 4 thread: 0.079 ms at d_model
 # 8; 3.9x, 10.2x and 42x that at 32, 64 and 128), unmeasured on an mps device.
