@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CUDA path, checked and measured on a machine with a GPU, in one short sitting. Each part
-# has its own time limit (seconds: T_TESTS, T_BENCH, T_TRAIN, T_WIDTHS) and a failed part does not
-# stop the next:
+# has its own time limit (seconds: T_TESTS, T_BENCH, T_TRAIN, T_WIDTHS, T_PROFILE); a failed part
+# does not stop the next:
 #   1. the CUDA tests: tests/gpu/ (graphs captured and replayed against eager CPU steps), every
 #      test of tests/engine/ run on cuda (the torch backend held to the hooked model's logits and
 #      gradients there, ...) and the device choice's tests, on 8 workers;
@@ -11,7 +11,9 @@
 #      CPU; 16 seeds at once ("auto" against the CPU); one model forced onto cuda for TRAIN_STEPS
 #      steps (ms per step of one model there);
 #   4. benchmarks/device_widths.py: per width, the GPU's step at E = 1, 64, 1024 against the CPU's
-#      model-step (one thread), the crossovers devices.py's table keeps (T_WIDTHS=0 skips it).
+#      model-step (one thread), the crossovers devices.py's table keeps (T_WIDTHS=0 skips it);
+#   5. benchmarks/device_profile.py at E = 8192: the step's kernels, eager and graphed ms/step
+#      (T_PROFILE=0 skips it).
 #
 # Usage: bash benchmarks/device_check.sh [OUT_DIR]   (default: ./device-check)
 # Needs python3 with torch (CUDA build) and pytest. Packages missing there can come as wheels in
@@ -21,7 +23,7 @@
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl \
 #     transformer-lens==3.9.0 better-abc==0.0.3 datasets==5.2.0 dill==0.4.1 \
 #     multiprocess==0.70.19 fancy-einsum==0.0.3 beartype==0.23.1 typeguard==4.6.1
-# The whole script took about 5 minutes there (2026-12-04).
+# The whole script took about 5 minutes there (2026-12-04), before the profile part (~20 s).
 set -uo pipefail
 out=${1:-device-check}
 mkdir -p "$out"
@@ -81,6 +83,13 @@ for line in sys.stdin:
     gpu = ' '.join(f\"E={a['members']} {a['ms_per_step']:.3f}\" for a in r['accelerator'])
     print(f\"d_model {r['d_model']}: accelerator ms/step {gpu} | cpu {r['cpu']['ms_per_model_step']:.4f} ms/model-step | crossover {r['crossover_per_thread']}\")"
 tail -3 "$out/widths.err"
+fi
+
+part "profile"  # where a large ensemble's step goes; eager against graphed ms/step
+if [ "${T_PROFILE:-60}" -gt 0 ]; then
+timeout "${T_PROFILE:-60}" python3 benchmarks/device_profile.py --device "$dev" --members 8192 \
+    --top 15 > "$out/profile.txt" 2>&1 || status=1
+grep -E "Self (CPU|CUDA) time total|ms/step" "$out/profile.txt"
 fi
 
 part "done"
