@@ -104,11 +104,12 @@ class EngineRun(NamedTuple):
 
 
 def engine_run(config: Config, steps: int, n_members: int,
-               device: torch.device | str = "cpu") -> float:
-    """``train_ensemble`` of seeds 0..E-1 for ``steps`` steps (no early stop); seconds."""
+               device: torch.device | str = "cpu") -> tuple[float, float]:
+    """``train_ensemble`` of seeds 0..E-1 for ``steps`` steps (no early stop); its seconds,
+    whole and of its training loop alone (``engine_model_steps``)."""
     run = engine_model_steps(config, steps, n_members, device)
     assert run.model_steps == steps * n_members, "a member stopped early"
-    return run.seconds
+    return run.seconds, run.loop_seconds
 
 
 def engine_model_steps(config: Config, steps: int, n_members: int,
@@ -159,7 +160,7 @@ def run_bench(threads: int = 1, steps: int = 2000, as_json: bool = False,
                           lambda: (notebook_loop(config, steps, dev),) * 2, log)]
         for n in sizes:
             rows.append(_measured(f"engine E={n}", n, dev,
-                                  lambda n=n: _whole_and_loop(config, steps, n, dev), log))
+                                  lambda n=n: engine_run(config, steps, n, dev), log))
     finally:
         torch.set_num_threads(previous)
     ref_ms = rows[0]["seconds"] / steps * 1e3
@@ -180,13 +181,6 @@ def run_bench(threads: int = 1, steps: int = 2000, as_json: bool = False,
     else:
         print(format_table(result), file=out)
     return result
-
-
-def _whole_and_loop(config: Config, steps: int, n_members: int,
-                    device: torch.device) -> tuple[float, float]:
-    run = engine_model_steps(config, steps, n_members, device)
-    assert run.model_steps == steps * n_members, "a member stopped early"
-    return run.seconds, run.loop_seconds
 
 
 def _measured(run: str, members: int, device: torch.device, timed,
