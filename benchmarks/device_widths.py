@@ -37,7 +37,7 @@ def loop_ms(config, steps: int, members: int, device: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--device", default="cuda", choices=("cuda", "mps", "cpu"))
     parser.add_argument("--widths", default="8,32,64,128")
     parser.add_argument("--sizes", default="1,64,1024")
     parser.add_argument("--steps", type=int, default=1000)
