@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from listcopy.config import Config, TaskConfig
-from listcopy.task import all_lists, attention_mask, dataset, seed_generator, split_permutation
+from listcopy.task import (all_lists, attention_mask, dataset, seed_generator, skip_randperm,
+                           split_permutation)
 
 NEG = float("-inf")
 
@@ -70,3 +71,17 @@ def test_seed_generator_has_made_the_split_draw():
     torch.manual_seed(0)
     torch.randperm(10_000)
     assert torch.equal(torch.randn(5, generator=g), torch.randn(5))
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 101, 8_000, 10_000, 90_000])
+def test_skip_randperm_leaves_the_generator_where_randperm_does(n):
+    for seed in (0, 7):
+        shuffled, skipped = (torch.Generator().manual_seed(seed) for _ in range(2))
+        torch.randperm(n, generator=shuffled)
+        skip_randperm(n, skipped)
+        assert torch.equal(shuffled.get_state(), skipped.get_state())
+        # and what comes next: the init's normal draws, the loader's 64-bit seeds
+        assert torch.equal(torch.empty(40).normal_(generator=shuffled),
+                           torch.empty(40).normal_(generator=skipped))
+        assert torch.equal(torch.empty((), dtype=torch.int64).random_(generator=shuffled),
+                           torch.empty((), dtype=torch.int64).random_(generator=skipped))

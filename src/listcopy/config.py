@@ -397,9 +397,13 @@ def ensemble_keys(configs: Sequence[Config]) -> list[str]:
 
 
 def check_ensemble(configs: Sequence[Config]) -> None:
-    """``ConfigError`` naming the first setting in which a config differs from the first one."""
+    """``ConfigError`` naming the first setting in which a config differs from the first one
+    (compared by ``ensemble_keys``: once per distinct task, model and shared train values)."""
+    keys = ensemble_keys(configs)
     first = _shared(configs[0])
-    for config in configs[1:]:
+    for config, key in zip(configs[1:], keys[1:]):
+        if key == keys[0]:
+            continue
         other = _shared(config)
         differ = [k for k in first if first[k] != other[k]]
         if differ:
