@@ -50,6 +50,7 @@ from .devices import accelerators
 from .devices import choose as choose_device
 from .engine import OPTIMIZER_STATE_KEYS, Ensemble, Layout
 from .fresh import FreshLists
+from .gc_pause import gc_paused
 from .locks import ensure_open_files
 from .model import InitialState, ListCopyCore, with_weights
 from .schedule import lr_of_step, lr_table
@@ -155,13 +156,20 @@ def train_ensemble(configs: Sequence[Config], out_dirs: Sequence[str | Path] | N
         device = chosen.device
         data = dataset(configs[0]).to(device)
         initial = InitialState(ListCopyCore(configs[0]))  # one module for E members' draws
-        members = [_prepare(c, d, resume, initial, data) for c, d in zip(configs, dirs)]
+        members = prepare_members(configs, dirs, resume, initial, data)
         todo = [m for m in members if m.run.status == "running"]
         rule = None if quorum is None else Quorum(quorum, [m.run for m in members])
         for start in sorted({m.run.step for m in todo}):  # members resumed at one step: together
             _train_group([m for m in todo if m.run.step == start], data, device, progress,
                          tracker, rule, early_stop)
     return [m.run for m in members]
+
+
+def prepare_members(configs: Sequence[Config], dirs: Sequence[Path | None], resume: bool,
+                    initial: InitialState, data: Dataset) -> list[_Member]:
+    """Each config's member (``_prepare``), the garbage collector paused (gc_pause.py)."""
+    with gc_paused():
+        return [_prepare(c, d, resume, initial, data) for c, d in zip(configs, dirs)]
 
 
 def _prepare(config: Config, run_dir: Path | None, resume: bool,

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ..config import Config, ModelConfig
+from ..gc_pause import gc_paused
 from ..model import ListCopyCore, identity_weight
 
 
@@ -106,8 +107,9 @@ class Params:
         host = Params(self.layout, self.flat.detach()[idx].cpu(),
                       {k: v[idx].cpu() for k, v in self.frozen.items()})
         params = host.views()
-        return [{name: params[name][j].clone() if name in params else value
-                 for name, value in template.items()} for j in range(len(members))]
+        with gc_paused():  # E x (a tensor per parameter), none of it cyclic garbage
+            return [{name: params[name][j].clone() if name in params else value
+                     for name, value in template.items()} for j in range(len(members))]
 
 
 @dataclass(frozen=True)
